@@ -1,0 +1,71 @@
+"""Settings: paths, defaults and the environment variables that override them, in one place.
+
+Every environment variable the project reads is read here:
+
+- ``COVFEFE_HOME``: the project root that relative paths resolve against (default: the
+  checkout this package lives in, or the current directory once installed elsewhere).
+- ``COVFEFE_DATA_DIR``: where collected data lives (default ``<home>/data``).
+- ``COVFEFE_ARCHIVE``: a Trump Twitter Archive folder, file, glob or URL (default
+  ``<home>/../shared/data/trump-twitter-archive``, where a developer checkout finds it).
+- ``TWITTER_BEARER_TOKEN``: the X/Twitter API v2 bearer token (a secret: only ever read from
+  the environment or a git-ignored ``.env``, never written anywhere).
+"""
+
+import os
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _default_home() -> Path:
+    checkout = PACKAGE_DIR.parent
+    if (checkout / "pyproject.toml").is_file():
+        return checkout
+    return Path.cwd()
+
+
+def home() -> Path:
+    """Return the project root that relative paths are resolved against."""
+    return Path(os.environ.get("COVFEFE_HOME") or _default_home())
+
+
+def data_dir() -> Path:
+    """Return the folder for collected data (``COVFEFE_DATA_DIR``)."""
+    return Path(os.environ.get("COVFEFE_DATA_DIR") or home() / "data")
+
+
+def dataset_path() -> Path:
+    """Return the default dataset that collection writes and every later step reads."""
+    return data_dir() / DATASET_FILENAME
+
+
+def archive_source() -> str:
+    """Return the default archive source (``COVFEFE_ARCHIVE``): a folder, file, glob or URL."""
+    return os.environ.get("COVFEFE_ARCHIVE") or str(
+        home().parent / "shared" / "data" / "trump-twitter-archive"
+    )
+
+
+def twitter_bearer_token() -> str | None:
+    """Return the X/Twitter API bearer token from the environment, or None when it is not set."""
+    return os.environ.get(TWITTER_TOKEN_ENV) or None
+
+
+def resolve(path: str | os.PathLike) -> Path:
+    """Resolve a path given relative to the project root (absolute paths are kept)."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else home() / path
+
+
+DATASET_FILENAME = "tweets.parquet"
+TWITTER_TOKEN_ENV = "TWITTER_BEARER_TOKEN"
+
+# Collection defaults.
+DEFAULT_SCREEN_NAME = "realDonaldTrump"
+TWITTER_PAGE_SIZE = 100  # the v2 timeline endpoint's maximum
+TWITTER_MAX_RATE_LIMIT_WAITS = 5  # consecutive 429s before giving up
+DOWNLOAD_TIMEOUT_S = 30
+DOWNLOAD_CHUNK_BYTES = 1 << 16
+
+# Vocabulary defaults: characters seen fewer times than this map to the unknown symbol.
+VOCAB_MIN_COUNT = 20
