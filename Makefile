@@ -1,0 +1,42 @@
+# covfefe-flow: `make help` lists the targets. Every target installs what it needs.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.covfefe-installed
+
+.PHONY: help install demo collect test lint notebooks-clear clean
+
+help: ## List the targets
+	@echo "covfefe-flow: make TARGET"
+	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z_-]+:.*?## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install -e '.[dev]'
+	touch $@
+
+install: $(INSTALLED) ## Create .venv and install covfefe with every extra (pyproject.toml)
+
+demo: install ## Set everything up and run the main job (for now: import the archive)
+	$(BIN)/covfefe collect --archive
+
+collect: install ## Import the archive (COVFEFE_ARCHIVE) into data/tweets.parquet
+	$(BIN)/covfefe collect --archive
+
+test: install ## Run every test: lint, unit, CLI, HTTP, notebooks (papermill and nbval)
+	$(BIN)/ruff check covfefe serve tests
+	$(BIN)/pytest tests notebooks --nbval-lax
+
+lint: install ## Lint the code with ruff
+	$(BIN)/ruff check covfefe serve tests
+
+notebooks-clear: install ## Clear the outputs of the source notebooks before committing
+	$(BIN)/jupyter nbconvert --clear-output --inplace notebooks/*.ipynb
+
+clean: ## Remove the virtual environment and caches (keeps data/ and runs/)
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,1 @@
+"""Getting tweets in: archive import, the X API collector, cleaning and the local dataset."""

@@ -1,0 +1,83 @@
+"""Shared fixtures: the archive, an isolated data folder, local HTTP servers, system tools.
+
+Tests never write into the checkout's ``data/``: ``COVFEFE_DATA_DIR`` points at a temporary
+folder for the whole session (notebooks run by nbval inherit it), and ``COVFEFE_ARCHIVE``
+defaults to ``../shared/data/trump-twitter-archive`` beside the checkout.
+"""
+
+import functools
+import http.server
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_ARCHIVE = ROOT.parent / "shared" / "data" / "trump-twitter-archive"
+
+
+def pytest_configure(config):
+    os.environ.setdefault("COVFEFE_ARCHIVE", str(DEFAULT_ARCHIVE))
+    os.environ["COVFEFE_HOME"] = str(ROOT)
+    os.environ["COVFEFE_DATA_DIR"] = tempfile.mkdtemp(prefix="covfefe-test-data-")
+    # A developer's real token must never reach a test (the tests use local stand-ins).
+    os.environ.pop("TWITTER_BEARER_TOKEN", None)
+
+
+def require_all() -> bool:
+    """Return True when a missing system tool must fail the run rather than skip (CI)."""
+    return os.environ.get("COVFEFE_REQUIRE_ALL") == "1"
+
+
+def require_tool(name: str) -> str:
+    """Return the path of a system tool, or skip (fail under COVFEFE_REQUIRE_ALL=1) without it."""
+    path = shutil.which(name)
+    if path:
+        return path
+    reason = f"system tool {name!r} is not installed (see .ci/apt-packages.txt)"
+    if require_all():
+        pytest.fail(f"{reason}, and COVFEFE_REQUIRE_ALL=1 requires every tool")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def archive_dir() -> Path:
+    """The Trump Twitter Archive folder (``COVFEFE_ARCHIVE``)."""
+    path = Path(os.environ["COVFEFE_ARCHIVE"])
+    if not path.is_dir():
+        pytest.fail(f"COVFEFE_ARCHIVE={path} is not a folder holding the archive's JSON files")
+    return path
+
+
+@pytest.fixture
+def dataset(tmp_path) -> Path:
+    """A path for a fresh dataset file."""
+    return tmp_path / "data" / "tweets.parquet"
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):
+        pass
+
+
+@pytest.fixture
+def serve_folder():
+    """Serve a folder over HTTP on 127.0.0.1; returns a function folder -> base URL."""
+    servers = []
+
+    def start(folder: Path) -> str:
+        handler = functools.partial(_QuietHandler, directory=str(folder))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
