@@ -85,7 +85,8 @@ def test_ci_runs_exactly_the_readme_test_command():
 
 
 def _git_ignores(path: str) -> bool:
-    return subprocess.run(["git", "check-ignore", "-q", "--no-index", path], cwd=ROOT).returncode == 0
+    check = subprocess.run(["git", "check-ignore", "-q", "--no-index", path], cwd=ROOT)
+    return check.returncode == 0
 
 
 def test_data_runs_and_secrets_are_git_ignored_but_the_code_is_not():

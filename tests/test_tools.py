@@ -4,7 +4,6 @@ import pytest
 
 from tests.conftest import ROOT
 
-
 _TEST = """
 from conftest import require_tool
 

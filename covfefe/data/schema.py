@@ -10,7 +10,7 @@
 | is_reply         | bool                | a reply (starts with a mention or says so)           |
 | retweet_count    | Int64 or missing    | retweets when collected                              |
 | favorite_count   | Int64 or missing    | likes when collected                                 |
-| origin           | string              | where it came from: ``archive:<file or URL>``, ``x:@name`` |
+| origin           | string              | ``archive:<file or URL>`` or ``x:@name``          |
 """
 
 from datetime import UTC, datetime

@@ -69,7 +69,9 @@ class TweetStore:
         try:
             frame = pq.read_table(self.path).to_pandas()
         except (pa.ArrowException, OSError) as error:
-            raise UserError(f"dataset {self.path} is not a readable Parquet file ({error})") from None
+            raise UserError(
+                f"dataset {self.path} is not a readable Parquet file ({error})"
+            ) from None
         missing = set(schema.COLUMNS) - set(frame.columns)
         if missing:
             raise UserError(f"dataset {self.path} lacks the columns {', '.join(sorted(missing))}")
@@ -96,7 +98,7 @@ class TweetStore:
                 fcntl.flock(lock_file, fcntl.LOCK_UN)
 
     def merge(self, new: pd.DataFrame) -> MergeResult:
-        """Add the tweets of ``new`` whose ids the dataset lacks; the stored copy of a tweet wins."""
+        """Add the tweets of ``new`` whose ids the dataset lacks; a stored tweet is kept as is."""
         with self.lock():
             current = self.load()
             fresh = new[~new["id"].isin(current["id"])].drop_duplicates("id")
