@@ -530,3 +530,12 @@ def test_the_cli_names_a_missing_token(x_api, dataset, monkeypatch, capsys):
     assert config.TWITTER_TOKEN_ENV in lines[0] and lines[0].startswith("covfefe collect: error:")
     assert "Traceback" not in captured.err
     assert not dataset.exists()
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"user_id": 1}', "[1, 2]"])
+def test_a_damaged_saved_position_is_a_clear_error(collector, dataset, content):
+    path = state_path(dataset, "realDonaldTrump")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(content)
+    with pytest.raises(CollectionError, match="saved position .* is damaged; delete it"):
+        collect_timeline(dataset, collector)

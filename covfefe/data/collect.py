@@ -21,6 +21,7 @@ from covfefe.data.archive import TweetArchive
 from covfefe.data.clean import clean_tweet, looks_like_retweet
 from covfefe.data.store import TweetStore, write_atomically
 from covfefe.data.twitter import TwitterCollector, parse_screen_name
+from covfefe.errors import CollectionError
 
 
 @dataclass
@@ -182,7 +183,14 @@ def collect_twitter(
         write_atomically(state_file, lambda stream: stream.write(json.dumps(state).encode()))
 
     if state_file.is_file():
-        state = json.loads(state_file.read_text())
+        try:
+            state = json.loads(state_file.read_text())
+            state = {key: state[key] for key in ("user_id", "since_id", "pagination_token")}
+        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+            raise CollectionError(
+                f"the saved position {state_file} is damaged; delete it to collect from the "
+                "newest stored tweet on"
+            ) from None
         report.resumed = True
     else:
         frame = store.load()
