@@ -94,15 +94,13 @@ def select_tweets(
     after `clean_tweet`.
     """
     report = CollectionReport(read=len(frame))
-    keep = pd.Series(True, index=frame.index)
     since, until = _as_utc(since), _as_utc(until)
-    in_range = pd.Series(True, index=frame.index)
+    keep = pd.Series(True, index=frame.index)
     if since is not None:
-        in_range &= frame["created_at"] >= since
+        keep &= frame["created_at"] >= since
     if until is not None:
-        in_range &= frame["created_at"] < until
-    report.out_of_range = int((~in_range).sum())
-    keep &= in_range
+        keep &= frame["created_at"] < until
+    report.out_of_range = int((~keep).sum())
 
     flagged = frame["is_retweet"].astype(bool)
     unflagged = ~flagged & frame["text"].map(looks_like_retweet).astype(bool)
@@ -177,7 +175,8 @@ def collect_twitter(
     origin = f"x:@{screen_name}"
     state_file = state_path(store.path, screen_name)
     collector = collector or TwitterCollector(bearer_token)
-    report = CollectionReport(dataset=str(store.path), total=len(store.load()))
+    stored = store.load()
+    report = CollectionReport(dataset=str(store.path), total=len(stored))
 
     def save_state() -> None:
         write_atomically(state_file, lambda stream: stream.write(json.dumps(state).encode()))
@@ -193,9 +192,8 @@ def collect_twitter(
             ) from None
         report.resumed = True
     else:
-        frame = store.load()
         # Screen names are case-insensitive: @realdonaldtrump's tweets are @realDonaldTrump's.
-        ours = frame.loc[frame["origin"].str.lower() == origin.lower(), "id"]
+        ours = stored.loc[stored["origin"].str.lower() == origin.lower(), "id"]
         state = {
             "user_id": collector.user_id(screen_name),
             "since_id": int(ours.max()) if len(ours) else None,
