@@ -116,11 +116,10 @@ def character_frequencies(
     its own id; the others map to the unknown symbol. Rows are in the vocabulary's order:
     falling count, ties by code point.
     """
-    texts = list(texts)
     counts = Counter()
     for text in texts:
         counts.update(text)
-    vocabulary = Vocabulary.from_texts(texts, min_count=min_count)
+    vocabulary = Vocabulary.from_counts(counts, min_count=min_count)
     chars = sorted(counts, key=lambda char: (-counts[char], ord(char)))
     total = sum(counts.values())
     return pd.DataFrame(

@@ -44,6 +44,11 @@ class Vocabulary:
         counts = Counter()
         for text in texts:
             counts.update(text)
+        return cls.from_counts(counts, min_count)
+
+    @classmethod
+    def from_counts(cls, counts: dict[str, int], min_count: int = config.VOCAB_MIN_COUNT):
+        """Build the vocabulary from character counts already made (see `from_texts`)."""
         kept = sorted((c for c, n in counts.items() if n >= min_count),
                       key=lambda c: (-counts[c], ord(c)))
         return cls(kept, {c: counts[c] for c in kept}, min_count)
