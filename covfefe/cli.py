@@ -1,13 +1,17 @@
-"""The ``covfefe`` command line: ``covfefe collect`` (more subcommands arrive with training).
+"""The ``covfefe`` command line: ``covfefe collect``, ``covfefe train``, ``covfefe evaluate``.
 
 A user mistake (a missing file, a malformed archive, a missing token, a bad option value) is
 printed as one sentence and exits with status 2; an interrupted run exits with status 130
-after saying that what it collected is kept.
+after saying that what it collected or trained is kept and that rerunning resumes.
 """
 
 import argparse
+import dataclasses
+import inspect
+import re
 import sys
 from datetime import datetime
+from pathlib import Path
 
 from covfefe import __version__, config
 from covfefe.errors import UserError
@@ -46,6 +50,124 @@ def _run_collect(args) -> None:
     print(report.summary())
 
 
+TRAIN_NOTEBOOK = "03-train-model"  # the params-file section that `covfefe train --params` reads
+INTERRUPTED = {
+    "collect": "everything collected so far is kept and the next run resumes",
+    "train": "every finished epoch is checkpointed and rerunning with the same --run-dir resumes",
+}
+
+
+def _parameter_help(cls) -> dict[str, str]:
+    """Return each dataclass field's trailing ``# comment``: the one place parameters are
+    documented (the notebooks' parameters cells follow the same convention)."""
+    pattern = re.compile(r"^\s+(\w+): [^=]+= .*?  # (.+)$")
+    return {m.group(1): m.group(2) for line in inspect.getsource(cls).splitlines()
+            if (m := pattern.match(line))}
+
+
+def _bool(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean {value!r}: use true or false")
+
+
+def _read_params(path: str, section: str) -> dict:
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise UserError(f"parameters file {path} does not exist") from None
+    except yaml.YAMLError as error:
+        raise UserError(f"parameters file {path} is not valid YAML ({error})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"parameters file {path} must hold a mapping of parameters")
+    data = data.get(section, data)
+    return {key: value for key, value in data.items()
+            if key not in ("collect", "evaluate_text")}  # notebook-only parameters
+
+
+def _run_train(args) -> None:
+    from covfefe.train import TrainConfig, train
+
+    values = _read_params(args.params, TRAIN_NOTEBOOK) if args.params else {}
+    names = [field.name for field in dataclasses.fields(TrainConfig)]
+    values.update({name: getattr(args, name) for name in names
+                   if getattr(args, name) is not None})
+    result = train(TrainConfig.from_dict(values), progress=not args.no_progress)
+    print(result.summary())
+
+
+def _run_evaluate(args) -> None:
+    from covfefe.evaluate import evaluate_command
+
+    print(evaluate_command(
+        model=args.model, text=args.text, archive=args.archive, dataset=args.dataset,
+        since=args.since, until=args.until, everything=args.all,
+        baseline_order=args.baseline_order, progress=not args.no_progress,
+    ))
+
+
+def _add_train(commands) -> None:
+    from covfefe.train import TrainConfig  # imports Keras: only when the subcommand is built
+
+    train = commands.add_parser(
+        "train", help="train (or resume) a model and export it as an artifact",
+        description="Train the character-level network on the dataset, checkpointing every "
+        "epoch into --run-dir (rerun the same command to resume after a crash or kill), then "
+        "score it and the Kneser-Ney n-gram baseline on the most recent tweets and export the "
+        "model artifact. Parameters come from the defaults, then --params, then the options.",
+    )
+    train.add_argument("--params", metavar="YAML",
+                       help=f"parameters file (its '{TRAIN_NOTEBOOK}' section if it has one), "
+                       "e.g. notebooks/params/full.yaml")
+    helps = _parameter_help(TrainConfig)
+    for field in dataclasses.fields(TrainConfig):
+        kind = type(field.default)
+        train.add_argument(
+            f"--{field.name.replace('_', '-')}", dest=field.name, metavar=field.name.upper(),
+            type=_bool if kind is bool else kind,
+            help=f"{helps.get(field.name, field.name)} (default: {field.default!r})",
+        )
+    train.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    train.set_defaults(run=_run_train)
+
+
+def _add_evaluate(commands) -> None:
+    evaluate = commands.add_parser(
+        "evaluate", help="bits per character of a model (and the n-gram baseline) on tweets",
+        description="Print bits_per_char=... chars=... tweets=... for a model artifact on a set "
+        "of tweets: every character after the first plus the end of the tweet, each given the "
+        "characters before it. Tweets from the dataset or an archive are cleaned as for "
+        "training and default to the model's validation period; --text scores each line "
+        "exactly as written.",
+    )
+    evaluate.add_argument("--model", metavar="DIR",
+                          help="model artifact folder (default: $COVFEFE_MODEL, "
+                          f"else {config.BUNDLED_MODEL})")
+    source = evaluate.add_mutually_exclusive_group()
+    source.add_argument("--text", metavar="FILE", help="one tweet per line, scored as written")
+    source.add_argument("--archive", nargs="?", const="", metavar="SOURCE",
+                        help="an archive file, folder, glob or URL (no value: $COVFEFE_ARCHIVE)")
+    source.add_argument("--dataset", metavar="PATH",
+                        help="a collected dataset (the default source: "
+                        "$COVFEFE_DATA_DIR/tweets.parquet)")
+    evaluate.add_argument("--since", type=_date, metavar="DATE",
+                          help="only tweets from this UTC date on (default: the start of the "
+                          "model's validation period)")
+    evaluate.add_argument("--until", type=_date, metavar="DATE",
+                          help="only tweets before this UTC date")
+    evaluate.add_argument("--all", action="store_true",
+                          help="every tweet of the dataset or archive, training tweets included")
+    evaluate.add_argument("--baseline-order", type=int, metavar="N",
+                          help="also score a Kneser-Ney N-gram model fitted on the dataset's "
+                          "tweets before the model's validation period")
+    evaluate.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    evaluate.set_defaults(run=_run_evaluate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser of the whole command line."""
     parser = _Parser(prog="covfefe", description=__doc__.splitlines()[0])
@@ -80,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="keep only tweets before this UTC date")
     collect.add_argument("--no-progress", action="store_true", help="hide progress bars")
     collect.set_defaults(run=_run_collect)
+    _add_train(commands)
+    _add_evaluate(commands)
     return parser
 
 
@@ -92,8 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"covfefe {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print(f"covfefe {args.command}: interrupted; everything collected so far is kept "
-              "and the next run resumes", file=sys.stderr)
+        print(f"covfefe {args.command}: interrupted; "
+              f"{INTERRUPTED.get(args.command, 'nothing was lost')}", file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0
 

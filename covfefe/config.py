@@ -7,6 +7,8 @@ Every environment variable the project reads is read here:
 - ``COVFEFE_DATA_DIR``: where collected data lives (default ``<home>/data``).
 - ``COVFEFE_ARCHIVE``: a Trump Twitter Archive folder, file, glob or URL (default
   ``<home>/../shared/data/trump-twitter-archive``, where a developer checkout finds it).
+- ``COVFEFE_MODEL``: the model artifact that evaluation, generation and the API use by default
+  (default ``<home>/models/covfefe``, the bundled model).
 - ``TWITTER_BEARER_TOKEN``: the X/Twitter API v2 bearer token (a secret: only ever read from
   the environment or a git-ignored ``.env``, never written anywhere).
 """
@@ -46,6 +48,11 @@ def archive_source() -> str:
     )
 
 
+def model_dir() -> Path:
+    """Return the default model artifact (``COVFEFE_MODEL``, else the bundled model)."""
+    return resolve(os.environ.get("COVFEFE_MODEL") or BUNDLED_MODEL)
+
+
 def twitter_bearer_token() -> str | None:
     """Return the X/Twitter API bearer token from the environment, or None when it is not set."""
     return os.environ.get(TWITTER_TOKEN_ENV) or None
@@ -58,6 +65,7 @@ def resolve(path: str | os.PathLike) -> Path:
 
 
 DATASET_FILENAME = "tweets.parquet"
+BUNDLED_MODEL = "models/covfefe"
 TWITTER_TOKEN_ENV = "TWITTER_BEARER_TOKEN"
 
 # Collection defaults.

@@ -19,9 +19,10 @@ from covfefe import config
 from covfefe.data import schema
 from covfefe.data.archive import TweetArchive
 from covfefe.data.clean import clean_tweet, looks_like_retweet
-from covfefe.data.store import TweetStore, write_atomically
+from covfefe.data.store import TweetStore
 from covfefe.data.twitter import TwitterCollector, parse_screen_name
 from covfefe.errors import CollectionError
+from covfefe.files import write_atomically
 
 
 @dataclass

@@ -7,7 +7,6 @@ Writers take a lock file, so two collections running at once cannot lose each ot
 
 import fcntl
 import os
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import pyarrow.parquet as pq
 
 from covfefe.data import schema
 from covfefe.errors import UserError
+from covfefe.files import write_atomically
 
 
 @dataclass(frozen=True)
@@ -27,26 +27,6 @@ class MergeResult:
     added: int
     already_present: int
     total: int
-
-
-def write_atomically(path: Path, write) -> None:
-    """Call ``write(file_object)`` on a temporary file, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # make the rename itself durable
-    finally:
-        os.close(directory)
 
 
 class TweetStore:

@@ -1,0 +1,163 @@
+"""The model artifact: a versioned folder holding everything needed to use a trained model.
+
+Layout::
+
+    <artifact>/
+        metadata.json     format, name, version, parameters, data fingerprint, metrics, files
+        vocabulary.json   the character vocabulary (covfefe.text.Vocabulary)
+        model.keras       the Keras 3 network, without optimizer state
+        saved_model/      the same network as a TensorFlow SavedModel (TF Serving signature)
+
+``metadata.json`` lists every other file with its size and SHA-256, and is written last, into a
+temporary folder that is renamed into place: a folder without it, or whose files do not match
+it, is refused with a clear error instead of being half-loaded.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from covfefe import __version__
+from covfefe.errors import UserError
+from covfefe.text import Vocabulary
+
+FORMAT = "covfefe-model"
+FORMAT_VERSION = 1
+METADATA, VOCABULARY, KERAS_MODEL, SAVED_MODEL = (
+    "metadata.json", "vocabulary.json", "model.keras", "saved_model"
+)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _file_table(folder: Path) -> dict[str, dict]:
+    return {
+        path.relative_to(folder).as_posix(): {"bytes": path.stat().st_size,
+                                              "sha256": _sha256(path)}
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name != METADATA
+    }
+
+
+def new_version(now: datetime | None = None) -> str:
+    """Return a version that sorts by creation time, such as ``2026.11.27.213045``."""
+    return (now or datetime.now(UTC)).strftime("%Y.%m.%d.%H%M%S")
+
+
+@dataclass
+class ModelArtifact:
+    """A verified artifact folder: its metadata and vocabulary; the network loads on demand."""
+
+    path: Path
+    metadata: dict
+    vocabulary: Vocabulary
+    _model: object = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.metadata["name"]
+
+    @property
+    def version(self) -> str:
+        return self.metadata["version"]
+
+    @property
+    def metrics(self) -> dict:
+        return self.metadata.get("metrics", {})
+
+    def load_model(self):
+        """Return the Keras network (loaded once)."""
+        if self._model is None:
+            import keras
+
+            try:
+                self._model = keras.saving.load_model(self.path / KERAS_MODEL, compile=False)
+            except (OSError, ValueError) as error:
+                raise UserError(f"model artifact {self.path}: cannot load {KERAS_MODEL} "
+                                f"({error})") from None
+        return self._model
+
+
+def save_artifact(folder: str | os.PathLike, model, vocabulary: Vocabulary, metadata: dict, *,
+                  saved_model: bool = True, overwrite: bool = False) -> ModelArtifact:
+    """Write a complete artifact folder atomically and return it, loaded back and verified.
+
+    ``metadata`` holds the caller's parts (name, parameters, data, metrics...); the format,
+    version (unless given), creation time, package version and file table are added here.
+    """
+    folder = Path(folder)
+    if folder.exists() and not overwrite:
+        raise UserError(f"{folder} already exists: choose another folder or overwrite it")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        staging.chmod(0o755)  # mkdtemp makes it private; a served model is read by other users
+        vocabulary.save(staging / VOCABULARY)
+        model.save(staging / KERAS_MODEL)
+        if saved_model:
+            model.export(staging / SAVED_MODEL, format="tf_saved_model", verbose=False)
+        now = datetime.now(UTC)
+        metadata = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            **metadata,
+            "version": metadata.get("version") or new_version(now),
+            "created": now.isoformat(timespec="seconds"),
+            "covfefe_version": __version__,
+            "files": _file_table(staging),
+        }
+        (staging / METADATA).write_text(json.dumps(metadata, indent=1, ensure_ascii=False)
+                                        + "\n", encoding="utf-8")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return load_artifact(folder)
+
+
+def load_artifact(folder: str | os.PathLike, *, verify: bool = True) -> ModelArtifact:
+    """Return the artifact in ``folder``; UserError if it is missing, incomplete or damaged."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"model artifact {folder} does not exist (or is not a folder)")
+    try:
+        metadata = json.loads((folder / METADATA).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"model artifact {folder} is incomplete: {METADATA} is missing "
+                        "(an interrupted export?)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"model artifact {folder}: {METADATA} is not valid JSON ({error})"
+                        ) from None
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+        raise UserError(f"{folder} is not a covfefe model artifact")
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"model artifact {folder} has format version "
+                        f"{metadata.get('format_version')!r}; this covfefe reads "
+                        f"{FORMAT_VERSION}")
+    files = metadata.get("files") or {}
+    for required in (VOCABULARY, KERAS_MODEL):
+        if required not in files:
+            raise UserError(f"model artifact {folder}: {METADATA} does not list {required}")
+    if verify:
+        for name, expected in files.items():
+            path = folder / name
+            if not path.is_file():
+                raise UserError(f"model artifact {folder} is incomplete: {name} is missing")
+            if (path.stat().st_size != expected["bytes"]
+                    or _sha256(path) != expected["sha256"]):
+                raise UserError(f"model artifact {folder} is damaged: {name} does not match "
+                                f"its checksum in {METADATA}")
+    return ModelArtifact(folder, metadata, Vocabulary.load(folder / VOCABULARY))
