@@ -95,10 +95,14 @@ class SequenceBatches:
     is how bits per character are defined for evaluation. Training shuffles with a seed that
     changes every epoch (``epoch`` counts iterations and can be set to resume); evaluation keeps
     the original order when ``shuffle=False``.
+
+    ``fixed_width=True`` pads every batch to the same width. Keras averages a weighted metric
+    per batch over the time axis first, so its epoch figure is the exact mean per character
+    only when all batches are equally wide: validation batches use it.
     """
 
     def __init__(self, sequences: list[np.ndarray], batch_size: int, *, shuffle: bool = True,
-                 seed: int = 0, score_first: bool = True):
+                 seed: int = 0, score_first: bool = True, fixed_width: bool = False):
         if batch_size < 1:
             raise UserError(f"batch_size must be a positive whole number, not {batch_size!r}")
         if not sequences:
@@ -110,6 +114,7 @@ class SequenceBatches:
         self.shuffle = shuffle
         self.seed = seed
         self.score_first = score_first
+        self.fixed_width = fixed_width
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -140,7 +145,7 @@ class SequenceBatches:
 
     def pad(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Return padded ``(inputs, targets, weights)`` for the tweets at ``indices``."""
-        width = int(self.lengths[indices].max())
+        width = int((self.lengths if self.fixed_width else self.lengths[indices]).max())
         width = PAD_MULTIPLE * math.ceil(width / PAD_MULTIPLE)
         inputs = np.full((len(indices), width), PAD_ID, dtype=np.int32)
         targets = np.full((len(indices), width), PAD_ID, dtype=np.int32)

@@ -168,7 +168,7 @@ def fit(train_config: TrainConfig, corpus: Corpus, vocabulary: Vocabulary, *,
     train_batches.epoch = start_epoch
     validation_batches = SequenceBatches(
         encode_tweets(corpus.validation["text"], vocabulary, train_config.max_chars),
-        train_config.batch_size, shuffle=False, score_first=False,
+        train_config.batch_size, shuffle=False, score_first=False, fixed_width=True,
     )
     early_stopping = keras.callbacks.EarlyStopping(monitor="val_xent",
                                                    patience=train_config.patience)

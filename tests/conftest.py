@@ -81,3 +81,35 @@ def serve_folder():
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+# A tiny slice of the archive and a tiny network: enough to train for real in seconds.
+TINY_SINCE, TINY_UNTIL = "2016-01-01", "2016-03-01"
+TINY_PARAMS = dict(cell="lstm", layers=1, units=32, embedding_dim=16, dropout=0.0,
+                   batch_size=32, epochs=2, learning_rate=0.01, seed=7, baseline_order=5)
+
+
+@pytest.fixture(scope="session")
+def tiny_tweets(archive_dir, tmp_path_factory):
+    """Two months of the real archive (about 700 tweets), collected into a dataset file."""
+    from covfefe.data.collect import collect_archive
+
+    path = tmp_path_factory.mktemp("tiny-data") / "tweets.parquet"
+    collect_archive(str(archive_dir), path, since=TINY_SINCE, until=TINY_UNTIL, progress=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_training(tiny_tweets, tmp_path_factory):
+    """A real (tiny) training run on `tiny_tweets`: its `covfefe.train.TrainResult`."""
+    from covfefe.train import TrainConfig, train
+
+    run_dir = tmp_path_factory.mktemp("tiny-run")
+    config = TrainConfig(run_dir=str(run_dir), dataset=str(tiny_tweets), **TINY_PARAMS)
+    return train(config, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_training):
+    """The tiny trained model's artifact (`covfefe.artifact.ModelArtifact`)."""
+    return tiny_training.artifact

@@ -1,0 +1,96 @@
+"""`covfefe evaluate` and the evaluation module on the tiny trained model."""
+
+import re
+
+import numpy as np
+import pytest
+
+from covfefe.evaluate import by_length, read_text_file, score_model
+from covfefe.text import UNK_ID
+from tests.test_cli import covfefe
+
+SUMMARY = re.compile(r"^bits_per_char=(\d+\.\d{4}) chars=(\d+) tweets=(\d+)$", re.MULTILINE)
+LINES = ["Make America Great Again!", "", "The Fake News Media ✓✓ is at it again… 🇺🇸",
+         "x", "  spaces stay as written  "]
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    path = tmp_path / "tweets.txt"
+    path.write_text("\n".join(LINES) + "\n", encoding="utf-8")
+    return path
+
+
+def test_text_file_is_scored_exactly_as_written(tiny_model, text_file):
+    result = covfefe("evaluate", "--model", str(tiny_model.path), "--text", str(text_file),
+                     "--no-progress")
+    assert result.returncode == 0, result.stderr
+    bits, chars, tweets = SUMMARY.search(result.stdout).groups()
+    kept = [line for line in LINES if line]
+    assert int(tweets) == len(kept)
+    assert int(chars) == sum(len(line) for line in kept)  # chars 2..n plus the end, per tweet
+    expected = score_model(tiny_model.load_model(), tiny_model.vocabulary, kept)
+    assert float(bits) == pytest.approx(expected.bits_per_char, abs=1e-4)
+
+
+def test_unknown_characters_are_scored_as_the_unknown_symbol(tiny_model):
+    vocabulary = tiny_model.vocabulary
+    assert UNK_ID in vocabulary.encode("☃").tolist()
+    model = tiny_model.load_model()
+    snowman = score_model(model, vocabulary, ["a☃"])
+    other_unknown = score_model(model, vocabulary, ["a☄"])
+    assert snowman.nats[0] == pytest.approx(other_unknown.nats[0])
+
+
+def test_the_dataset_defaults_to_the_models_validation_tweets(tiny_model, tiny_tweets):
+    result = covfefe("evaluate", "--model", str(tiny_model.path), "--dataset", str(tiny_tweets),
+                     "--baseline-order", "5", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    (model_bits, chars, tweets), (baseline_bits, *_) = SUMMARY.findall(
+        result.stdout.replace("): bits_per_char", "):\nbits_per_char"))
+    metrics, data = tiny_model.metrics, tiny_model.metadata["data"]
+    assert int(tweets) == data["validation_tweets"]
+    assert int(chars) == metrics["validation_chars"]
+    assert float(model_bits) == pytest.approx(metrics["validation_bits_per_char"], abs=1e-3)
+    order_5 = next(b for b in metrics["baselines"] if b["order"] == 5)
+    assert float(baseline_bits) == pytest.approx(order_5["validation_bits_per_char"], abs=1e-3)
+
+
+def test_all_tweets_include_the_training_ones(tiny_model, tiny_tweets):
+    result = covfefe("evaluate", "--model", str(tiny_model.path), "--dataset", str(tiny_tweets),
+                     "--all", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert int(SUMMARY.search(result.stdout).group(3)) == tiny_model.metadata["data"]["tweets"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--text", "{tmp}/missing.txt"], r"text file .*missing\.txt does not exist"),
+    (["--text", "{tmp}/empty.txt"], r"holds no tweets \(one per line\)"),
+    (["--text", "{tmp}/latin1.txt"], r"is not UTF-8"),
+    (["--model", "{tmp}"], r"is incomplete: metadata\.json is missing"),
+    (["--text", "a", "--archive"], "not allowed with argument"),
+])
+def test_mistakes_are_one_sentence_and_exit_2(tiny_model, tmp_path, args, message):
+    (tmp_path / "empty.txt").write_text("\n\n")
+    (tmp_path / "latin1.txt").write_bytes("café".encode("latin-1"))
+    args = [arg.format(tmp=tmp_path) for arg in args]
+    if "--model" not in args:
+        args = ["--model", str(tiny_model.path), *args]
+    result = covfefe("evaluate", *args)
+    assert result.returncode == 2
+    assert re.search(message, result.stderr), result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) <= 2
+
+
+def test_read_text_file_keeps_lines_as_written(text_file):
+    assert read_text_file(text_file) == [line for line in LINES if line]
+
+
+def test_bits_by_length_add_up_to_the_whole(tiny_model):
+    texts = ["short one", "a somewhat longer tweet about the Fake News Media", "x" * 150]
+    evaluation = score_model(tiny_model.load_model(), tiny_model.vocabulary, texts)
+    table = by_length(evaluation)
+    assert table["tweets"].sum() == 3 and table["chars"].sum() == evaluation.chars.sum()
+    weighted = (table["bits_per_char"] * table["chars"]).sum() / table["chars"].sum()
+    assert weighted == pytest.approx(evaluation.bits_per_char)
+    assert np.isfinite(evaluation.per_tweet()["bits_per_char"]).all()

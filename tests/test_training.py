@@ -1,0 +1,176 @@
+"""Training for real on a slice of the archive: metrics, artifact, resume after a kill, seeds."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from covfefe.artifact import load_artifact
+from covfefe.errors import UserError
+from covfefe.evaluate import score_model
+from covfefe.train import TrainConfig, load_history, train
+from tests.conftest import TINY_PARAMS
+
+
+def test_training_reports_bits_per_char_every_epoch(tiny_training):
+    history = tiny_training.history
+    assert history["epoch"].tolist() == [1, 2]
+    assert {"bits_per_char", "val_bits_per_char", "learning_rate"} <= set(history.columns)
+    assert np.allclose(history["val_bits_per_char"], history["val_xent"] / np.log(2))
+    assert history["bits_per_char"].iloc[1] < history["bits_per_char"].iloc[0]  # it learns
+
+
+def test_the_artifact_records_data_parameters_and_both_metrics(tiny_training, tiny_model):
+    metadata = tiny_model.metadata
+    assert metadata["format"] == "covfefe-model" and metadata["version"]
+    assert metadata["model"]["units"] == TINY_PARAMS["units"]
+    assert metadata["model"]["vocab_size"] == len(tiny_model.vocabulary)
+    data = metadata["data"]
+    assert data["tweets"] == data["train_tweets"] + data["validation_tweets"]
+    assert data["first_tweet"] < data["validation_since"] <= data["last_tweet"]
+    assert len(data["sha256"]) == 64
+    metrics = metadata["metrics"]
+    assert metrics["baseline"]["name"].startswith("kneser-ney-")
+    assert metrics["baseline"]["validation_bits_per_char"] == min(
+        b["validation_bits_per_char"] for b in metrics["baselines"])
+    assert {"model.keras", "vocabulary.json"} <= set(metadata["files"])
+    assert any(name.startswith("saved_model/") for name in metadata["files"])
+
+
+def test_the_exported_score_is_the_best_epochs_validation_score(tiny_training, tiny_model):
+    """Two computations of one number: Keras's weighted metric during training, and the
+    evaluation module's own per-tweet scoring of the exported model."""
+    from covfefe.corpus import Corpus
+    from covfefe.explore import load_dataset
+
+    history = tiny_training.history
+    best = history.loc[history["val_bits_per_char"].idxmin()]
+    assert tiny_model.metrics["best_epoch"] == best["epoch"]
+    assert tiny_model.metrics["validation_bits_per_char"] == pytest.approx(
+        best["val_bits_per_char"], abs=1e-3)
+    config = json.loads((tiny_training.run_dir / "config.json").read_text())
+    corpus = Corpus.from_tweets(load_dataset(config["dataset"]), config["validation_fraction"])
+    again = score_model(tiny_model.load_model(), tiny_model.vocabulary, corpus.validation["text"])
+    assert again.bits_per_char == pytest.approx(tiny_model.metrics["validation_bits_per_char"],
+                                                abs=1e-3)
+    assert int(again.chars.sum()) == tiny_model.metrics["validation_chars"]
+
+
+def test_the_saved_model_serves_the_same_logits(tiny_model):
+    import tensorflow as tf
+
+    ids = np.array([[1, *tiny_model.vocabulary.encode("Make America")]], dtype=np.int32)
+    keras_logits = np.asarray(tiny_model.load_model()(ids))
+    loaded = tf.saved_model.load(str(tiny_model.path / "saved_model"))
+    signature = loaded.signatures["serving_default"]
+    served = list(signature(tf.constant(ids)).values())[0].numpy()
+    np.testing.assert_allclose(served, keras_logits, atol=1e-5)
+
+
+def test_a_finished_run_resumes_without_training_again(tiny_training, tiny_tweets):
+    config = json.loads((tiny_training.run_dir / "config.json").read_text())
+    again = train(TrainConfig(**config), progress=False)
+    assert again.resumed_from_epoch == 2 and len(again.history) == 2
+    assert again.artifact.metrics["validation_bits_per_char"] == pytest.approx(
+        tiny_training.artifact.metrics["validation_bits_per_char"])
+
+
+def test_changing_the_architecture_of_a_run_is_refused(tiny_training):
+    config = json.loads((tiny_training.run_dir / "config.json").read_text())
+    config["units"] = 48
+    with pytest.raises(UserError, match=r"started with other units \(units=32\)"):
+        train(TrainConfig(**config), progress=False)
+
+
+def test_the_same_seed_gives_the_same_model(tiny_tweets, tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        config = TrainConfig(run_dir=str(tmp_path / name), dataset=str(tiny_tweets),
+                             **{**TINY_PARAMS, "epochs": 1, "saved_model": False})
+        runs.append(train(config, progress=False))
+    weights = [run.artifact.load_model().get_weights() for run in runs]
+    for a, b in zip(*weights, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert runs[0].artifact.metrics == runs[1].artifact.metrics
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("cell", "rnn", "cell must be one of lstm, gru, not 'rnn'"),
+    ("units", 0, "units must be a positive whole number, not 0"),
+    ("dropout", 1.0, "dropout must be at least 0 and below 1"),
+    ("epochs", 2.5, "epochs must be a positive whole number, not 2.5"),
+    ("learning_rate", 0, "learning_rate must be above 0"),
+])
+def test_bad_parameters_are_refused_before_anything_runs(field, value, message):
+    with pytest.raises(UserError, match=message):
+        TrainConfig(**{field: value})
+
+
+def test_an_unknown_parameter_is_named():
+    with pytest.raises(UserError, match="unknown training parameter.*: unitz"):
+        TrainConfig.from_dict({"unitz": 3})
+
+
+def covfefe_train(run_dir, dataset, *extra):
+    args = [sys.executable, "-m", "covfefe", "train", "--run-dir", str(run_dir), "--dataset",
+            str(dataset), "--no-progress", "--saved-model", "false"]
+    for name, value in {**TINY_PARAMS, "epochs": 4, "learning_rate": 0.005}.items():
+        args += [f"--{name.replace('_', '-')}", str(value)]
+    return args + list(extra)
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(tiny_tweets, tmp_path):
+    run_dir = tmp_path / "run"
+    log = tmp_path / "first-run.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(covfefe_train(run_dir, tiny_tweets), stdout=output,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    state_file = run_dir / "state.json"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        if state_file.exists() and json.loads(state_file.read_text())["epochs_done"] >= 1:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, f"the run ended before it could be killed:\n{log.read_text()}"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    killed_at = json.loads(state_file.read_text())["epochs_done"]
+    assert 1 <= killed_at < 4
+    assert not (run_dir / "model").exists()  # killed before the export
+
+    rerun = subprocess.run(covfefe_train(run_dir, tiny_tweets), capture_output=True, text=True,
+                           timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"epochs=4 (resumed from {killed_at}, 4 epochs)" in rerun.stdout
+    history = load_history(run_dir)
+    assert history["epoch"].tolist() == [1, 2, 3, 4]  # each epoch once: not restarted
+    artifact = load_artifact(run_dir / "model")
+    assert artifact.metadata["training"]["epochs_trained"] == 4
+
+
+def test_a_damaged_artifact_is_refused(tiny_model, tmp_path):
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_model.path, copy)
+    load_artifact(copy)  # intact
+    with (copy / "model.keras").open("r+b") as stream:
+        stream.seek(100)
+        stream.write(b"\0\0\0\0")
+    with pytest.raises(UserError, match="is damaged: model.keras does not match its checksum"):
+        load_artifact(copy)
+    (copy / "model.keras").unlink()
+    with pytest.raises(UserError, match="is incomplete: model.keras is missing"):
+        load_artifact(copy)
+    (copy / "metadata.json").unlink()
+    with pytest.raises(UserError, match="is incomplete: metadata.json is missing"):
+        load_artifact(copy)
+    (copy / "metadata.json").write_text('{"format": "something-else"}')
+    with pytest.raises(UserError, match="is not a covfefe model artifact"):
+        load_artifact(copy)
+    with pytest.raises(UserError, match="does not exist"):
+        load_artifact(tmp_path / "nowhere")
