@@ -51,6 +51,7 @@ def _run_collect(args) -> None:
 
 
 TRAIN_NOTEBOOK = "03-train-model"  # the params-file section that `covfefe train --params` reads
+NOTEBOOK_ONLY_PARAMETERS = ("sample_prefixes", "sample_temperatures")  # what it skips there
 INTERRUPTED = {
     "collect": "everything collected so far is kept and the next run resumes",
     "train": "every finished epoch is checkpointed and rerunning with the same --run-dir resumes",
@@ -86,7 +87,7 @@ def _read_params(path: str, section: str) -> dict:
         raise UserError(f"parameters file {path} must hold a mapping of parameters")
     data = data.get(section, data)
     return {key: value for key, value in data.items()
-            if key not in ("collect", "evaluate_text")}  # notebook-only parameters
+            if key not in NOTEBOOK_ONLY_PARAMETERS}
 
 
 def _run_train(args) -> None:

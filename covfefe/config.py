@@ -7,6 +7,7 @@ Every environment variable the project reads is read here:
 - ``COVFEFE_DATA_DIR``: where collected data lives (default ``<home>/data``).
 - ``COVFEFE_ARCHIVE``: a Trump Twitter Archive folder, file, glob or URL (default
   ``<home>/../shared/data/trump-twitter-archive``, where a developer checkout finds it).
+- ``COVFEFE_RUNS_DIR``: where training runs and executed notebooks go (default ``<home>/runs``).
 - ``COVFEFE_MODEL``: the model artifact that evaluation, generation and the API use by default
   (default ``<home>/models/covfefe``, the bundled model).
 - ``TWITTER_BEARER_TOKEN``: the X/Twitter API v2 bearer token (a secret: only ever read from
@@ -46,6 +47,11 @@ def archive_source() -> str:
     return os.environ.get("COVFEFE_ARCHIVE") or str(
         home().parent / "shared" / "data" / "trump-twitter-archive"
     )
+
+
+def runs_dir() -> Path:
+    """Return the folder of training runs and executed notebooks (``COVFEFE_RUNS_DIR``)."""
+    return Path(os.environ.get("COVFEFE_RUNS_DIR") or home() / "runs")
 
 
 def model_dir() -> Path:

@@ -173,7 +173,7 @@ def evaluate_command(*, model: str | None = None, text: str | None = None,
     """Run ``covfefe evaluate`` and return what it prints (see the CLI's help)."""
     from covfefe import config
     from covfefe.artifact import load_artifact
-    from covfefe.data.collect import _as_utc
+    from covfefe.data.collect import as_utc
 
     artifact = load_artifact(config.resolve(model) if model else config.model_dir())
     max_chars = artifact.metadata.get("model", {}).get("max_chars", MAX_TWEET_CHARS)
@@ -185,13 +185,13 @@ def evaluate_command(*, model: str | None = None, text: str | None = None,
     else:
         tweets = Corpus.from_tweets(_tweets_to_score(archive, dataset), 0.5)
         tweets = pd.concat([tweets.train, tweets.validation], ignore_index=True)
-        since = _as_utc(since) if since is not None else None
+        since = as_utc(since) if since is not None else None
         if since is None and not everything:
             since = validation_since
         if since is not None:
             tweets = tweets[tweets["created_at"] >= since]
         if until is not None:
-            tweets = tweets[tweets["created_at"] < _as_utc(until)]
+            tweets = tweets[tweets["created_at"] < as_utc(until)]
         texts = list(tweets["text"])
         lines.append(f"tweets: {'archive' if archive is not None else 'dataset'}, cleaned, "
                      f"from {since.date() if since is not None else 'the first'} "

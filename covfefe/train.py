@@ -19,6 +19,7 @@ existing run is refused: start a new run directory instead.
 import os
 import time
 from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -31,16 +32,18 @@ from covfefe.model import ModelConfig, build_model, compile_model
 from covfefe.text import Vocabulary
 
 # Parameters that define what a run computes: changing one of them means a new run.
-FIXED_PARAMETERS = ("cell", "layers", "units", "embedding_dim", "dropout", "max_chars",
-                    "batch_size", "validation_fraction", "min_count", "seed")
+FIXED_PARAMETERS = ("since", "until", "cell", "layers", "units", "embedding_dim", "dropout",
+                    "max_chars", "batch_size", "validation_fraction", "min_count", "seed")
 
 
 @dataclass
 class TrainConfig:
     """Every training parameter, with the defaults of a small model that trains on a CPU."""
 
-    run_dir: str = "runs/train"  # where checkpoints, logs and the artifact go
+    run_dir: str = ""  # checkpoints, logs, artifact ("" = a new $COVFEFE_RUNS_DIR/train-<time>)
     dataset: str = ""  # the collected dataset ("" = $COVFEFE_DATA_DIR/tweets.parquet)
+    since: str = ""  # train on tweets from this UTC date on ("" = from the first)
+    until: str = ""  # train on tweets before this UTC date ("" = to the last)
     name: str = "covfefe"  # the model's name in its metadata and in the API
     cell: str = "lstm"  # "lstm" or "gru"
     layers: int = 2  # stacked recurrent layers
@@ -62,6 +65,9 @@ class TrainConfig:
     saved_model: bool = True  # also export a TF Serving SavedModel
 
     def __post_init__(self):
+        if not self.run_dir:
+            stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+            self.run_dir = str(settings.runs_dir() / f"train-{stamp}")
         self.model_config()  # validates the architecture
         for name in ("max_chars", "batch_size", "epochs", "patience", "lr_patience",
                      "min_count", "baseline_order"):
@@ -82,6 +88,12 @@ class TrainConfig:
         if unknown:
             raise UserError(f"unknown training parameter(s): {', '.join(unknown)}")
         return cls(**data)
+
+    @classmethod
+    def from_namespace(cls, namespace: dict) -> "TrainConfig":
+        """Return the config of the names a namespace defines (a notebook's parameters)."""
+        return cls(**{field.name: namespace[field.name] for field in fields(cls)
+                      if field.name in namespace})
 
 
 @dataclass
@@ -108,8 +120,10 @@ def _check_run(run_dir: Path, train_config: TrainConfig, fingerprint: dict) -> N
     """Refuse to resume a run with other fixed parameters or other data; record them if new."""
     saved = read_json(run_dir / "config.json")
     if saved is not None:
+        # A parameter added after the run started has its default value in that run.
+        defaults = {field.name: field.default for field in fields(TrainConfig)}
         changed = [name for name in FIXED_PARAMETERS
-                   if saved.get(name) != getattr(train_config, name)]
+                   if saved.get(name, defaults[name]) != getattr(train_config, name)]
         if changed:
             raise UserError(
                 f"run {run_dir} was started with other {', '.join(changed)} "
@@ -203,6 +217,12 @@ def prepare(train_config: TrainConfig, tweets: pd.DataFrame | None = None
     run_dir.mkdir(parents=True, exist_ok=True)
     if tweets is None:
         tweets = load_dataset(train_config.dataset or None)
+    from covfefe.data.collect import as_utc
+
+    if train_config.since:
+        tweets = tweets[tweets["created_at"] >= as_utc(train_config.since)]
+    if train_config.until:
+        tweets = tweets[tweets["created_at"] < as_utc(train_config.until)]
     corpus = Corpus.from_tweets(tweets, train_config.validation_fraction)
     _check_run(run_dir, train_config, corpus.fingerprint())
     vocabulary_path = run_dir / "vocabulary.json"
@@ -244,6 +264,7 @@ def export_trained_model(train_config: TrainConfig, corpus: Corpus, vocabulary: 
         "training": {
             **{k: v for k, v in asdict(train_config).items()
                if k not in ("run_dir", "dataset", "export_dir", "saved_model")},
+            "run_dir": train_config.run_dir,
             "epochs_trained": int(state["epochs_done"]),
             "best_epoch": int(state["best_epoch"]),
             "stop_reason": state.get("stop_reason", ""),

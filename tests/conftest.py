@@ -1,8 +1,9 @@
 """Shared fixtures: the archive, an isolated data folder, local HTTP servers, system tools.
 
-Tests never write into the checkout's ``data/``: ``COVFEFE_DATA_DIR`` points at a temporary
-folder for the whole session (notebooks run by nbval inherit it), and ``COVFEFE_ARCHIVE``
-defaults to ``../shared/data/trump-twitter-archive`` beside the checkout.
+Tests never write into the checkout's ``data/`` or ``runs/``: ``COVFEFE_DATA_DIR`` and
+``COVFEFE_RUNS_DIR`` point at temporary folders for the whole session (notebooks run by nbval
+inherit them), and ``COVFEFE_ARCHIVE`` defaults to ``../shared/data/trump-twitter-archive``
+beside the checkout.
 """
 
 import functools
@@ -25,6 +26,7 @@ def pytest_configure(config):
     os.environ.setdefault("COVFEFE_ARCHIVE", str(DEFAULT_ARCHIVE))
     os.environ["COVFEFE_HOME"] = str(ROOT)
     os.environ["COVFEFE_DATA_DIR"] = tempfile.mkdtemp(prefix="covfefe-test-data-")
+    os.environ["COVFEFE_RUNS_DIR"] = tempfile.mkdtemp(prefix="covfefe-test-runs-")
     # A developer's real token must never reach a test (the tests use local stand-ins).
     os.environ.pop("TWITTER_BEARER_TOKEN", None)
 

@@ -26,6 +26,8 @@ PARAMETER_SETS = sorted((NOTEBOOK_DIR / "params").glob("*.yaml"))
 CI_PARAMETERS = NOTEBOOK_DIR / "params" / "ci.yaml"
 COLLECT = NOTEBOOK_DIR / "01-collect-tweets.ipynb"
 EXPLORE = NOTEBOOK_DIR / "02-explore-tweets.ipynb"
+TRAIN = NOTEBOOK_DIR / "03-train-model.ipynb"
+EVALUATE = NOTEBOOK_DIR / "04-evaluate-model.ipynb"
 EXPLORE_PLOTS = 5  # tweets per year, lengths, characters, hashtags, mentions
 
 
@@ -59,18 +61,28 @@ class CiRun:
     dataset: Path
     collected: nbformat.NotebookNode
     explored: nbformat.NotebookNode
+    trained: nbformat.NotebookNode
+    evaluated: nbformat.NotebookNode
+    model: Path
 
 
 @pytest.fixture(scope="module")
 def ci_run(tmp_path_factory) -> CiRun:
-    """Both notebooks run in order with ci.yaml, the dataset in a temporary folder."""
+    """The notebooks run in order with ci.yaml, the dataset and runs in a temporary folder."""
     folder = tmp_path_factory.mktemp("notebooks")
     dataset = folder / "data" / "tweets.parquet"
     collect_parameters = {**notebook_parameters(CI_PARAMETERS, COLLECT), "output": str(dataset)}
     collected = run_notebook(COLLECT, folder / COLLECT.name, collect_parameters)
     explore_parameters = {**notebook_parameters(CI_PARAMETERS, EXPLORE), "dataset": str(dataset)}
     explored = run_notebook(EXPLORE, folder / EXPLORE.name, explore_parameters)
-    return CiRun(collect_parameters, dataset, collected, explored)
+    model = folder / "model"
+    train_parameters = {**notebook_parameters(CI_PARAMETERS, TRAIN), "dataset": str(dataset),
+                        "run_dir": str(folder / "run"), "export_dir": str(model)}
+    trained = run_notebook(TRAIN, folder / TRAIN.name, train_parameters)
+    evaluate_parameters = {**notebook_parameters(CI_PARAMETERS, EVALUATE),
+                           "dataset": str(dataset), "model": str(model)}
+    evaluated = run_notebook(EVALUATE, folder / EVALUATE.name, evaluate_parameters)
+    return CiRun(collect_parameters, dataset, collected, explored, trained, evaluated, model)
 
 
 def _archive_records(archive_dir: Path) -> list[dict]:
@@ -151,6 +163,46 @@ def test_explore_notebook_draws_every_plot(ci_run):
     for code_cell in ci_run.explored.cells:
         if code_cell.cell_type == "code":
             assert not [o for o in code_cell.outputs if o.output_type == "error"]
+
+
+def images(notebook) -> list[bytes]:
+    return [base64.b64decode(o.data["image/png"]) for c in notebook.cells
+            if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
+
+
+def test_train_notebook_trains_exports_and_shows_curves_and_samples(ci_run):
+    from covfefe.artifact import load_artifact
+
+    artifact = load_artifact(ci_run.model)
+    parameters = notebook_parameters(CI_PARAMETERS, TRAIN)
+    assert artifact.metadata["training"]["epochs_trained"] == parameters["epochs"]
+    assert artifact.metadata["data"]["tweets"] == len(pd.read_parquet(ci_run.dataset))
+    summary = stdout(cell(ci_run.trained, "train"))
+    assert f"validation bits_per_char={artifact.metrics['validation_bits_per_char']:.4f}" in summary
+    assert len(images(ci_run.trained)) == 1  # the learning curves
+    (samples,) = [o for o in cell(ci_run.trained, "samples").outputs
+                  if o.output_type == "execute_result"]
+    text = samples.data["text/plain"]
+    assert "Make America " in text and "0.8" in text
+    assert f"exported to {ci_run.model}" in stdout(cell(ci_run.trained, "export"))
+
+
+def test_evaluate_notebook_compares_the_model_with_the_baselines(ci_run):
+    from covfefe.artifact import load_artifact
+
+    artifact = load_artifact(ci_run.model)
+    (table,) = [o for o in cell(ci_run.evaluated, "compare").outputs
+                if o.output_type == "execute_result"]
+    text = table.data["text/plain"]
+    model_bits = float(re.search(r"^model\s+([\d.]+)", text, re.MULTILINE).group(1))
+    assert model_bits == pytest.approx(artifact.metrics["validation_bits_per_char"], abs=1e-3)
+    for order in notebook_parameters(CI_PARAMETERS, EVALUATE)["baseline_orders"]:
+        assert f"kneser-ney-{order}gram" in text
+    assert len(images(ci_run.evaluated)) == 2  # by length, by year
+    for notebook in (ci_run.trained, ci_run.evaluated):
+        for code_cell in notebook.cells:
+            if code_cell.cell_type == "code":
+                assert not [o for o in code_cell.outputs if o.output_type == "error"]
 
 
 def test_collect_notebook_rejects_an_unknown_source(tmp_path):

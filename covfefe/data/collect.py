@@ -72,7 +72,7 @@ class CollectionReport:
         return "\n".join(lines)
 
 
-def _as_utc(moment) -> pd.Timestamp | None:
+def as_utc(moment) -> pd.Timestamp | None:
     if moment is None or moment == "":
         return None
     stamp = pd.Timestamp(moment)
@@ -95,7 +95,7 @@ def select_tweets(
     after `clean_tweet`.
     """
     report = CollectionReport(read=len(frame))
-    since, until = _as_utc(since), _as_utc(until)
+    since, until = as_utc(since), as_utc(until)
     keep = pd.Series(True, index=frame.index)
     if since is not None:
         keep &= frame["created_at"] >= since

@@ -1,0 +1,200 @@
+"""Generating tweets: a stateful generator that runs the trained network one character at a time.
+
+The training model reads whole tweets; the generator is a separate object (as in TensorFlow's
+text-generation tutorial's ``OneStep``) that runs the prefix once, then one recurrent step per
+new character, carrying the state forward, for ``n`` candidates in one batch. It runs on plain
+NumPy copies of the network's weights, so it needs neither TensorFlow nor a GPU, and it
+produces the same next-character distribution as the Keras model (a test compares them).
+
+Sampling (temperature, top-k, top-p) is a set of small pure functions over logits.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from covfefe.corpus import MAX_TWEET_CHARS
+from covfefe.data.clean import clean_tweet
+from covfefe.errors import UserError
+from covfefe.text import END_ID, PAD_ID, UNK_ID, Vocabulary
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Return log-probabilities from logits along the last axis."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def top_k_filter(logits: np.ndarray, k: int) -> np.ndarray:
+    """Keep the ``k`` most likely symbols of each row (0 keeps all); the rest become -inf."""
+    if k <= 0 or k >= logits.shape[-1]:
+        return logits
+    threshold = np.partition(logits, -k, axis=-1)[..., -k, None]
+    return np.where(logits >= threshold, logits, -np.inf)
+
+
+def top_p_filter(logits: np.ndarray, p: float) -> np.ndarray:
+    """Keep the smallest set of most likely symbols whose probability reaches ``p`` (nucleus)."""
+    if p >= 1.0:
+        return logits
+    order = np.argsort(-logits, axis=-1)
+    probabilities = np.exp(log_softmax(np.take_along_axis(logits, order, axis=-1)))
+    before = np.cumsum(probabilities, axis=-1) - probabilities  # mass of the likelier symbols
+    keep_sorted = before < p  # the most likely symbol is always kept
+    keep = np.zeros_like(keep_sorted)
+    np.put_along_axis(keep, order, keep_sorted, axis=-1)
+    return np.where(keep, logits, -np.inf)
+
+
+def sample(logits: np.ndarray, rng: np.random.Generator, *, temperature: float = 1.0,
+           top_k: int = 0, top_p: float = 1.0) -> np.ndarray:
+    """Draw one symbol per row of logits after temperature, top-k and top-p."""
+    logits = top_p_filter(top_k_filter(logits / temperature, top_k), top_p)
+    probabilities = np.exp(log_softmax(logits))
+    cumulative = np.cumsum(probabilities, axis=-1)
+    draws = rng.random((logits.shape[0], 1)) * cumulative[:, -1:]
+    return np.minimum((cumulative < draws).sum(axis=-1), logits.shape[-1] - 1)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (np.tanh(0.5 * x) + 1.0)  # the same function, without overflow warnings
+
+
+class NumpyNetwork:
+    """The trained network's inference path in NumPy: embedding, recurrent cells, logits."""
+
+    def __init__(self, embedding: np.ndarray, cells: list[tuple[str, list[np.ndarray]]],
+                 dense: tuple[np.ndarray, np.ndarray]):
+        self.embedding = embedding
+        self.cells = cells
+        self.dense_kernel, self.dense_bias = dense
+
+    @classmethod
+    def from_keras(cls, model) -> "NumpyNetwork":
+        """Copy the weights of a network built by `covfefe.model.build_model`."""
+        cells = []
+        for layer in model.layers:
+            kind = type(layer).__name__.lower()
+            if kind in ("lstm", "gru"):
+                if kind == "gru" and not layer.reset_after:
+                    raise UserError("GRU layers with reset_after=False are not supported")
+                cells.append((kind, [np.asarray(w, dtype=np.float32)
+                                     for w in layer.get_weights()]))
+        embedding = np.asarray(model.get_layer("embedding").get_weights()[0], dtype=np.float32)
+        kernel, bias = model.get_layer("logits").get_weights()
+        return cls(embedding, cells, (np.asarray(kernel, np.float32), np.asarray(bias, np.float32)))
+
+    def initial_state(self, n: int) -> list[tuple[np.ndarray, ...]]:
+        """Return the zero state of ``n`` sequences."""
+        state = []
+        for kind, weights in self.cells:
+            units = weights[1].shape[0]
+            zeros = np.zeros((n, units), dtype=np.float32)
+            state.append((zeros, zeros.copy()) if kind == "lstm" else (zeros,))
+        return state
+
+    def step(self, ids: np.ndarray, state: list) -> tuple[np.ndarray, list]:
+        """Feed one symbol per sequence; return the next symbol's logits and the new state."""
+        x = self.embedding[ids]
+        new_state = []
+        for (kind, weights), cell_state in zip(self.cells, state, strict=True):
+            if kind == "lstm":
+                kernel, recurrent, bias = weights
+                h, c = cell_state
+                i, f, g, o = np.split(x @ kernel + h @ recurrent + bias, 4, axis=-1)
+                c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
+                h = _sigmoid(o) * np.tanh(c)
+                new_state.append((h, c))
+            else:
+                kernel, recurrent, bias = weights
+                (h,) = cell_state
+                x_z, x_r, x_h = np.split(x @ kernel + bias[0], 3, axis=-1)
+                h_z, h_r, h_h = np.split(h @ recurrent + bias[1], 3, axis=-1)
+                z, r = _sigmoid(x_z + h_z), _sigmoid(x_r + h_r)
+                h = z * h + (1 - z) * np.tanh(x_h + r * h_h)
+                new_state.append((h,))
+            x = h
+        return x @ self.dense_kernel + self.dense_bias, new_state
+
+
+@dataclass
+class Completion:
+    """One generated tweet: the prefix, what the model wrote after it, and its probability."""
+
+    prefix: str
+    generated: str
+    log_prob: float  # natural log of the model's probability of the generated part (and END)
+    finished: bool  # True when the model ended the tweet itself (END), not the length limit
+
+    @property
+    def text(self) -> str:
+        return self.prefix + self.generated
+
+
+def normalise_prefix(prefix: str, vocabulary: Vocabulary) -> str:
+    """Clean a prefix as training text was cleaned (keeping a trailing space, which matters to
+    what comes next); UserError naming any character the vocabulary still cannot represent."""
+    cleaned = clean_tweet(prefix)
+    if cleaned and prefix[-1:].isspace():
+        cleaned += " "
+    unknown = vocabulary.unknown(cleaned)
+    if unknown:
+        raise UserError(f"the prefix holds characters the model does not know: "
+                        f"{' '.join(repr(c) for c in unknown)}")
+    return cleaned
+
+
+class TweetGenerator:
+    """Completes tweets with a trained network: ``complete(prefix, temperature=..., n=...)``."""
+
+    def __init__(self, network: NumpyNetwork, vocabulary: Vocabulary,
+                 max_chars: int = MAX_TWEET_CHARS):
+        self.network = network
+        self.vocabulary = vocabulary
+        self.max_chars = max_chars
+
+    @classmethod
+    def from_artifact(cls, artifact) -> "TweetGenerator":
+        """Build the generator of a `covfefe.artifact.ModelArtifact` (or its folder)."""
+        from covfefe.artifact import ModelArtifact, load_artifact
+
+        if not isinstance(artifact, ModelArtifact):
+            artifact = load_artifact(artifact)
+        network = NumpyNetwork.from_keras(artifact.load_model())
+        return cls(network, artifact.vocabulary,
+                   artifact.metadata.get("model", {}).get("max_chars", MAX_TWEET_CHARS))
+
+    def complete(self, prefix: str = "", *, temperature: float = 1.0, n: int = 1,
+                 max_length: int = MAX_TWEET_CHARS, seed: int | None = None, top_k: int = 0,
+                 top_p: float = 1.0) -> list[Completion]:
+        """Return ``n`` completions of ``prefix``, each at most ``max_length`` characters long
+        in all; the same seed and parameters give the same tweets."""
+        if not temperature > 0:
+            raise UserError(f"temperature must be above 0, not {temperature!r}")
+        prefix = normalise_prefix(prefix, self.vocabulary)
+        max_length = min(max_length, self.max_chars)
+        if len(prefix) >= max_length:
+            raise UserError(f"the prefix is {len(prefix)} characters long; it must be shorter "
+                            f"than max_length ({max_length})")
+        rng = np.random.default_rng(seed)
+        state = self.network.initial_state(n)
+        for symbol in [END_ID, *self.vocabulary.encode(prefix)]:
+            logits, state = self.network.step(np.full(n, symbol), state)
+        generated = np.zeros((n, max_length - len(prefix)), dtype=np.int64)
+        log_prob = np.zeros(n)
+        done = np.zeros(n, dtype=bool)  # the model has written END
+        banned = np.array([PAD_ID, UNK_ID])  # never written: padding, and "some rare character"
+        for position in range(generated.shape[1]):
+            logits = logits.astype(np.float64)
+            logits[:, banned] = -np.inf
+            symbols = sample(logits, rng, temperature=temperature, top_k=top_k, top_p=top_p)
+            symbol_log_prob = np.take_along_axis(log_softmax(logits), symbols[:, None], 1)[:, 0]
+            log_prob += np.where(done, 0.0, symbol_log_prob)
+            symbols = np.where(done, PAD_ID, symbols)
+            generated[:, position] = symbols
+            done |= symbols == END_ID
+            if done.all():
+                break
+            logits, state = self.network.step(np.where(done, END_ID, symbols), state)
+        return [Completion(prefix, self.vocabulary.decode(row), float(lp), bool(end))
+                for row, lp, end in zip(generated, log_prob, done, strict=True)]

@@ -1,0 +1,81 @@
+"""What a training or evaluation run shows a person: the model card, learning curves, breakdowns.
+
+Like `covfefe.explore`, each ``plot_*`` function draws on a new `matplotlib.figure.Figure`
+without pyplot and returns it; notebooks display it, scripts save it.
+"""
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+MODEL_COLOR, BASELINE_COLOR, TRAIN_COLOR = "tab:blue", "tab:orange", "tab:gray"
+
+
+def model_card(metadata: dict) -> pd.Series:
+    """Return a model's card at a glance: name, version, size, data, and both scores."""
+    model, data, metrics = metadata["model"], metadata["data"], metadata["metrics"]
+    baseline = metrics["baseline"]
+    return pd.Series({
+        "model": f"{metadata['name']} {metadata['version']}",
+        "architecture": f"{model['cell'].upper()} {model['layers']}x{model['units']}, "
+                        f"embedding {model['embedding_dim']}, {model['parameters']:,} parameters",
+        "vocabulary": f"{model['vocab_size']} symbols",
+        "trained on": f"{data['train_tweets']:,} tweets, {data['first_tweet'][:10]} to "
+                      f"{data['validation_since'][:10]}",
+        "validated on": f"{data['validation_tweets']:,} tweets from "
+                        f"{data['validation_since'][:10]} to {data['last_tweet'][:10]}",
+        "epochs": f"{metadata['training']['epochs_trained']} "
+                  f"(best {metrics['best_epoch']}; {metadata['training']['stop_reason']})",
+        "validation bits/char": f"{metrics['validation_bits_per_char']:.4f}",
+        f"baseline bits/char ({baseline['name']})": f"{baseline['validation_bits_per_char']:.4f}",
+    }, name="model card", dtype=object)
+
+
+def plot_learning_curves(history: pd.DataFrame, baseline_bits: float | None = None,
+                         baseline_name: str = "n-gram baseline") -> Figure:
+    """Return training and validation bits/char per epoch, with the baseline as a line."""
+    figure = Figure(figsize=(9, 4), layout="constrained")
+    axes = figure.add_subplot()
+    axes.plot(history["epoch"], history["bits_per_char"], "o-", color=TRAIN_COLOR,
+              label="training (with dropout)")
+    axes.plot(history["epoch"], history["val_bits_per_char"], "o-", color=MODEL_COLOR,
+              label="validation")
+    if baseline_bits is not None:
+        axes.axhline(baseline_bits, color=BASELINE_COLOR, linestyle="--",
+                     label=f"{baseline_name} (validation)")
+    axes.set(title="Learning curves", xlabel="epoch", ylabel="bits per character")
+    axes.xaxis.get_major_locator().set_params(integer=True)
+    axes.legend()
+    return figure
+
+
+def plot_bits_by(tables: dict[str, pd.DataFrame], title: str, xlabel: str) -> Figure:
+    """Return bits/char per group (rows of each table) for several scorers side by side."""
+    figure = Figure(figsize=(9, 4), layout="constrained")
+    axes = figure.add_subplot()
+    colors = [MODEL_COLOR, BASELINE_COLOR, TRAIN_COLOR]
+    width = 0.8 / max(len(tables), 1)
+    for index, (name, table) in enumerate(tables.items()):
+        positions = [i + index * width for i in range(len(table))]
+        axes.bar(positions, table["bits_per_char"], width=width, label=name,
+                 color=colors[index % len(colors)])
+    first = next(iter(tables.values()))
+    axes.set_xticks([i + width * (len(tables) - 1) / 2 for i in range(len(first))],
+                    first.index, rotation=30)
+    axes.set(title=title, xlabel=xlabel, ylabel="bits per character")
+    axes.legend()
+    return figure
+
+
+def sample_table(generator, prefixes: list[str], temperatures: list[float], *, n: int = 2,
+                 seed: int = 0) -> pd.DataFrame:
+    """Return ``n`` completions of each prefix at each temperature, with their log-probability."""
+    rows = []
+    for prefix in prefixes:
+        for temperature in temperatures:
+            for completion in generator.complete(prefix, temperature=temperature, n=n,
+                                                 seed=seed):
+                rows.append({"prefix": prefix, "temperature": temperature,
+                             "tweet": completion.text,
+                             "bits/char": -completion.log_prob / 0.6931471805599453
+                             / max(len(completion.generated) + completion.finished, 1)})
+    return pd.DataFrame(rows)
