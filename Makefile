@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.covfefe-installed
 
-.PHONY: help install demo collect test lint notebooks-clear clean
+.PHONY: help install demo collect train evaluate bench test lint notebooks-clear clean
 
 help: ## List the targets
 	@echo "covfefe-flow: make TARGET"
@@ -26,6 +26,16 @@ demo: install ## Set everything up and run the main job (for now: import the arc
 
 collect: install ## Import the archive (COVFEFE_ARCHIVE) into data/tweets.parquet
 	$(BIN)/covfefe collect --archive
+
+PARAMS ?= full
+train: install ## Collect, train, evaluate: notebooks 01, 03, 04 with notebooks/params/$(PARAMS).yaml into runs/<time>/
+	$(BIN)/python -m covfefe.notebooks notebooks/params/$(PARAMS).yaml
+
+evaluate: install ## Bits/char of the bundled model (COVFEFE_MODEL) and a 9-gram baseline on its validation tweets
+	$(BIN)/covfefe evaluate --baseline-order 9
+
+bench: install ## Training throughput and memory: our pipeline vs the v1 one-hot windows (bench/)
+	$(BIN)/python bench/train_pipeline.py
 
 test: install ## Run every test: lint, unit, CLI, HTTP, notebooks (papermill and nbval)
 	$(BIN)/ruff check covfefe serve tests

@@ -69,19 +69,23 @@ class CiRun:
 @pytest.fixture(scope="module")
 def ci_run(tmp_path_factory) -> CiRun:
     """The notebooks run in order with ci.yaml, the dataset and runs in a temporary folder."""
+    from covfefe.notebooks import run_notebooks
+
     folder = tmp_path_factory.mktemp("notebooks")
-    dataset = folder / "data" / "tweets.parquet"
-    collect_parameters = {**notebook_parameters(CI_PARAMETERS, COLLECT), "output": str(dataset)}
-    collected = run_notebook(COLLECT, folder / COLLECT.name, collect_parameters)
-    explore_parameters = {**notebook_parameters(CI_PARAMETERS, EXPLORE), "dataset": str(dataset)}
-    explored = run_notebook(EXPLORE, folder / EXPLORE.name, explore_parameters)
-    model = folder / "model"
-    train_parameters = {**notebook_parameters(CI_PARAMETERS, TRAIN), "dataset": str(dataset),
-                        "run_dir": str(folder / "run"), "export_dir": str(model)}
-    trained = run_notebook(TRAIN, folder / TRAIN.name, train_parameters)
-    evaluate_parameters = {**notebook_parameters(CI_PARAMETERS, EVALUATE),
-                           "dataset": str(dataset), "model": str(model)}
-    evaluated = run_notebook(EVALUATE, folder / EVALUATE.name, evaluate_parameters)
+    dataset, model = folder / "data" / "tweets.parquet", folder / "model"
+    overrides = {
+        COLLECT.stem: {"output": str(dataset)},
+        EXPLORE.stem: {"dataset": str(dataset)},
+        TRAIN.stem: {"dataset": str(dataset), "run_dir": str(folder / "run"),
+                     "export_dir": str(model)},
+        EVALUATE.stem: {"dataset": str(dataset), "model": str(model)},
+    }
+    stems = (COLLECT.stem, EXPLORE.stem, TRAIN.stem, EVALUATE.stem)
+    executed = run_notebooks(CI_PARAMETERS, stems, output_dir=folder / "executed",
+                             overrides=overrides, progress=False)
+    collected, explored, trained, evaluated = (nbformat.read(path, as_version=4)
+                                               for path in executed)
+    collect_parameters = {**notebook_parameters(CI_PARAMETERS, COLLECT), **overrides[COLLECT.stem]}
     return CiRun(collect_parameters, dataset, collected, explored, trained, evaluated, model)
 
 
