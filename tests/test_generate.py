@@ -1,0 +1,95 @@
+"""The stateful NumPy generator: same distribution as the Keras model, sampling, reproducibility."""
+
+import numpy as np
+import pytest
+
+from covfefe.errors import UserError
+from covfefe.generate import (
+    NumpyNetwork,
+    TweetGenerator,
+    log_softmax,
+    sample,
+    top_k_filter,
+    top_p_filter,
+)
+from covfefe.model import ModelConfig, build_model
+from covfefe.text import END_ID
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_stepping_one_character_at_a_time_matches_the_keras_model(cell):
+    model = build_model(ModelConfig(cell=cell, layers=2, units=24, embedding_dim=8), 30)
+    rng = np.random.default_rng(0)
+    for layer in model.layers:  # random weights, larger than the initialisers', to test the math
+        layer.set_weights([rng.normal(0, 0.5, w.shape).astype("float32")
+                           for w in layer.get_weights()])
+    ids = rng.integers(1, 30, size=(3, 17)).astype("int32")
+    expected = log_softmax(np.asarray(model(ids), dtype=np.float64))
+    network = NumpyNetwork.from_keras(model)
+    state = network.initial_state(3)
+    for t in range(ids.shape[1]):
+        logits, state = network.step(ids[:, t], state)
+        np.testing.assert_allclose(log_softmax(logits.astype(np.float64)), expected[:, t],
+                                   atol=2e-4)
+
+
+def test_the_trained_model_gives_the_same_next_character_probabilities(tiny_model):
+    generator = TweetGenerator.from_artifact(tiny_model)
+    ids = np.array([[END_ID, *tiny_model.vocabulary.encode("Make America Great")]])
+    expected = np.exp(log_softmax(np.asarray(tiny_model.load_model()(ids), np.float64)))[0]
+    state = generator.network.initial_state(1)
+    for t, symbol in enumerate(ids[0]):
+        logits, state = generator.network.step(np.array([symbol]), state)
+        np.testing.assert_allclose(np.exp(log_softmax(logits.astype(np.float64)))[0],
+                                   expected[t], atol=1e-5)
+
+
+def test_top_k_keeps_the_k_most_likely():
+    logits = np.array([[1.0, 5.0, 3.0, 4.0]])
+    assert np.isfinite(top_k_filter(logits, 2)).tolist() == [[False, True, False, True]]
+    assert np.isfinite(top_k_filter(logits, 0)).all()
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p():
+    logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05]]))
+    assert np.isfinite(top_p_filter(logits, 0.7)).tolist() == [[True, True, False, False]]
+    assert np.isfinite(top_p_filter(logits, 0.1)).tolist() == [[True, False, False, False]]
+    assert np.isfinite(top_p_filter(logits, 1.0)).all()
+
+
+def test_sampling_follows_the_distribution_and_temperature_sharpens_it():
+    logits = np.log(np.array([[0.7, 0.2, 0.1]] * 20000))
+    draws = sample(logits, np.random.default_rng(1))
+    assert np.bincount(draws, minlength=3) / len(draws) == pytest.approx([0.7, 0.2, 0.1],
+                                                                         abs=0.02)
+    cold = sample(logits, np.random.default_rng(1), temperature=0.25)
+    assert (cold == 0).mean() > 0.95
+
+
+def test_the_same_seed_gives_the_same_tweets(tiny_model):
+    generator = TweetGenerator.from_artifact(tiny_model)
+    first = generator.complete("Make America ", temperature=0.8, n=3, seed=7)
+    again = generator.complete("Make America ", temperature=0.8, n=3, seed=7)
+    other = generator.complete("Make America ", temperature=0.8, n=3, seed=8)
+    assert [c.text for c in first] == [c.text for c in again]
+    assert [c.log_prob for c in first] == [c.log_prob for c in again]
+    assert [c.text for c in first] != [c.text for c in other]
+    for completion in first:
+        assert completion.text.startswith("Make America ")
+        assert len(completion.text) <= 280 and completion.log_prob < 0
+
+
+def test_max_length_bounds_the_whole_tweet(tiny_model):
+    generator = TweetGenerator.from_artifact(tiny_model)
+    for completion in generator.complete("Great", n=4, max_length=12, seed=1, temperature=1.2):
+        assert len(completion.text) <= 12
+
+
+def test_a_prefix_is_cleaned_and_unknown_characters_are_named(tiny_model):
+    generator = TweetGenerator.from_artifact(tiny_model)
+    (completion,) = generator.complete("Fake &amp; “News” ", seed=1)
+    assert completion.prefix == 'Fake & "News" '
+    with pytest.raises(UserError, match="does not know: 'ж'"):
+        generator.complete("Great ж ")
+    with pytest.raises(UserError, match="temperature must be above 0"):
+        generator.complete("Hi", temperature=0)
