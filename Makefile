@@ -38,11 +38,11 @@ bench: install ## Training throughput and memory: our pipeline vs the v1 one-hot
 	$(BIN)/python bench/train_pipeline.py
 
 test: install ## Run every test: lint, unit, CLI, HTTP, notebooks (papermill and nbval)
-	$(BIN)/ruff check covfefe serve tests
+	$(BIN)/ruff check covfefe serve tests bench
 	$(BIN)/pytest tests notebooks --nbval-lax
 
 lint: install ## Lint the code with ruff
-	$(BIN)/ruff check covfefe serve tests
+	$(BIN)/ruff check covfefe serve tests bench
 
 notebooks-clear: install ## Clear the outputs of the source notebooks before committing
 	$(BIN)/jupyter nbconvert --clear-output --inplace notebooks/*.ipynb

@@ -128,6 +128,15 @@ def read_text_file(path: str | os.PathLike) -> list[str]:
     return lines
 
 
+def sample_per_period(tweets: pd.DataFrame, n: int, freq: str = "Y", seed: int = 0
+                      ) -> pd.DataFrame:
+    """Return at most ``n`` tweets of each period (all of a smaller one), in time order."""
+    shuffled = tweets.iloc[np.random.default_rng(seed).permutation(len(tweets))]
+    period = shuffled["created_at"].dt.tz_localize(None).dt.to_period(freq)
+    picked = shuffled.groupby(period).head(n)
+    return picked.sort_values("created_at").reset_index(drop=True)
+
+
 def by_period(tweets: pd.DataFrame, evaluation: Evaluation, freq: str = "Y") -> pd.DataFrame:
     """Return bits/char per period (``Y``: year, ``Q``: quarter) of tweets scored in order."""
     frame = pd.DataFrame({

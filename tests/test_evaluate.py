@@ -94,3 +94,16 @@ def test_bits_by_length_add_up_to_the_whole(tiny_model):
     weighted = (table["bits_per_char"] * table["chars"]).sum() / table["chars"].sum()
     assert weighted == pytest.approx(evaluation.bits_per_char)
     assert np.isfinite(evaluation.per_tweet()["bits_per_char"]).all()
+
+
+def test_sample_per_period_takes_at_most_n_of_each_year():
+    import pandas as pd
+
+    from covfefe.evaluate import sample_per_period
+
+    times = pd.to_datetime(["2015-03-01"] * 2 + ["2016-05-01"] * 10, utc=True)
+    tweets = pd.DataFrame({"created_at": times, "text": [f"t{i}" for i in range(12)]})
+    picked = sample_per_period(tweets, 3)
+    assert picked["created_at"].dt.year.value_counts().to_dict() == {2015: 2, 2016: 3}
+    assert picked["created_at"].is_monotonic_increasing
+    assert picked.equals(sample_per_period(tweets, 3))  # seeded

@@ -15,7 +15,9 @@ from covfefe.artifact import load_artifact
 from covfefe.errors import UserError
 from covfefe.evaluate import score_model
 from covfefe.train import TrainConfig, load_history, train
-from tests.conftest import TINY_PARAMS
+from tests.conftest import ROOT, TINY_PARAMS
+
+CI_PARAMETERS = ROOT / "notebooks" / "params" / "ci.yaml"
 
 
 def test_training_reports_bits_per_char_every_epoch(tiny_training):
@@ -118,8 +120,11 @@ def test_an_unknown_parameter_is_named():
 
 
 def covfefe_train(run_dir, dataset, *extra):
-    args = [sys.executable, "-m", "covfefe", "train", "--run-dir", str(run_dir), "--dataset",
-            str(dataset), "--no-progress", "--saved-model", "false"]
+    # The CI parameter set's training section (notebook-only parameters in it are skipped),
+    # then options, which win.
+    args = [sys.executable, "-m", "covfefe", "train", "--params", str(CI_PARAMETERS),
+            "--run-dir", str(run_dir), "--dataset", str(dataset), "--no-progress",
+            "--saved-model", "false"]
     for name, value in {**TINY_PARAMS, "epochs": 4, "learning_rate": 0.005}.items():
         args += [f"--{name.replace('_', '-')}", str(value)]
     return args + list(extra)
