@@ -1,4 +1,4 @@
-"""Keras callbacks of a training run: bits per character in the logs, and checkpoints."""
+"""Keras parts of a training run: bits/char in the logs, checkpoints, and a NumPy data feed."""
 
 import math
 import os
@@ -85,3 +85,22 @@ def restore_callbacks(state: dict, early_stopping, reduce_lr) -> None:
     early_stopping.on_train_begin = on_train_begin
 
 
+
+
+class KerasBatches(keras.utils.PyDataset):
+    """`covfefe.corpus.SequenceBatches` as a Keras dataset, for backends without tf.data."""
+
+    def __init__(self, batches):
+        super().__init__()
+        self.batches = batches
+        self._epoch_batches = batches.batch_indices(batches.epoch)
+
+    def __len__(self) -> int:
+        return len(self._epoch_batches)
+
+    def __getitem__(self, index: int):
+        return self.batches.pad(self._epoch_batches[index])
+
+    def on_epoch_end(self):
+        self.batches.epoch += 1
+        self._epoch_batches = self.batches.batch_indices(self.batches.epoch)

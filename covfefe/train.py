@@ -199,7 +199,14 @@ def fit(train_config: TrainConfig, corpus: Corpus, vocabulary: Vocabulary, *,
         reduce_lr,
         RunCheckpoint(run_dir, state, early_stopping, reduce_lr),  # last: records the others
     ]
-    model.fit(train_batches.to_tf_dataset(), validation_data=validation_batches.to_tf_dataset(),
+    if keras.backend.backend() == "tensorflow":
+        train_data, validation_data = (train_batches.to_tf_dataset(),
+                                       validation_batches.to_tf_dataset())
+    else:  # JAX or PyTorch (the GPU machine has no TensorFlow): the same NumPy batches
+        from covfefe.callbacks import KerasBatches
+
+        train_data, validation_data = KerasBatches(train_batches), KerasBatches(validation_batches)
+    model.fit(train_data, validation_data=validation_data,
               epochs=train_config.epochs, initial_epoch=start_epoch, callbacks=callbacks,
               shuffle=False, verbose="auto" if progress else 0)
     if not state.get("finished") and state["epochs_done"] >= train_config.epochs:

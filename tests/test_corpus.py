@@ -110,3 +110,16 @@ def test_fixed_width_batches_are_all_as_wide_as_the_longest_tweet():
     batches = make_batches(fixed_width=True, shuffle=False)
     widths = {inputs.shape[1] for inputs, _, _ in batches}
     assert len(widths) == 1 and widths.pop() >= max(len(s) - 1 for s in batches.sequences)
+
+
+def test_the_keras_dataset_for_other_backends_serves_the_same_batches():
+    from covfefe.callbacks import KerasBatches
+
+    dataset = KerasBatches(make_batches(seed=5))
+    for epoch in range(2):
+        expected = list(make_batches(seed=5).batch_indices(epoch))
+        assert len(dataset) == len(expected)
+        for index in (0, len(expected) - 1):
+            np.testing.assert_array_equal(dataset[index][0],
+                                          make_batches(seed=5).pad(expected[index])[0])
+        dataset.on_epoch_end()
