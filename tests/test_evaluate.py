@@ -107,3 +107,17 @@ def test_sample_per_period_takes_at_most_n_of_each_year():
     assert picked["created_at"].dt.year.value_counts().to_dict() == {2015: 2, 2016: 3}
     assert picked["created_at"].is_monotonic_increasing
     assert picked.equals(sample_per_period(tweets, 3))  # seeded
+
+
+def test_an_archive_is_selected_and_cleaned_as_collection_does(tiny_model, tiny_tweets,
+                                                                archive_dir):
+    window = ["--since", "2016-02-01", "--until", "2016-03-01", "--no-progress"]
+    from_archive = covfefe("evaluate", "--model", str(tiny_model.path), "--archive",
+                           str(archive_dir), *window)
+    from_dataset = covfefe("evaluate", "--model", str(tiny_model.path), "--dataset",
+                           str(tiny_tweets), *window)
+    assert from_archive.returncode == 0, from_archive.stderr
+    assert "tweets: archive, cleaned, from 2016-02-01 to 2016-03-01" in from_archive.stdout
+    # The dataset was collected from the same archive: the same tweets, the same score.
+    assert SUMMARY.search(from_archive.stdout).groups() == \
+        SUMMARY.search(from_dataset.stdout).groups()
