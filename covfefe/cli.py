@@ -112,7 +112,7 @@ def _run_evaluate(args) -> None:
 
 
 def _add_train(commands) -> None:
-    from covfefe.train import TrainConfig  # imports Keras: only when the subcommand is built
+    from covfefe.train import TrainConfig  # pandas, not Keras: Keras loads only to train
 
     train = commands.add_parser(
         "train", help="train (or resume) a model and export it as an artifact",
