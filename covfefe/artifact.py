@@ -7,6 +7,7 @@ Layout::
         vocabulary.json   the character vocabulary (covfefe.text.Vocabulary)
         model.keras       the Keras 3 network, without optimizer state
         saved_model/      the same network as a TensorFlow SavedModel (TF Serving signature)
+        novelty.npz       hashed shingles of the training tweets (covfefe.novelty), optional
 
 ``metadata.json`` lists every other file with its size and SHA-256, and is written last, into a
 temporary folder that is renamed into place: a folder without it, or whose files do not match
@@ -28,8 +29,8 @@ from covfefe.text import Vocabulary
 
 FORMAT = "covfefe-model"
 FORMAT_VERSION = 1
-METADATA, VOCABULARY, KERAS_MODEL, SAVED_MODEL = (
-    "metadata.json", "vocabulary.json", "model.keras", "saved_model"
+METADATA, VOCABULARY, KERAS_MODEL, SAVED_MODEL, NOVELTY = (
+    "metadata.json", "vocabulary.json", "model.keras", "saved_model", "novelty.npz"
 )
 
 
@@ -76,6 +77,13 @@ class ModelArtifact:
     def metrics(self) -> dict:
         return self.metadata.get("metrics", {})
 
+    def novelty_index(self):
+        """Return the artifact's `covfefe.novelty.NoveltyIndex`, or None if it has none."""
+        from covfefe.novelty import NoveltyIndex
+
+        path = self.path / NOVELTY
+        return NoveltyIndex.load(path) if NOVELTY in self.metadata["files"] else None
+
     def load_model(self):
         """Return the Keras network (loaded once)."""
         if self._model is None:
@@ -90,7 +98,8 @@ class ModelArtifact:
 
 
 def save_artifact(folder: str | os.PathLike, model, vocabulary: Vocabulary, metadata: dict, *,
-                  saved_model: bool = True, overwrite: bool = False) -> ModelArtifact:
+                  saved_model: bool = True, novelty=None, overwrite: bool = False
+                  ) -> ModelArtifact:
     """Write a complete artifact folder atomically and return it, loaded back and verified.
 
     ``metadata`` holds the caller's parts (name, parameters, data, metrics...); the format,
@@ -107,6 +116,8 @@ def save_artifact(folder: str | os.PathLike, model, vocabulary: Vocabulary, meta
         model.save(staging / KERAS_MODEL)
         if saved_model:
             model.export(staging / SAVED_MODEL, format="tf_saved_model", verbose=False)
+        if novelty is not None:
+            novelty.save(staging / NOVELTY)
         now = datetime.now(UTC)
         metadata = {
             "format": FORMAT,

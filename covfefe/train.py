@@ -250,6 +250,7 @@ def export_trained_model(train_config: TrainConfig, corpus: Corpus, vocabulary: 
 
     from covfefe.artifact import save_artifact
     from covfefe.evaluate import ngram_baselines, score_model
+    from covfefe.novelty import NoveltyIndex
 
     run_dir = settings.resolve(train_config.run_dir)
     best = run_dir / "checkpoints" / "best.keras"
@@ -296,8 +297,11 @@ def export_trained_model(train_config: TrainConfig, corpus: Corpus, vocabulary: 
     }
     folder = (settings.resolve(train_config.export_dir) if train_config.export_dir
               else run_dir / "model")
+    novelty = NoveltyIndex.build(pd.concat([corpus.train["text"], corpus.validation["text"]]))
+    metadata["novelty"] = {"shingle": novelty.size, "tweets": novelty.tweets,
+                           "shingles": len(novelty)}
     return save_artifact(folder, model, vocabulary, metadata,
-                         saved_model=train_config.saved_model, overwrite=True)
+                         saved_model=train_config.saved_model, novelty=novelty, overwrite=True)
 
 
 def train(train_config: TrainConfig, tweets: pd.DataFrame | None = None, *,
