@@ -1,4 +1,4 @@
-"""The ``covfefe`` command line: ``covfefe collect``, ``covfefe train``, ``covfefe evaluate``.
+"""The ``covfefe`` command line: ``collect``, ``train``, ``evaluate``, ``generate``.
 
 A user mistake (a missing file, a malformed archive, a missing token, a bad option value) is
 printed as one sentence and exits with status 2; an interrupted run exits with status 130
@@ -111,6 +111,53 @@ def _run_evaluate(args) -> None:
     ))
 
 
+def _run_generate(args) -> None:
+    from covfefe.generate import TweetGenerator
+
+    generator = TweetGenerator.from_artifact(config.resolve(args.model) if args.model
+                                             else config.model_dir())
+    completions = generator.complete(args.prefix, temperature=args.temperature, n=args.n,
+                                     max_length=args.max_length, seed=args.seed,
+                                     top_k=args.top_k, top_p=args.top_p)
+    for completion in completions:
+        print(completion.text)
+        if args.details:
+            shared = completion.longest_shared
+            print(f"  log_prob={completion.log_prob:.2f} "
+                  f"ended={'yes' if completion.finished else 'no (length limit)'} "
+                  f"longest_shared={'?' if shared is None else shared}")
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, not {value}")
+    return number
+
+
+def _add_generate(commands) -> None:
+    generate = commands.add_parser(
+        "generate", help="complete the beginning of a tweet with a trained model",
+        description="Print tweets that the model writes after PREFIX, one per line.",
+    )
+    generate.add_argument("prefix", nargs="?", default="", help="the beginning (may be empty)")
+    generate.add_argument("-t", "--temperature", type=_positive_float, default=1.0,
+                          help="below 1: safer, above 1: wilder (default: 1.0)")
+    generate.add_argument("-n", type=int, default=1, help="how many tweets (default: 1)")
+    generate.add_argument("--seed", type=int, help="the same seed gives the same tweets")
+    generate.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest "
+                          "characters (default: 0, all)")
+    generate.add_argument("--top-p", type=float, default=1.0, help="sample among the likeliest "
+                          "characters that make up this probability (default: 1.0, all)")
+    generate.add_argument("--max-length", type=int, default=280,
+                          help="most characters per tweet, prefix included (default: 280)")
+    generate.add_argument("--model", metavar="DIR", help="model artifact folder (default: "
+                          f"$COVFEFE_MODEL, else {config.BUNDLED_MODEL})")
+    generate.add_argument("--details", action="store_true",
+                          help="also print each tweet's log-probability and novelty")
+    generate.set_defaults(run=_run_generate)
+
+
 def _add_train(commands) -> None:
     from covfefe.train import TrainConfig  # pandas, not Keras: Keras loads only to train
 
@@ -205,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     collect.set_defaults(run=_run_collect)
     _add_train(commands)
     _add_evaluate(commands)
+    _add_generate(commands)
     return parser
 
 

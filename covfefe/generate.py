@@ -125,6 +125,7 @@ class Completion:
     generated: str
     log_prob: float  # natural log of the model's probability of the generated part (and END)
     finished: bool  # True when the model ended the tweet itself (END), not the length limit
+    longest_shared: int | None = None  # longest run shared with a training tweet (novelty)
 
     @property
     def text(self) -> str:
@@ -148,10 +149,11 @@ class TweetGenerator:
     """Completes tweets with a trained network: ``complete(prefix, temperature=..., n=...)``."""
 
     def __init__(self, network: NumpyNetwork, vocabulary: Vocabulary,
-                 max_chars: int = MAX_TWEET_CHARS):
+                 max_chars: int = MAX_TWEET_CHARS, novelty=None):
         self.network = network
         self.vocabulary = vocabulary
         self.max_chars = max_chars
+        self.novelty = novelty  # a covfefe.novelty.NoveltyIndex, or None
 
     @classmethod
     def from_artifact(cls, artifact) -> "TweetGenerator":
@@ -162,7 +164,8 @@ class TweetGenerator:
             artifact = load_artifact(artifact)
         network = NumpyNetwork.from_keras(artifact.load_model())
         return cls(network, artifact.vocabulary,
-                   artifact.metadata.get("model", {}).get("max_chars", MAX_TWEET_CHARS))
+                   artifact.metadata.get("model", {}).get("max_chars", MAX_TWEET_CHARS),
+                   artifact.novelty_index())
 
     def complete(self, prefix: str = "", *, temperature: float = 1.0, n: int = 1,
                  max_length: int = MAX_TWEET_CHARS, seed: int | None = None, top_k: int = 0,
@@ -196,5 +199,9 @@ class TweetGenerator:
             if done.all():
                 break
             logits, state = self.network.step(np.where(done, END_ID, symbols), state)
-        return [Completion(prefix, self.vocabulary.decode(row), float(lp), bool(end))
-                for row, lp, end in zip(generated, log_prob, done, strict=True)]
+        completions = [Completion(prefix, self.vocabulary.decode(row), float(lp), bool(end))
+                       for row, lp, end in zip(generated, log_prob, done, strict=True)]
+        if self.novelty is not None:
+            for completion in completions:
+                completion.longest_shared = self.novelty.longest_shared(completion.text)
+        return completions

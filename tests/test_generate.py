@@ -93,3 +93,26 @@ def test_a_prefix_is_cleaned_and_unknown_characters_are_named(tiny_model):
         generator.complete("Great ж ")
     with pytest.raises(UserError, match="temperature must be above 0"):
         generator.complete("Hi", temperature=0)
+
+
+def test_covfefe_generate_prints_reproducible_tweets(tiny_model):
+    from tests.test_cli import covfefe
+
+    args = ("generate", "Make America ", "-t", "0.8", "-n", "3", "--seed", "7",
+            "--model", str(tiny_model.path))
+    first, again = covfefe(*args), covfefe(*args)
+    assert first.returncode == 0, first.stderr
+    lines = first.stdout.splitlines()
+    assert len(lines) == 3 and all(line.startswith("Make America ") for line in lines)
+    assert first.stdout == again.stdout
+    expected = TweetGenerator.from_artifact(tiny_model).complete(
+        "Make America ", temperature=0.8, n=3, seed=7)
+    assert lines == [c.text for c in expected]
+    detailed = covfefe(*args, "--details")
+    assert "longest_shared=" in detailed.stdout and "log_prob=-" in detailed.stdout
+
+
+def test_completions_carry_their_novelty(tiny_model):
+    generator = TweetGenerator.from_artifact(tiny_model)
+    for completion in generator.complete("The ", n=3, seed=2):
+        assert completion.longest_shared == generator.novelty.longest_shared(completion.text)
