@@ -24,6 +24,21 @@ class BitsPerChar(keras.callbacks.Callback):
             self.model.optimizer.learning_rate))
 
 
+class LearningRateDecay(keras.callbacks.Callback):
+    """Multiply the learning rate by ``decay`` at the start of every epoch after the first
+    ``after`` ones. It multiplies the current rate, so it composes with ReduceLROnPlateau, and
+    a resumed run (whose optimizer state holds the rate) continues the same schedule."""
+
+    def __init__(self, decay: float, after: int):
+        super().__init__()
+        self.decay, self.after = decay, after
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.decay != 1.0 and epoch >= self.after:
+            current = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            self.model.optimizer.learning_rate = current * self.decay
+
+
 class RunCheckpoint(keras.callbacks.Callback):
     """After every epoch: save the model with its optimizer, the best model, and the run state.
 

@@ -54,6 +54,8 @@ class TrainConfig:
     batch_size: int = 128  # tweets per batch
     epochs: int = 20  # most epochs (early stopping may end sooner)
     learning_rate: float = 0.003  # Adam's initial learning rate
+    lr_decay: float = 1.0  # learning rate multiplier per epoch after lr_decay_after (1 = none)
+    lr_decay_after: int = 0  # epochs at the initial learning rate before lr_decay applies
     lr_factor: float = 0.5  # learning rate multiplier when validation stops improving
     lr_patience: int = 1  # epochs without improvement before the learning rate drops
     patience: int = 3  # epochs without improvement before training stops
@@ -74,6 +76,12 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise UserError(f"{name} must be a positive whole number, not {value!r}")
+        if (not isinstance(self.lr_decay_after, int) or isinstance(self.lr_decay_after, bool)
+                or self.lr_decay_after < 0):
+            raise UserError("lr_decay_after must be a whole number of epochs, at least 0, "
+                            f"not {self.lr_decay_after!r}")
+        if not 0 < self.lr_decay <= 1:
+            raise UserError(f"lr_decay must be above 0 and at most 1, not {self.lr_decay!r}")
         if not self.learning_rate > 0:
             raise UserError(f"learning_rate must be above 0, not {self.learning_rate!r}")
 
@@ -164,7 +172,12 @@ def fit(train_config: TrainConfig, corpus: Corpus, vocabulary: Vocabulary, *,
 
     import keras
 
-    from covfefe.callbacks import BitsPerChar, RunCheckpoint, restore_callbacks
+    from covfefe.callbacks import (
+        BitsPerChar,
+        LearningRateDecay,
+        RunCheckpoint,
+        restore_callbacks,
+    )
 
     state["finished"] = False
     state.pop("stop_reason", None)
@@ -192,6 +205,7 @@ def fit(train_config: TrainConfig, corpus: Corpus, vocabulary: Vocabulary, *,
     )
     restore_callbacks(state, early_stopping, reduce_lr)
     callbacks = [
+        LearningRateDecay(train_config.lr_decay, train_config.lr_decay_after),
         BitsPerChar(),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=start_epoch > 0),
         keras.callbacks.TensorBoard(str(run_dir / "tensorboard")),

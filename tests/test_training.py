@@ -125,7 +125,8 @@ def covfefe_train(run_dir, dataset, *extra):
     args = [sys.executable, "-m", "covfefe", "train", "--params", str(CI_PARAMETERS),
             "--run-dir", str(run_dir), "--dataset", str(dataset), "--no-progress",
             "--saved-model", "false"]
-    for name, value in {**TINY_PARAMS, "epochs": 4, "learning_rate": 0.005}.items():
+    schedule = {"learning_rate": 0.005, "lr_decay": 0.5, "lr_decay_after": 1}
+    for name, value in {**TINY_PARAMS, "epochs": 4, **schedule}.items():
         args += [f"--{name.replace('_', '-')}", str(value)]
     return args + list(extra)
 
@@ -155,6 +156,12 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tiny_tweets, tmp_path):
     assert f"epochs=4 (resumed from {killed_at}, 4 epochs)" in rerun.stdout
     history = load_history(run_dir)
     assert history["epoch"].tolist() == [1, 2, 3, 4]  # each epoch once: not restarted
+    # The learning-rate schedule went on across the kill: halved every epoch after the first
+    # (further lowered when validation stalls).
+    rates = history["learning_rate"].tolist()
+    assert rates[0] == pytest.approx(0.005)
+    assert all(later <= earlier * 0.5 * (1 + 1e-6)
+               for earlier, later in zip(rates[:-1], rates[1:], strict=True))
     artifact = load_artifact(run_dir / "model")
     assert artifact.metadata["training"]["epochs_trained"] == 4
 
