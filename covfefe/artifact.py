@@ -7,6 +7,7 @@ Layout::
         vocabulary.json   the character vocabulary (covfefe.text.Vocabulary)
         model.keras       the Keras 3 network, without optimizer state
         saved_model/      the same network as a TensorFlow SavedModel (TF Serving signature)
+        weights.npz       the weights as NumPy arrays, for the generator (no Keras needed)
         novelty.npz       hashed shingles of the training tweets (covfefe.novelty), optional
 
 ``metadata.json`` lists every other file with its size and SHA-256, and is written last, into a
@@ -29,8 +30,9 @@ from covfefe.text import Vocabulary
 
 FORMAT = "covfefe-model"
 FORMAT_VERSION = 1
-METADATA, VOCABULARY, KERAS_MODEL, SAVED_MODEL, NOVELTY = (
-    "metadata.json", "vocabulary.json", "model.keras", "saved_model", "novelty.npz"
+METADATA, VOCABULARY, KERAS_MODEL, SAVED_MODEL, NOVELTY, NUMPY_WEIGHTS = (
+    "metadata.json", "vocabulary.json", "model.keras", "saved_model", "novelty.npz",
+    "weights.npz",
 )
 
 
@@ -114,6 +116,9 @@ def save_artifact(folder: str | os.PathLike, model, vocabulary: Vocabulary, meta
         staging.chmod(0o755)  # mkdtemp makes it private; a served model is read by other users
         vocabulary.save(staging / VOCABULARY)
         model.save(staging / KERAS_MODEL)
+        from covfefe.generate import NumpyNetwork
+
+        NumpyNetwork.from_keras(model).save(staging / NUMPY_WEIGHTS)
         if saved_model:
             model.export(staging / SAVED_MODEL, format="tf_saved_model", verbose=False)
         if novelty is not None:

@@ -84,6 +84,27 @@ class NumpyNetwork:
         kernel, bias = model.get_layer("logits").get_weights()
         return cls(embedding, cells, (np.asarray(kernel, np.float32), np.asarray(bias, np.float32)))
 
+    def save(self, path) -> None:
+        """Write the weights as one ``.npz`` file, which `load` reads without Keras."""
+        arrays = {"embedding": self.embedding, "dense_kernel": self.dense_kernel,
+                  "dense_bias": self.dense_bias,
+                  "cells": np.array([kind for kind, _ in self.cells])}
+        for index, (_, weights) in enumerate(self.cells):
+            for number, weight in enumerate(weights):
+                arrays[f"cell{index}_{number}"] = weight
+        with open(path, "wb") as stream:
+            np.savez(stream, **arrays)
+
+    @classmethod
+    def load(cls, path) -> "NumpyNetwork":
+        """Read weights written by `save`."""
+        with np.load(path) as data:
+            cells = []
+            for index, kind in enumerate(data["cells"].tolist()):
+                # LSTM and GRU layers both hold a kernel, a recurrent kernel and a bias.
+                cells.append((kind, [data[f"cell{index}_{n}"] for n in range(3)]))
+            return cls(data["embedding"], cells, (data["dense_kernel"], data["dense_bias"]))
+
     def initial_state(self, n: int) -> list[tuple[np.ndarray, ...]]:
         """Return the zero state of ``n`` sequences."""
         state = []
@@ -158,11 +179,14 @@ class TweetGenerator:
     @classmethod
     def from_artifact(cls, artifact) -> "TweetGenerator":
         """Build the generator of a `covfefe.artifact.ModelArtifact` (or its folder)."""
-        from covfefe.artifact import ModelArtifact, load_artifact
+        from covfefe.artifact import NUMPY_WEIGHTS, ModelArtifact, load_artifact
 
         if not isinstance(artifact, ModelArtifact):
             artifact = load_artifact(artifact)
-        network = NumpyNetwork.from_keras(artifact.load_model())
+        if NUMPY_WEIGHTS in artifact.metadata["files"]:  # no Keras, no TensorFlow needed
+            network = NumpyNetwork.load(artifact.path / NUMPY_WEIGHTS)
+        else:
+            network = NumpyNetwork.from_keras(artifact.load_model())
         return cls(network, artifact.vocabulary,
                    artifact.metadata.get("model", {}).get("max_chars", MAX_TWEET_CHARS),
                    artifact.novelty_index())

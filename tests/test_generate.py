@@ -116,3 +116,26 @@ def test_completions_carry_their_novelty(tiny_model):
     generator = TweetGenerator.from_artifact(tiny_model)
     for completion in generator.complete("The ", n=3, seed=2):
         assert completion.longest_shared == generator.novelty.longest_shared(completion.text)
+
+
+def test_the_artifact_ships_numpy_weights_that_load_without_keras(tiny_model):
+    import subprocess
+    import sys
+
+    assert "weights.npz" in tiny_model.metadata["files"]
+    saved = NumpyNetwork.load(tiny_model.path / "weights.npz")
+    fresh = NumpyNetwork.from_keras(tiny_model.load_model())
+    np.testing.assert_array_equal(saved.embedding, fresh.embedding)
+    for (kind, weights), (fresh_kind, fresh_weights) in zip(saved.cells, fresh.cells,
+                                                            strict=True):
+        assert kind == fresh_kind
+        for a, b in zip(weights, fresh_weights, strict=True):
+            np.testing.assert_array_equal(a, b)
+    # A serving worker generates without importing Keras or TensorFlow at all.
+    script = ("import sys; from covfefe.generate import TweetGenerator; "
+              f"g = TweetGenerator.from_artifact({str(tiny_model.path)!r}); "
+              "g.complete('Great', seed=1); "
+              "print(sorted(m for m in ('keras', 'tensorflow') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "[]"
