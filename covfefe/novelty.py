@@ -102,3 +102,15 @@ class NoveltyIndex:
         index.hashes = np.cumsum(differences, dtype=np.uint32)
         index.size, index.tweets = size, tweets
         return index
+
+
+NEAR_COPY_FRACTION = 0.6  # of the whole tweet
+NEAR_COPY_MIN = 30  # characters: shorter shared runs are common phrases, not copies
+
+
+def is_near_copy(longest_shared: int | None, text: str) -> bool:
+    """Return True when a tweet is (nearly) a verbatim copy: its longest run shared with a
+    training tweet is at least ``NEAR_COPY_MIN`` characters and ``NEAR_COPY_FRACTION`` of it."""
+    if not longest_shared:
+        return False
+    return longest_shared >= max(NEAR_COPY_MIN, NEAR_COPY_FRACTION * len(text))

@@ -1,12 +1,20 @@
 """The covfefe-flow web API: a Flask application factory, run by gunicorn as ``serve:create_app()``.
 
-For now the API only reports its health; the generation routes arrive with the model.
+``create_app(test_config=None)`` reads its settings from ``COVFEFE_*`` environment variables
+(or ``test_config``), loads the model once per worker (`init_app`), and registers the API
+blueprint. Every error is a one-line JSON ``{"error": ...}`` with a 4xx status for the client's
+mistakes; CORS is answered only for the configured origins.
 """
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from covfefe import config
+from covfefe.errors import UserError
 from serve.api import api
+from serve.validation import RequestError
+
+MAX_BODY_BYTES = 16 * 1024
 
 
 def _json_error(error: HTTPException):
@@ -14,14 +22,59 @@ def _json_error(error: HTTPException):
     return jsonify(error=f"{error.name}: {error.description}"), error.code
 
 
+def _request_error(error: RequestError):
+    return jsonify(error=str(error)), error.status
+
+
+def init_app(app: Flask) -> None:
+    """Load the model artifact and its generator once, for every request of this worker."""
+    from covfefe.artifact import load_artifact
+    from covfefe.generate import TweetGenerator
+
+    artifact = load_artifact(config.resolve(app.config["MODEL_DIR"]) if app.config.get("MODEL_DIR")
+                             else config.model_dir())
+    app.extensions["covfefe.artifact"] = artifact
+    app.extensions["covfefe.generator"] = TweetGenerator.from_artifact(artifact)
+
+
+def _allowed_origins(app: Flask) -> set[str]:
+    origins = app.config.get("CORS_ORIGINS") or []
+    if isinstance(origins, str):
+        origins = [origin.strip() for origin in origins.split(",") if origin.strip()]
+    return set(origins)
+
+
+def _cors(app: Flask):
+    allowed = _allowed_origins(app)
+
+    def add_headers(response):
+        origin = request.headers.get("Origin")
+        if origin and ("*" in allowed or origin in allowed):
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+            response.headers["Access-Control-Allow-Headers"] = "Content-Type"
+            response.headers["Access-Control-Max-Age"] = "600"
+        response.headers.add("Vary", "Origin")
+        return response
+
+    return add_headers
+
+
 def create_app(test_config: dict | None = None) -> Flask:
     """Create and configure the API application."""
     app = Flask(__name__)
-    app.config.from_mapping(JSON_SORT_KEYS=False)
+    app.config.from_mapping(JSON_SORT_KEYS=False, MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
+                            MODEL_DIR=None, CORS_ORIGINS=[])
     if test_config is None:
         app.config.from_prefixed_env("COVFEFE")
     else:
         app.config.update(test_config)
+    try:
+        init_app(app)
+    except UserError as error:
+        raise SystemExit(f"covfefe serve: {error}") from None
     app.register_blueprint(api)
     app.register_error_handler(HTTPException, _json_error)
+    app.register_error_handler(RequestError, _request_error)
+    app.after_request(_cors(app))
     return app

@@ -1,10 +1,99 @@
-"""The API blueprint: routes under ``/api``."""
+"""The API blueprint: routes under ``/api``.
 
-from flask import Blueprint, jsonify
+- ``POST /api/generate``: complete a prefix (JSON in, JSON out).
+- ``POST /api/autocomplete``: the covfefe-flow v2 API, for its existing clients.
+- ``GET /api/model``: the model card. ``GET /api/health``: liveness.
+"""
+
+import secrets
+from datetime import UTC, datetime
+
+from flask import Blueprint, current_app, jsonify, request
 
 from covfefe import __version__
+from covfefe.corpus import MAX_TWEET_CHARS
+from covfefe.errors import UserError
+from covfefe.novelty import is_near_copy
+from serve.validation import Field, RequestError, read_json
 
 api = Blueprint("api", __name__, url_prefix="/api")
+
+MAX_CANDIDATES = 16
+MAX_PREFIX = 200
+MAX_SEED = 2**32 - 1
+V2_MAX_PREFIX = 50
+
+GENERATE_FIELDS = {
+    "prefix": Field(str, default="", max_length=MAX_PREFIX),
+    "temperature": Field(float, default=1.0, low=0, low_open=True, high=2.0),
+    "top_k": Field(int, default=0, low=0, high=1000),
+    "top_p": Field(float, default=1.0, low=0, low_open=True, high=1.0),
+    "n": Field(int, default=1, low=1, high=MAX_CANDIDATES),
+    "seed": Field(int, default=None, low=0, high=MAX_SEED),
+    "max_length": Field(int, default=MAX_TWEET_CHARS, low=1, high=MAX_TWEET_CHARS),
+}
+AUTOCOMPLETE_FIELDS = {
+    "beginningOfTweet": Field(str, required=True, max_length=V2_MAX_PREFIX),
+    "temperature": Field(float, default=1.0, low=0, low_open=True, high=1.2),
+}
+
+
+def generator():
+    return current_app.extensions["covfefe.generator"]
+
+
+def _complete(values: dict) -> tuple[list, int]:
+    seed = values["seed"] if values["seed"] is not None else secrets.randbelow(MAX_SEED + 1)
+    try:
+        completions = generator().complete(
+            values["prefix"], temperature=values["temperature"], n=values["n"],
+            max_length=values["max_length"], seed=seed, top_k=values["top_k"],
+            top_p=values["top_p"])
+    except UserError as error:
+        raise RequestError(str(error)) from None
+    return completions, seed
+
+
+def _completion_json(completion) -> dict:
+    return {
+        "text": completion.text, "prefix": completion.prefix,
+        "generated": completion.generated, "log_prob": round(completion.log_prob, 4),
+        "finished": completion.finished,
+        "novelty": {"longest_shared": completion.longest_shared,
+                    "near_copy": is_near_copy(completion.longest_shared, completion.text)},
+    }
+
+
+@api.post("/generate")
+def generate():
+    """Complete a prefix: n candidates, with their log-probability and novelty."""
+    values = read_json(request, GENERATE_FIELDS)
+    completions, seed = _complete(values)
+    model = current_app.extensions["covfefe.artifact"]
+    return jsonify(model={"name": model.name, "version": model.version},
+                   parameters={**values, "seed": seed}, seed=seed,
+                   completions=[_completion_json(c) for c in completions])
+
+
+@api.post("/autocomplete")
+def autocomplete():
+    """The covfefe-flow v2 route: one completion of ``beginningOfTweet``."""
+    values = read_json(request, AUTOCOMPLETE_FIELDS)
+    (completion,), _ = _complete({**{name: field.default
+                                      for name, field in GENERATE_FIELDS.items()},
+                                   "prefix": values["beginningOfTweet"],
+                                   "temperature": values["temperature"]})
+    return jsonify(beginningOfTweet=values["beginningOfTweet"],
+                   temperature=values["temperature"], autocompletedTweet=completion.text,
+                   timestamp=datetime.now(UTC).isoformat(timespec="seconds"))
+
+
+@api.get("/model")
+def model_card():
+    """The model card: name, version, parameters, data and metrics."""
+    metadata = dict(current_app.extensions["covfefe.artifact"].metadata)
+    metadata.pop("files", None)
+    return jsonify(metadata)
 
 
 @api.get("/health")

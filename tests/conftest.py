@@ -115,3 +115,21 @@ def tiny_training(tiny_tweets, tmp_path_factory):
 def tiny_model(tiny_training):
     """The tiny trained model's artifact (`covfefe.artifact.ModelArtifact`)."""
     return tiny_training.artifact
+
+
+ALLOWED_ORIGIN = "https://www.covfefe.example"
+
+
+@pytest.fixture(scope="session")
+def app(tiny_model):
+    """The API application (`serve.create_app`) serving the tiny trained model."""
+    from serve import create_app
+
+    return create_app({"TESTING": True, "MODEL_DIR": str(tiny_model.path),
+                       "CORS_ORIGINS": [ALLOWED_ORIGIN]})
+
+
+@pytest.fixture
+def client(app):
+    """A test client of `app`."""
+    return app.test_client()

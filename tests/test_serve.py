@@ -1,22 +1,130 @@
-"""The API application factory (the generation routes arrive with the model)."""
+"""The API through Flask's test client: every route, every bad input, CORS, v2 compatibility."""
 
-from serve import create_app
+import re
+
+import pytest
+
+from covfefe import __version__
+from tests.conftest import ALLOWED_ORIGIN
 
 
-def test_health_reports_ok_and_version():
-    from covfefe import __version__
-
-    client = create_app({"TESTING": True}).test_client()
+def test_health_reports_ok_and_version(client):
     response = client.get("/api/health")
     assert response.status_code == 200
     assert response.get_json() == {"status": "ok", "version": __version__}
 
 
-def test_errors_are_one_line_json():
-    client = create_app({"TESTING": True}).test_client()
+def test_errors_are_one_line_json(client):
     response = client.get("/api/nope")
     assert response.status_code == 404
     assert response.get_json()["error"].startswith("Not Found:")
     response = client.post("/api/health")
     assert response.status_code == 405
     assert "Method Not Allowed" in response.get_json()["error"]
+
+
+def test_generate_completes_the_prefix_with_n_candidates(client, tiny_model):
+    response = client.post("/api/generate", json={"prefix": "Make America ", "n": 3,
+                                                  "temperature": 0.8, "seed": 7})
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["model"] == {"name": tiny_model.name, "version": tiny_model.version}
+    assert body["seed"] == 7 and body["parameters"]["n"] == 3
+    assert len(body["completions"]) == 3
+    for completion in body["completions"]:
+        assert completion["text"] == completion["prefix"] + completion["generated"]
+        assert completion["text"].startswith("Make America ")
+        assert len(completion["text"]) <= 280 and completion["log_prob"] < 0
+        assert isinstance(completion["novelty"]["longest_shared"], int)
+        assert isinstance(completion["novelty"]["near_copy"], bool)
+
+
+def test_the_same_seed_reproduces_and_the_seed_used_is_returned(client):
+    first = client.post("/api/generate", json={"prefix": "The ", "n": 2}).get_json()
+    again = client.post("/api/generate", json={"prefix": "The ", "n": 2,
+                                               "seed": first["seed"]}).get_json()
+    assert again["completions"] == first["completions"]
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"prefix": 5}, "prefix must be a string of at most 200 characters, not 5"),
+    ({"prefix": "x" * 201}, "prefix is 201 characters long; it must be at most 200"),
+    ({"temperature": 0}, "temperature must be a number above 0 and at most 2.0, not 0"),
+    ({"temperature": "hot"}, "temperature must be a number"),
+    ({"temperature": True}, "temperature must be a number"),
+    ({"n": 0}, "n must be a whole number at least 1 and at most 16, not 0"),
+    ({"n": 17}, "n must be a whole number at least 1 and at most 16, not 17"),
+    ({"n": 2.5}, "n must be a whole number"),
+    ({"top_p": 1.5}, "top_p must be a number above 0 and at most 1.0"),
+    ({"top_k": -1}, "top_k must be a whole number at least 0"),
+    ({"seed": -3}, "seed must be a whole number at least 0"),
+    ({"max_length": 281}, "max_length must be a whole number at least 1 and at most 280"),
+    ({"colour": "red"}, "unknown field 'colour'; the fields are prefix, temperature"),
+    ({"prefix": "Great ж"}, "the prefix holds characters the model does not know: 'ж'"),
+    ([1, 2], "the request body must be a JSON object"),
+])
+def test_bad_generate_requests_are_400_naming_the_field(client, body, message):
+    response = client.post("/api/generate", json=body)
+    assert response.status_code == 400
+    assert message in response.get_json()["error"]
+
+
+@pytest.mark.parametrize(("data", "content_type", "status", "message"), [
+    ("{not json", "application/json", 400, "the request body is not valid JSON"),
+    ("prefix=x", "application/x-www-form-urlencoded", 400, "Content-Type: application/json"),
+    ('{"prefix": "' + "x" * 20000 + '"}', "application/json", 413, "Request Entity Too Large"),
+])
+def test_malformed_bodies_are_4xx_json(client, data, content_type, status, message):
+    response = client.post("/api/generate", data=data, content_type=content_type)
+    assert response.status_code == status
+    assert message in response.get_json()["error"]
+
+
+def test_v2_autocomplete_keeps_its_contract(client):
+    response = client.post("/api/autocomplete",
+                           json={"beginningOfTweet": "Crooked ", "temperature": 0.5})
+    assert response.status_code == 200
+    body = response.get_json()
+    assert set(body) == {"beginningOfTweet", "temperature", "autocompletedTweet", "timestamp"}
+    assert body["beginningOfTweet"] == "Crooked " and body["temperature"] == 0.5
+    assert body["autocompletedTweet"].startswith("Crooked ")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", body["timestamp"])
+    default = client.post("/api/autocomplete", json={"beginningOfTweet": ""}).get_json()
+    assert default["temperature"] == 1.0
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({}, "beginningOfTweet is required"),
+    ({"beginningOfTweet": "x" * 51}, "it must be at most 50"),
+    ({"beginningOfTweet": "x", "temperature": 1.3}, "at most 1.2"),
+])
+def test_bad_v2_requests_are_400(client, body, message):
+    response = client.post("/api/autocomplete", json=body)
+    assert response.status_code == 400 and message in response.get_json()["error"]
+
+
+def test_cors_is_answered_for_configured_origins_only(client):
+    preflight = client.options("/api/autocomplete", headers={
+        "Origin": ALLOWED_ORIGIN, "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "Content-Type"})
+    assert preflight.status_code == 200
+    assert preflight.headers["Access-Control-Allow-Origin"] == ALLOWED_ORIGIN
+    assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
+    assert "Content-Type" in preflight.headers["Access-Control-Allow-Headers"]
+    other = client.options("/api/autocomplete", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+
+
+def test_model_card_has_metrics_and_baseline(client, tiny_model):
+    card = client.get("/api/model").get_json()
+    assert card["version"] == tiny_model.version
+    assert card["metrics"]["validation_bits_per_char"] > 0
+    assert card["metrics"]["baseline"]["name"].startswith("kneser-ney")
+    assert "files" not in card
+
+
+def test_a_missing_model_stops_the_worker_with_a_clear_message(tmp_path):
+    from serve import create_app
+
+    with pytest.raises(SystemExit, match="model artifact .* does not exist"):
+        create_app({"MODEL_DIR": str(tmp_path / "none")})

@@ -1,0 +1,81 @@
+"""Request validation: every field named, typed and bounded; a mistake is a 400 naming it."""
+
+import math
+from dataclasses import dataclass
+
+from flask import Request
+
+from covfefe.errors import UserError
+
+
+class RequestError(UserError):
+    """A malformed request: answered with 400 and ``{"error": message}``."""
+
+    status = 400
+
+
+@dataclass(frozen=True)
+class Field:
+    """One JSON field: its type, bounds and default (``required`` when there is none)."""
+
+    kind: type
+    default: object = None
+    required: bool = False
+    low: float | None = None  # inclusive unless low_open
+    high: float | None = None  # inclusive
+    low_open: bool = False
+    max_length: int | None = None  # for strings
+
+    def describe(self) -> str:
+        if self.kind is str:
+            return f"a string of at most {self.max_length} characters"
+        kind = "a whole number" if self.kind is int else "a number"
+        low = "" if self.low is None else f"{'above' if self.low_open else 'at least'} {self.low}"
+        high = "" if self.high is None else f"at most {self.high}"
+        bounds = " and ".join(part for part in (low, high) if part)
+        return f"{kind} {bounds}".strip()
+
+    def check(self, name: str, value):
+        wrong = RequestError(f"{name} must be {self.describe()}, not {value!r}"[:300])
+        if self.kind is str:
+            if not isinstance(value, str):
+                raise wrong
+            if self.max_length is not None and len(value) > self.max_length:
+                raise RequestError(f"{name} is {len(value)} characters long; it must be at "
+                                   f"most {self.max_length}")
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise wrong
+        if self.kind is int and not (isinstance(value, int) or float(value).is_integer()):
+            raise wrong
+        if not math.isfinite(value):
+            raise wrong
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            raise wrong
+        if self.high is not None and value > self.high:
+            raise wrong
+        return self.kind(value)
+
+
+def read_json(request: Request, fields: dict[str, Field]) -> dict:
+    """Return the request's JSON object with every field checked and defaults filled in."""
+    if not request.is_json:
+        raise RequestError("send a JSON object with Content-Type: application/json")
+    body = request.get_json(silent=True)
+    if body is None:
+        raise RequestError("the request body is not valid JSON")
+    if not isinstance(body, dict):
+        raise RequestError("the request body must be a JSON object")
+    unknown = sorted(set(body) - set(fields))
+    if unknown:
+        raise RequestError(f"unknown field {unknown[0]!r}; the fields are "
+                           f"{', '.join(fields)}")
+    values = {}
+    for name, field in fields.items():
+        if name in body and body[name] is not None:
+            values[name] = field.check(name, body[name])
+        elif field.required:
+            raise RequestError(f"{name} is required")
+        else:
+            values[name] = field.default
+    return values
