@@ -9,6 +9,7 @@ produces the same next-character distribution as the Keras model (a test compare
 Sampling (temperature, top-k, top-p) is a set of small pure functions over logits.
 """
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -196,6 +197,19 @@ class TweetGenerator:
                  top_p: float = 1.0) -> list[Completion]:
         """Return ``n`` completions of ``prefix``, each at most ``max_length`` characters long
         in all; the same seed and parameters give the same tweets."""
+        for kind, value in self.stream(prefix, temperature=temperature, n=n,
+                                       max_length=max_length, seed=seed, top_k=top_k,
+                                       top_p=top_p):
+            if kind == "done":
+                return value
+        raise AssertionError("stream() always ends with its completions")
+
+    def stream(self, prefix: str = "", *, temperature: float = 1.0, n: int = 1,
+               max_length: int = MAX_TWEET_CHARS, seed: int | None = None, top_k: int = 0,
+               top_p: float = 1.0) -> Iterator[tuple[str, object]]:
+        """Generate as `complete` does, yielding as it goes: ``("prefix", str)`` (the cleaned
+        prefix), then ``("chars", [str] * n)`` per step ("" for a finished candidate), then
+        ``("done", [Completion] * n)``. Checks the arguments before yielding anything."""
         if not temperature > 0:
             raise UserError(f"temperature must be above 0, not {temperature!r}")
         prefix = normalise_prefix(prefix, self.vocabulary)
@@ -203,6 +217,10 @@ class TweetGenerator:
         if len(prefix) >= max_length:
             raise UserError(f"the prefix is {len(prefix)} characters long; it must be shorter "
                             f"than max_length ({max_length})")
+        return self._stream(prefix, temperature, n, max_length, seed, top_k, top_p)
+
+    def _stream(self, prefix, temperature, n, max_length, seed, top_k, top_p):
+        yield "prefix", prefix
         rng = np.random.default_rng(seed)
         state = self.network.initial_state(n)
         for symbol in [END_ID, *self.vocabulary.encode(prefix)]:
@@ -220,6 +238,7 @@ class TweetGenerator:
             symbols = np.where(done, PAD_ID, symbols)
             generated[:, position] = symbols
             done |= symbols == END_ID
+            yield "chars", [self.vocabulary.decode([symbol]) for symbol in symbols]
             if done.all():
                 break
             logits, state = self.network.step(np.where(done, END_ID, symbols), state)
@@ -228,4 +247,4 @@ class TweetGenerator:
         if self.novelty is not None:
             for completion in completions:
                 completion.longest_shared = self.novelty.longest_shared(completion.text)
-        return completions
+        yield "done", completions

@@ -1,20 +1,22 @@
 """The API blueprint: routes under ``/api``.
 
 - ``POST /api/generate``: complete a prefix (JSON in, JSON out).
+- ``GET /api/generate/stream``: the same, as server-sent events, character by character.
 - ``POST /api/autocomplete``: the covfefe-flow v2 API, for its existing clients.
 - ``GET /api/model``: the model card. ``GET /api/health``: liveness.
 """
 
+import json
 import secrets
 from datetime import UTC, datetime
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
 
 from covfefe import __version__
 from covfefe.corpus import MAX_TWEET_CHARS
 from covfefe.errors import UserError
 from covfefe.novelty import is_near_copy
-from serve.validation import Field, RequestError, read_json
+from serve.validation import Field, RequestError, read_json, read_query
 
 api = Blueprint("api", __name__, url_prefix="/api")
 
@@ -42,16 +44,29 @@ def generator():
     return current_app.extensions["covfefe.generator"]
 
 
-def _complete(values: dict) -> tuple[list, int]:
+def _stream(values: dict):
+    """Return the generation stream (arguments checked) and the seed it uses."""
     seed = values["seed"] if values["seed"] is not None else secrets.randbelow(MAX_SEED + 1)
     try:
-        completions = generator().complete(
+        stream = generator().stream(
             values["prefix"], temperature=values["temperature"], n=values["n"],
             max_length=values["max_length"], seed=seed, top_k=values["top_k"],
             top_p=values["top_p"])
     except UserError as error:
         raise RequestError(str(error)) from None
-    return completions, seed
+    return stream, seed
+
+
+def _complete(values: dict) -> tuple[list, int]:
+    stream, seed = _stream(values)
+    return dict(stream)["done"], seed
+
+
+def _result(values: dict, seed: int, completions: list) -> dict:
+    model = current_app.extensions["covfefe.artifact"]
+    return {"model": {"name": model.name, "version": model.version},
+            "parameters": {**values, "seed": seed}, "seed": seed,
+            "completions": [_completion_json(c) for c in completions]}
 
 
 def _completion_json(completion) -> dict:
@@ -69,10 +84,32 @@ def generate():
     """Complete a prefix: n candidates, with their log-probability and novelty."""
     values = read_json(request, GENERATE_FIELDS)
     completions, seed = _complete(values)
-    model = current_app.extensions["covfefe.artifact"]
-    return jsonify(model={"name": model.name, "version": model.version},
-                   parameters={**values, "seed": seed}, seed=seed,
-                   completions=[_completion_json(c) for c in completions])
+    return jsonify(_result(values, seed, completions))
+
+
+def _event(data: dict, event: str | None = None) -> str:
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+@api.get("/generate/stream")
+def generate_stream():
+    """Server-sent events: ``prefix``, then one message per step with each candidate's new
+    character ("" once it has ended), then ``done`` with the same result as POST /generate."""
+    values = read_query(request, GENERATE_FIELDS)
+    stream, seed = _stream(values)
+
+    def events():
+        for kind, value in stream:
+            if kind == "prefix":
+                yield _event({"prefix": value, "seed": seed}, "prefix")
+            elif kind == "chars":
+                yield _event({"chars": value})
+            else:
+                yield _event(_result(values, seed, value), "done")
+
+    return Response(stream_with_context(events()), mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 @api.post("/autocomplete")

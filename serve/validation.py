@@ -79,3 +79,28 @@ def read_json(request: Request, fields: dict[str, Field]) -> dict:
         else:
             values[name] = field.default
     return values
+
+
+def read_query(request: Request, fields: dict[str, Field]) -> dict:
+    """Return the query string's fields, converted, checked and with defaults filled in."""
+    unknown = sorted(set(request.args) - set(fields))
+    if unknown:
+        raise RequestError(f"unknown parameter {unknown[0]!r}; the parameters are "
+                           f"{', '.join(fields)}")
+    values = {}
+    for name, field in fields.items():
+        raw = request.args.get(name)
+        if raw is None or (raw == "" and field.kind is not str):
+            if field.required:
+                raise RequestError(f"{name} is required")
+            values[name] = field.default
+            continue
+        if field.kind is str:
+            values[name] = field.check(name, raw)
+            continue
+        try:
+            number = int(raw) if field.kind is int else float(raw)
+        except ValueError:
+            raise RequestError(f"{name} must be {field.describe()}, not {raw!r}"[:300]) from None
+        values[name] = field.check(name, number)
+    return values

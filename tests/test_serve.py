@@ -128,3 +128,42 @@ def test_a_missing_model_stops_the_worker_with_a_clear_message(tmp_path):
 
     with pytest.raises(SystemExit, match="model artifact .* does not exist"):
         create_app({"MODEL_DIR": str(tmp_path / "none")})
+
+
+def parse_events(text: str) -> list[tuple[str, dict]]:
+    import json
+
+    events = []
+    for block in text.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines())
+        events.append((lines.get("event", "message"), json.loads(lines["data"])))
+    return events
+
+
+def test_the_stream_sends_characters_as_they_come_then_the_result(client):
+    query = {"prefix": "Make ", "n": "2", "seed": "11", "temperature": "0.9"}
+    response = client.get("/api/generate/stream", query_string=query)
+    assert response.status_code == 200
+    assert response.mimetype == "text/event-stream"
+    events = parse_events(response.get_data(as_text=True))
+    assert events[0] == ("prefix", {"prefix": "Make ", "seed": 11})
+    kind, result = events[-1]
+    assert kind == "done"
+    steps = [data["chars"] for kind, data in events[1:-1]]
+    assert steps and all(kind == "message" for kind, _ in events[1:-1])
+    for candidate, completion in enumerate(result["completions"]):
+        streamed = "".join(step[candidate] for step in steps)
+        assert completion["text"] == "Make " + streamed
+    posted = client.post("/api/generate", json={"prefix": "Make ", "n": 2, "seed": 11,
+                                                "temperature": 0.9}).get_json()
+    assert posted["completions"] == result["completions"]
+
+
+@pytest.mark.parametrize(("query", "message"), [
+    ({"n": "many"}, "n must be a whole number at least 1 and at most 16, not 'many'"),
+    ({"temperature": "-1"}, "temperature must be a number above 0"),
+    ({"mood": "angry"}, "unknown parameter 'mood'"),
+])
+def test_bad_stream_requests_are_400_before_streaming(client, query, message):
+    response = client.get("/api/generate/stream", query_string=query)
+    assert response.status_code == 400 and message in response.get_json()["error"]
