@@ -17,9 +17,8 @@ import pandas as pd
 
 from covfefe.data.clean import clean_tweet
 from covfefe.errors import UserError
-from covfefe.text import END_ID, PAD_ID, Vocabulary
+from covfefe.text import END_ID, MAX_TWEET_CHARS, PAD_ID, Vocabulary
 
-MAX_TWEET_CHARS = 280
 PAD_MULTIPLE = 32
 POOL_BATCHES = 64  # batches' worth of tweets sorted by length together (more: less padding)
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from covfefe.corpus import MAX_TWEET_CHARS, Corpus, SequenceBatches, encode_tweets
+from covfefe.corpus import Corpus, SequenceBatches, encode_tweets
 from covfefe.errors import UserError
-from covfefe.text import Vocabulary
+from covfefe.text import MAX_TWEET_CHARS, Vocabulary
 
 LN2 = math.log(2)
 DEFAULT_BASELINE_ORDERS = (5, 7, 9)

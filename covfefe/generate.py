@@ -14,10 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from covfefe.corpus import MAX_TWEET_CHARS
 from covfefe.data.clean import clean_tweet
 from covfefe.errors import UserError
-from covfefe.text import END_ID, PAD_ID, UNK_ID, Vocabulary
+from covfefe.text import END_ID, MAX_TWEET_CHARS, PAD_ID, UNK_ID, Vocabulary
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:

@@ -22,6 +22,8 @@ SPECIALS = (PAD, END, UNK)
 PAD_ID, END_ID, UNK_ID = range(len(SPECIALS))
 UNK_CHAR = "\ufffd"  # how an unknown symbol is shown when ids are decoded
 
+MAX_TWEET_CHARS = 280  # the longest tweet X allows, and so the longest we train on or write
+
 FORMAT = "covfefe-vocabulary"
 FORMAT_VERSION = 1
 

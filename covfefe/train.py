@@ -25,11 +25,11 @@ from pathlib import Path
 import pandas as pd
 
 from covfefe import config as settings
-from covfefe.corpus import MAX_TWEET_CHARS, Corpus, SequenceBatches, encode_tweets
+from covfefe.corpus import Corpus, SequenceBatches, encode_tweets
 from covfefe.errors import UserError
 from covfefe.files import read_json, write_json
 from covfefe.model import ModelConfig, build_model, compile_model
-from covfefe.text import Vocabulary
+from covfefe.text import MAX_TWEET_CHARS, Vocabulary
 
 # Parameters that define what a run computes: changing one of them means a new run.
 FIXED_PARAMETERS = ("since", "until", "cell", "layers", "units", "embedding_dim", "dropout",

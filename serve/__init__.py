@@ -7,14 +7,17 @@ mistakes; CORS is answered only for the configured origins.
 """
 
 from flask import Flask, jsonify, request
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from werkzeug.exceptions import HTTPException
 
 from covfefe import config
 from covfefe.errors import UserError
-from serve.api import api
+from serve.api import LIMITED_ENDPOINTS, api
 from serve.validation import RequestError
 
 MAX_BODY_BYTES = 16 * 1024
+DEFAULT_RATE_LIMIT = "60 per minute"  # per client address, on the generating routes
 
 
 def _json_error(error: HTTPException):
@@ -63,8 +66,13 @@ def _cors(app: Flask):
 def create_app(test_config: dict | None = None) -> Flask:
     """Create and configure the API application."""
     app = Flask(__name__)
-    app.config.from_mapping(JSON_SORT_KEYS=False, MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
-                            MODEL_DIR=None, CORS_ORIGINS=[])
+    app.config.from_mapping(
+        JSON_SORT_KEYS=False, MAX_CONTENT_LENGTH=MAX_BODY_BYTES, MODEL_DIR=None,
+        CORS_ORIGINS=[], RATE_LIMIT=DEFAULT_RATE_LIMIT,
+        # In memory by default: each worker counts on its own. With several workers, point
+        # all of them at one store, e.g. COVFEFE_RATELIMIT_STORAGE_URI=redis://host:6379.
+        RATELIMIT_STORAGE_URI="memory://", RATELIMIT_HEADERS_ENABLED=True,
+    )
     if test_config is None:
         app.config.from_prefixed_env("COVFEFE")
     else:
@@ -74,6 +82,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     except UserError as error:
         raise SystemExit(f"covfefe serve: {error}") from None
     app.register_blueprint(api)
+    limiter = Limiter(get_remote_address, app=app)
+    for endpoint in LIMITED_ENDPOINTS:
+        app.view_functions[endpoint] = limiter.limit(app.config["RATE_LIMIT"])(
+            app.view_functions[endpoint])
     app.register_error_handler(HTTPException, _json_error)
     app.register_error_handler(RequestError, _request_error)
     app.after_request(_cors(app))

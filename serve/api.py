@@ -13,13 +13,15 @@ from datetime import UTC, datetime
 from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
 
 from covfefe import __version__
-from covfefe.corpus import MAX_TWEET_CHARS
 from covfefe.errors import UserError
 from covfefe.novelty import is_near_copy
+from covfefe.text import MAX_TWEET_CHARS
 from serve.validation import Field, RequestError, read_json, read_query
 
 api = Blueprint("api", __name__, url_prefix="/api")
 
+# The routes that run the model, rate-limited per client (serve.create_app applies the limit).
+LIMITED_ENDPOINTS = ("api.generate", "api.generate_stream", "api.autocomplete")
 MAX_CANDIDATES = 16
 MAX_PREFIX = 200
 MAX_SEED = 2**32 - 1

@@ -131,11 +131,11 @@ def test_the_artifact_ships_numpy_weights_that_load_without_keras(tiny_model):
         assert kind == fresh_kind
         for a, b in zip(weights, fresh_weights, strict=True):
             np.testing.assert_array_equal(a, b)
-    # A serving worker generates without importing Keras or TensorFlow at all.
+    # A serving worker generates without importing Keras, TensorFlow or pandas at all.
     script = ("import sys; from covfefe.generate import TweetGenerator; "
               f"g = TweetGenerator.from_artifact({str(tiny_model.path)!r}); "
               "g.complete('Great', seed=1); "
-              "print(sorted(m for m in ('keras', 'tensorflow') if m in sys.modules))")
+              "print(sorted(m for m in ('keras', 'tensorflow', 'pandas') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "[]"

@@ -167,3 +167,23 @@ def test_the_stream_sends_characters_as_they_come_then_the_result(client):
 def test_bad_stream_requests_are_400_before_streaming(client, query, message):
     response = client.get("/api/generate/stream", query_string=query)
     assert response.status_code == 400 and message in response.get_json()["error"]
+
+
+def test_a_client_over_the_rate_limit_gets_429(tiny_model):
+    from serve import create_app
+
+    client = create_app({"TESTING": True, "MODEL_DIR": str(tiny_model.path),
+                         "RATE_LIMIT": "3 per minute"}).test_client()
+    statuses = [client.post("/api/generate", json={"max_length": 5}).status_code
+                for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    limited = client.post("/api/autocomplete", json={"beginningOfTweet": "x"})
+    assert limited.status_code == 200  # each route has its own budget
+    response = client.post("/api/generate", json={})
+    assert response.status_code == 429
+    assert response.get_json()["error"].startswith("Too Many Requests: 3 per 1 minute")
+    assert response.headers["Retry-After"]
+    other_client = client.post("/api/generate", json={"max_length": 5},
+                               environ_base={"REMOTE_ADDR": "10.0.0.9"})
+    assert other_client.status_code == 200
+    assert client.get("/api/health").status_code == 200  # never limited
