@@ -66,8 +66,9 @@ def _cors(app: Flask):
 def create_app(test_config: dict | None = None) -> Flask:
     """Create and configure the API application."""
     app = Flask(__name__)
+    app.json.sort_keys = False  # keep fields in the order the API documents them
     app.config.from_mapping(
-        JSON_SORT_KEYS=False, MAX_CONTENT_LENGTH=MAX_BODY_BYTES, MODEL_DIR=None,
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES, MODEL_DIR=None,
         CORS_ORIGINS=[], RATE_LIMIT=DEFAULT_RATE_LIMIT,
         # In memory by default: each worker counts on its own. With several workers, point
         # all of them at one store, e.g. COVFEFE_RATELIMIT_STORAGE_URI=redis://host:6379.

@@ -4,6 +4,7 @@
 - ``GET /api/generate/stream``: the same, as server-sent events, character by character.
 - ``POST /api/autocomplete``: the covfefe-flow v2 API, for its existing clients.
 - ``GET /api/model``: the model card. ``GET /api/health``: liveness.
+- ``GET /api/openapi.json``: the OpenAPI 3 document of all of these.
 """
 
 import json
@@ -133,6 +134,14 @@ def model_card():
     metadata = dict(current_app.extensions["covfefe.artifact"].metadata)
     metadata.pop("files", None)
     return jsonify(metadata)
+
+
+@api.get("/openapi.json")
+def openapi():
+    """The OpenAPI 3 document, built from the same field definitions as the validation."""
+    from serve.openapi import openapi_document
+
+    return jsonify(openapi_document(GENERATE_FIELDS, AUTOCOMPLETE_FIELDS))
 
 
 @api.get("/health")

@@ -187,3 +187,25 @@ def test_a_client_over_the_rate_limit_gets_429(tiny_model):
                                environ_base={"REMOTE_ADDR": "10.0.0.9"})
     assert other_client.status_code == 200
     assert client.get("/api/health").status_code == 200  # never limited
+
+
+def test_the_openapi_document_describes_every_route_and_field(app, client):
+    from serve.api import AUTOCOMPLETE_FIELDS, GENERATE_FIELDS
+
+    document = client.get("/api/openapi.json").get_json()
+    assert document["openapi"].startswith("3.")
+    routes = {(rule.rule, method.lower()) for rule in app.url_map.iter_rules()
+              if rule.rule.startswith("/api/") for method in rule.methods - {"HEAD", "OPTIONS"}}
+    documented = {(path, method) for path, item in document["paths"].items() for method in item}
+    assert documented == routes
+    generate = document["paths"]["/api/generate"]["post"]
+    schema = generate["requestBody"]["content"]["application/json"]["schema"]
+    assert list(schema["properties"]) == list(GENERATE_FIELDS)
+    assert schema["additionalProperties"] is False
+    assert schema["properties"]["n"] == {"type": "integer", "minimum": 1, "maximum": 16,
+                                         "default": 1}
+    assert schema["properties"]["temperature"]["exclusiveMinimum"] == 0
+    v2 = document["paths"]["/api/autocomplete"]["post"]["requestBody"]["content"]
+    assert v2["application/json"]["schema"]["required"] == list(
+        name for name, field in AUTOCOMPLETE_FIELDS.items() if field.required)
+    assert {"400", "413", "429"} <= set(generate["responses"])
