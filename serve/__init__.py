@@ -6,7 +6,11 @@ blueprint. Every error is a one-line JSON ``{"error": ...}`` with a 4xx status f
 mistakes; CORS is answered only for the configured origins.
 """
 
-from flask import Flask, jsonify, request
+import json
+import logging
+import time
+
+from flask import Flask, g, jsonify, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from werkzeug.exceptions import HTTPException
@@ -63,6 +67,26 @@ def _cors(app: Flask):
     return add_headers
 
 
+access_log = logging.getLogger("covfefe.access")
+
+
+def _start_timer():
+    g.started = time.perf_counter()
+
+
+def _log_access(response):
+    """One JSON line per request: what, who, how it went, how long it took."""
+    if access_log.isEnabledFor(logging.INFO):
+        started = g.get("started")
+        access_log.info(json.dumps({
+            "method": request.method, "path": request.path, "status": response.status_code,
+            "ms": round((time.perf_counter() - started) * 1000, 1) if started else None,
+            "client": request.remote_addr, "bytes": response.calculate_content_length(),
+            "agent": request.user_agent.string[:200] or None,
+        }))
+    return response
+
+
 def create_app(test_config: dict | None = None) -> Flask:
     """Create and configure the API application."""
     app = Flask(__name__)
@@ -90,4 +114,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_error_handler(HTTPException, _json_error)
     app.register_error_handler(RequestError, _request_error)
     app.after_request(_cors(app))
+    app.before_request(_start_timer)
+    app.after_request(_log_access)
+    if not access_log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access_log.addHandler(handler)
+        access_log.setLevel(logging.INFO)
+        access_log.propagate = False
     return app

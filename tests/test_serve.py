@@ -209,3 +209,21 @@ def test_the_openapi_document_describes_every_route_and_field(app, client):
     assert v2["application/json"]["schema"]["required"] == list(
         name for name, field in AUTOCOMPLETE_FIELDS.items() if field.required)
     assert {"400", "413", "429"} <= set(generate["responses"])
+
+
+def test_each_request_is_logged_as_one_json_line(client, caplog):
+    import json
+    import logging
+
+    from serve import access_log
+
+    access_log.propagate = True  # let caplog see it for this test
+    try:
+        with caplog.at_level(logging.INFO, logger="covfefe.access"):
+            client.post("/api/generate", json={"n": 0}, headers={"User-Agent": "pytest"})
+    finally:
+        access_log.propagate = False
+    entries = [json.loads(r.getMessage()) for r in caplog.records if r.name == "covfefe.access"]
+    entry = entries[-1]
+    assert entry["method"] == "POST" and entry["path"] == "/api/generate"
+    assert entry["status"] == 400 and entry["ms"] >= 0 and entry["agent"] == "pytest"

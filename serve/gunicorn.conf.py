@@ -1,0 +1,19 @@
+"""gunicorn settings for the API: ``gunicorn -c serve/gunicorn.conf.py 'serve:create_app()'``.
+
+Every setting can be overridden from the environment (``COVFEFE_BIND``, ``COVFEFE_WORKERS``...)
+or on the command line. Each worker loads the model once when it starts (serve.init_app).
+"""
+
+import os
+
+bind = os.environ.get("COVFEFE_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("COVFEFE_WORKERS", "2"))
+# Threads let a worker keep answering while it streams server-sent events to other clients.
+threads = int(os.environ.get("COVFEFE_THREADS", "4"))
+worker_class = "gthread"
+timeout = int(os.environ.get("COVFEFE_TIMEOUT", "30"))
+graceful_timeout = 10
+keepalive = 5
+accesslog = None  # serve.create_app writes structured JSON access logs itself
+errorlog = "-"
+loglevel = os.environ.get("COVFEFE_LOG_LEVEL", "info")
