@@ -21,8 +21,8 @@ $(INSTALLED): pyproject.toml
 
 install: $(INSTALLED) ## Create .venv and install covfefe with every extra (pyproject.toml)
 
-demo: install ## Set everything up and run the main job (for now: import the archive)
-	$(BIN)/covfefe collect --archive
+demo: install ## Set everything up and serve the bundled model on http://127.0.0.1:8000/
+	$(BIN)/covfefe serve
 
 collect: install ## Import the archive (COVFEFE_ARCHIVE) into data/tweets.parquet
 	$(BIN)/covfefe collect --archive

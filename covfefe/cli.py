@@ -1,4 +1,4 @@
-"""The ``covfefe`` command line: ``collect``, ``train``, ``evaluate``, ``generate``.
+"""The ``covfefe`` command line: ``collect``, ``train``, ``evaluate``, ``generate``, ``serve``.
 
 A user mistake (a missing file, a malformed archive, a missing token, a bad option value) is
 printed as one sentence and exits with status 2; an interrupted run exits with status 130
@@ -128,6 +128,38 @@ def _run_generate(args) -> None:
                   f"longest_shared={'?' if shared is None else shared}")
 
 
+def _run_serve(args) -> None:
+    import os
+    import shutil
+
+    model = config.resolve(args.model) if args.model else config.model_dir()
+    from covfefe.artifact import load_artifact
+
+    artifact = load_artifact(model)  # a clear error now rather than in every worker
+    gunicorn = shutil.which("gunicorn", path=os.path.dirname(sys.executable)) or shutil.which(
+        "gunicorn")
+    if gunicorn is None:
+        raise UserError("gunicorn is not installed: pip install 'covfefe[serve]'")
+    os.environ.update(COVFEFE_MODEL_DIR=str(model), COVFEFE_BIND=f"{args.host}:{args.port}",
+                      COVFEFE_WORKERS=str(args.workers))
+    print(f"serving {artifact.name} {artifact.version} on http://{args.host}:{args.port}/ "
+          f"({args.workers} workers; Ctrl-C stops)", flush=True)
+    os.execv(gunicorn, [gunicorn, "-c", "python:serve.gunicorn_conf", "serve:create_app()"])
+
+
+def _add_serve(commands) -> None:
+    serve = commands.add_parser(
+        "serve", help="serve the API (and web page) with gunicorn on this machine",
+        description="Run gunicorn with serve/gunicorn_conf.py: each worker loads the model once.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    serve.add_argument("--workers", type=int, default=2, help="worker processes (default: 2)")
+    serve.add_argument("--model", metavar="DIR", help="model artifact folder (default: "
+                       f"$COVFEFE_MODEL, else {config.BUNDLED_MODEL})")
+    serve.set_defaults(run=_run_serve)
+
+
 def _positive_float(value: str) -> float:
     number = float(value)
     if not number > 0:
@@ -253,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(commands)
     _add_evaluate(commands)
     _add_generate(commands)
+    _add_serve(commands)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""gunicorn settings for the API: ``gunicorn -c serve/gunicorn.conf.py 'serve:create_app()'``.
+"""gunicorn settings for the API: ``gunicorn -c python:serve.gunicorn_conf "serve:create_app()"``.
 
 Every setting can be overridden from the environment (``COVFEFE_BIND``, ``COVFEFE_WORKERS``...)
 or on the command line. Each worker loads the model once when it starts (serve.init_app).
