@@ -1,0 +1,120 @@
+"""Benchmark: generating tweets, the v1 method vs our stateful generator; 1 vs 16 candidates;
+a serving worker's cold start and memory.
+
+v1 (the original covfefe-flow) ran the last 50 characters through the network from a zero state
+for every new character. Ours runs the prefix once, then one recurrent step per character with
+the state carried forward, for all candidates in one batch. Both use the same model and the
+same NumPy runtime here, so the ratio is the method's alone.
+
+    python bench/generate.py [--model models/covfefe] [--tweets 5] [--length 140]
+"""
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+WINDOW = 50
+
+
+def v1_tweet(generator, prefix: str, length: int, rng) -> int:
+    """One tweet the v1 way: the last WINDOW characters from a zero state, per character.
+    Returns the number of characters generated."""
+    from covfefe.generate import sample
+    from covfefe.text import END_ID
+
+    vocabulary, network = generator.vocabulary, generator.network
+    ids = [END_ID, *vocabulary.encode(prefix)]
+    while len(ids) - 1 < length:
+        state = network.initial_state(1)
+        for symbol in ids[-WINDOW:]:
+            logits, state = network.step(np.array([symbol]), state)
+        symbol = int(sample(logits.astype(np.float64), rng)[0])
+        if symbol == END_ID:
+            break
+        ids.append(symbol)
+    return len(ids) - 1 - len(prefix)
+
+
+def stateful_steps(generator, length: int, n: int, seed: int) -> int:
+    """Generate n candidates our way; return the number of steps (characters per candidate)."""
+    return sum(kind == "chars" for kind, _ in generator.stream(
+        "", max_length=length, n=n, seed=seed, temperature=0.8))
+
+
+def per_char(function, repeat: int) -> float:
+    """Return the seconds per generated character (per step for a batch) over ``repeat`` runs."""
+    started, chars = time.perf_counter(), 0
+    for seed in range(repeat):
+        chars += function(seed)
+    return (time.perf_counter() - started) / max(chars, 1)
+
+
+def cold_start(model: str) -> dict:
+    """Run in a fresh process: import, load the model, generate one tweet."""
+    started = time.perf_counter()
+    from covfefe.generate import TweetGenerator
+
+    generator = TweetGenerator.from_artifact(model)
+    loaded = time.perf_counter() - started
+    generator.complete("Make America ", seed=1)
+    return {"load_s": loaded, "first_tweet_s": time.perf_counter() - started,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "modules": sorted(m for m in ("tensorflow", "keras", "pandas") if m in sys.modules)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="", help="artifact (default: the bundled model)")
+    parser.add_argument("--tweets", type=int, default=5, help="tweets per measurement")
+    parser.add_argument("--length", type=int, default=140, help="characters per tweet")
+    parser.add_argument("--cold-start", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    from covfefe import config
+
+    model = str(config.resolve(args.model) if args.model else config.model_dir())
+    if args.cold_start:
+        print(json.dumps(cold_start(args.cold_start)))
+        return
+    from covfefe.generate import TweetGenerator
+
+    generator = TweetGenerator.from_artifact(model)
+    generator.novelty = None  # time the generation alone (the novelty check is measured apart)
+    # Tweets end when the model says so: compare time per character (per step for a batch),
+    # then scale to a tweet of --length characters.
+    v1 = per_char(lambda seed: v1_tweet(generator, "", args.length,
+                                        np.random.default_rng(seed)), args.tweets) * args.length
+    ours = per_char(lambda seed: stateful_steps(generator, args.length, 1, seed),
+                    args.tweets) * args.length
+    sixteen = per_char(lambda seed: stateful_steps(generator, args.length, 16, seed),
+                       args.tweets) * args.length
+    index = TweetGenerator.from_artifact(model).novelty
+    novelty = None
+    if index is not None:
+        started = time.perf_counter()
+        for _ in range(200):
+            index.longest_shared("x" * args.length)
+        novelty = (time.perf_counter() - started) / 200
+    child = subprocess.run([sys.executable, __file__, "--cold-start", model],
+                           capture_output=True, text=True, check=True)
+    start = json.loads(child.stdout.strip().splitlines()[-1])
+    print(f"model {model}; {args.tweets} tweets per method, timed per character and scaled to "
+          f"a {args.length}-character tweet")
+    print(f"  v1 method (re-run {WINDOW} chars per char): {v1 * 1000:9.1f} ms per tweet")
+    print(f"  stateful, 1 candidate:                {ours * 1000:9.1f} ms per tweet")
+    print(f"  stateful, 16 candidates in one batch: {sixteen * 1000:9.1f} ms for all 16")
+    print(f"ratio v1/stateful per tweet: {v1 / ours:.0f}x faster")
+    print(f"ratio 16 candidates / 1 candidate: {sixteen / ours:.2f}x the time")
+    if novelty is not None:
+        print(f"novelty check: {novelty * 1000:.2f} ms per tweet")
+    print(f"cold start (fresh process: import, load, first tweet): {start['first_tweet_s']:.2f} s"
+          f" (load {start['load_s']:.2f} s), peak RSS {start['peak_rss_mb']:.0f} MB, "
+          f"heavy modules imported: {start['modules'] or 'none'}")
+
+
+if __name__ == "__main__":
+    main()
