@@ -54,7 +54,7 @@ class TrainConfig:
     batch_size: int = 128  # tweets per batch
     epochs: int = 20  # most epochs (early stopping may end sooner)
     learning_rate: float = 0.003  # Adam's initial learning rate
-    lr_decay: float = 1.0  # learning rate multiplier per epoch after lr_decay_after (1 = none)
+    lr_decay: float = 1.0  # learning rate multiplier per epoch after lr_decay_after (1: none)
     lr_decay_after: int = 0  # epochs at the initial learning rate before lr_decay applies
     lr_factor: float = 0.5  # learning rate multiplier when validation stops improving
     lr_patience: int = 1  # epochs without improvement before the learning rate drops
