@@ -175,6 +175,31 @@ def _tweets_to_score(archive: str | None, dataset: str | None) -> pd.DataFrame:
     return load_dataset(dataset)
 
 
+def split_like_model(metadata: dict, tweets: pd.DataFrame
+                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Return the cleaned tweets before a model's validation period and those in it.
+
+    On the data the model trained on (same fingerprint), this is the model's own split, exactly;
+    on other data, the tweets before and from the validation period's first second.
+    """
+    from covfefe.data.collect import as_utc
+
+    training = metadata.get("training", {})
+    selected = tweets
+    if training.get("since"):
+        selected = selected[selected["created_at"] >= as_utc(training["since"])]
+    if training.get("until"):
+        selected = selected[selected["created_at"] < as_utc(training["until"])]
+    corpus = Corpus.from_tweets(selected, training.get("validation_fraction", 0.05))
+    if corpus.fingerprint()["sha256"] == metadata["data"]["sha256"]:
+        return corpus.train, corpus.validation
+    cleaned = Corpus.from_tweets(tweets, 0.5)  # the split is not used: cleaned, in time order
+    everything = pd.concat([cleaned.train, cleaned.validation], ignore_index=True)
+    since = pd.Timestamp(metadata["data"]["validation_since"])
+    return everything[everything["created_at"] < since], everything[everything["created_at"]
+                                                                    >= since]
+
+
 def evaluate_command(*, model: str | None = None, text: str | None = None,
                      archive: str | None = None, dataset: str | None = None, since=None,
                      until=None, everything: bool = False, baseline_order: int | None = None,
@@ -191,12 +216,15 @@ def evaluate_command(*, model: str | None = None, text: str | None = None,
     if text is not None:
         texts = read_text_file(text)
         lines.append(f"tweets: {text}, {len(texts)} lines scored as written")
+    elif since is None and until is None and not everything:
+        _, held_out = split_like_model(artifact.metadata, _tweets_to_score(archive, dataset))
+        texts = list(held_out["text"])
+        lines.append(f"tweets: {'archive' if archive is not None else 'dataset'}, cleaned, the "
+                     f"model's validation period (from {validation_since.date()})")
     else:
         tweets = Corpus.from_tweets(_tweets_to_score(archive, dataset), 0.5)
         tweets = pd.concat([tweets.train, tweets.validation], ignore_index=True)
         since = as_utc(since) if since is not None else None
-        if since is None and not everything:
-            since = validation_since
         if since is not None:
             tweets = tweets[tweets["created_at"] >= since]
         if until is not None:
@@ -212,9 +240,7 @@ def evaluate_command(*, model: str | None = None, text: str | None = None,
         from covfefe.explore import load_dataset
         from covfefe.ngram import KneserNeyModel
 
-        history = Corpus.from_tweets(load_dataset(dataset), 0.5)
-        history = pd.concat([history.train, history.validation], ignore_index=True)
-        history = history[history["created_at"] < validation_since]
+        history, _ = split_like_model(artifact.metadata, load_dataset(dataset))
         ngram = KneserNeyModel(baseline_order, len(artifact.vocabulary)).fit(
             encode_tweets(history["text"], artifact.vocabulary, max_chars))
         baseline = score_ngram(ngram, artifact.vocabulary, texts, max_chars=max_chars)
