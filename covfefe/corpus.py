@@ -37,18 +37,23 @@ class Corpus:
             raise UserError(
                 f"validation_fraction must be between 0 and 1, not {validation_fraction!r}"
             )
+        frame = cls.clean(tweets)
+        n_validation = math.ceil(len(frame) * validation_fraction)
+        if len(frame) - n_validation < 1:
+            raise UserError(f"only {len(frame)} non-empty tweets: too few to train on")
+        return cls(frame.iloc[:-n_validation].reset_index(drop=True),
+                   frame.iloc[-n_validation:].reset_index(drop=True))
+
+    @staticmethod
+    def clean(tweets: pd.DataFrame) -> pd.DataFrame:
+        """Return the non-empty cleaned tweets (id, created_at, text) in time order."""
         frame = pd.DataFrame({
             "id": tweets["id"].astype("int64"),
             "created_at": tweets["created_at"],
             "text": tweets["text"].astype(str).map(clean_tweet),
         })
         frame = frame[frame["text"] != ""].sort_values(["created_at", "id"], kind="stable")
-        frame = frame.reset_index(drop=True)
-        n_validation = math.ceil(len(frame) * validation_fraction)
-        if len(frame) - n_validation < 1:
-            raise UserError(f"only {len(frame)} non-empty tweets: too few to train on")
-        return cls(frame.iloc[:-n_validation].reset_index(drop=True),
-                   frame.iloc[-n_validation:].reset_index(drop=True))
+        return frame.reset_index(drop=True)
 
     @property
     def validation_since(self) -> pd.Timestamp:

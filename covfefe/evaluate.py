@@ -193,8 +193,7 @@ def split_like_model(metadata: dict, tweets: pd.DataFrame
     corpus = Corpus.from_tweets(selected, training.get("validation_fraction", 0.05))
     if corpus.fingerprint()["sha256"] == metadata["data"]["sha256"]:
         return corpus.train, corpus.validation
-    cleaned = Corpus.from_tweets(tweets, 0.5)  # the split is not used: cleaned, in time order
-    everything = pd.concat([cleaned.train, cleaned.validation], ignore_index=True)
+    everything = Corpus.clean(tweets)
     since = pd.Timestamp(metadata["data"]["validation_since"])
     return everything[everything["created_at"] < since], everything[everything["created_at"]
                                                                     >= since]
@@ -222,8 +221,7 @@ def evaluate_command(*, model: str | None = None, text: str | None = None,
         lines.append(f"tweets: {'archive' if archive is not None else 'dataset'}, cleaned, the "
                      f"model's validation period (from {validation_since.date()})")
     else:
-        tweets = Corpus.from_tweets(_tweets_to_score(archive, dataset), 0.5)
-        tweets = pd.concat([tweets.train, tweets.validation], ignore_index=True)
+        tweets = Corpus.clean(_tweets_to_score(archive, dataset))
         since = as_utc(since) if since is not None else None
         if since is not None:
             tweets = tweets[tweets["created_at"] >= since]
