@@ -14,6 +14,7 @@ from flask import Flask, g, jsonify, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from covfefe import config
 from covfefe.errors import UserError
@@ -87,6 +88,17 @@ def _log_access(response):
     return response
 
 
+def _proxies(value) -> int:
+    try:
+        proxies = int(value)
+    except (TypeError, ValueError):
+        proxies = -1
+    if proxies < 0 or isinstance(value, bool):
+        raise SystemExit(f"covfefe serve: PROXIES must be a whole number of proxies, at least 0, "
+                         f"not {value!r}")
+    return proxies
+
+
 def create_app(test_config: dict | None = None) -> Flask:
     """Create and configure the API application."""
     app = Flask(__name__)
@@ -97,6 +109,10 @@ def create_app(test_config: dict | None = None) -> Flask:
         # In memory by default: each worker counts on its own. With several workers, point
         # all of them at one store, e.g. COVFEFE_RATELIMIT_STORAGE_URI=redis://host:6379.
         RATELIMIT_STORAGE_URI="memory://", RATELIMIT_HEADERS_ENABLED=True,
+        # How many proxies (nginx, a CDN) stand in front of the app and append to
+        # X-Forwarded-For. The client address (rate limit key, access log) is taken that many
+        # hops from the right; 0 trusts no header, so a client cannot pick its own address.
+        PROXIES=0,
     )
     if test_config is None:
         app.config.from_prefixed_env("COVFEFE")
@@ -106,6 +122,9 @@ def create_app(test_config: dict | None = None) -> Flask:
         init_app(app)
     except UserError as error:
         raise SystemExit(f"covfefe serve: {error}") from None
+    proxies = _proxies(app.config["PROXIES"])
+    if proxies:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
     app.register_blueprint(api)
     limiter = Limiter(get_remote_address, app=app)
     for endpoint in LIMITED_ENDPOINTS:

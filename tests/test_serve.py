@@ -189,6 +189,29 @@ def test_a_client_over_the_rate_limit_gets_429(tiny_model):
     assert client.get("/api/health").status_code == 200  # never limited
 
 
+@pytest.mark.parametrize("proxies, expected", [(0, [200, 429]), (1, [200, 200])])
+def test_behind_a_proxy_the_rate_limit_counts_the_forwarded_client(tiny_model, proxies,
+                                                                    expected):
+    from serve import create_app
+
+    client = create_app({"TESTING": True, "MODEL_DIR": str(tiny_model.path),
+                         "RATE_LIMIT": "1 per minute", "PROXIES": proxies}).test_client()
+    statuses = [client.post("/api/generate", json={"max_length": 5},
+                            headers={"X-Forwarded-For": address},
+                            environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code
+                for address in ("203.0.113.1", "203.0.113.2")]
+    # With no trusted proxy, both requests come from nginx's address and share one budget;
+    # with one, each forwarded client has its own.
+    assert statuses == expected
+
+
+def test_a_bad_proxies_setting_stops_the_app_with_a_clear_message(tiny_model):
+    from serve import create_app
+
+    with pytest.raises(SystemExit, match="PROXIES must be a whole number"):
+        create_app({"MODEL_DIR": str(tiny_model.path), "PROXIES": "nginx"})
+
+
 def test_the_openapi_document_describes_every_route_and_field(app, client):
     from serve.api import AUTOCOMPLETE_FIELDS, GENERATE_FIELDS
 
