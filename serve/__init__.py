@@ -31,7 +31,10 @@ def _json_error(error: HTTPException):
 
 
 def _request_error(error: RequestError):
-    return jsonify(error=str(error)), error.status
+    body = {"error": str(error)}
+    if error.field:
+        body["field"] = error.field
+    return jsonify(body), error.status
 
 
 def init_app(app: Flask) -> None:

@@ -98,6 +98,8 @@ def openapi_document(generate_fields: dict, autocomplete_fields: dict) -> dict:
         },
         "components": {"schemas": {
             "Error": {"type": "object", "required": ["error"],
-                      "properties": {"error": {"type": "string"}}},
+                      "properties": {"error": {"type": "string"},
+                                     "field": {"type": "string", "description":
+                                               "the request field the error is about"}}},
             "Completion": completion, "Result": result}},
     }

@@ -9,9 +9,14 @@ from covfefe.errors import UserError
 
 
 class RequestError(UserError):
-    """A malformed request: answered with 400 and ``{"error": message}``."""
+    """A malformed request: answered with 400 and ``{"error": message}``, plus ``"field"``
+    when one field is to blame (so that a form can show the message next to it)."""
 
     status = 400
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -36,13 +41,13 @@ class Field:
         return f"{kind} {bounds}".strip()
 
     def check(self, name: str, value):
-        wrong = RequestError(f"{name} must be {self.describe()}, not {value!r}"[:300])
+        wrong = RequestError(f"{name} must be {self.describe()}, not {value!r}"[:300], name)
         if self.kind is str:
             if not isinstance(value, str):
                 raise wrong
             if self.max_length is not None and len(value) > self.max_length:
                 raise RequestError(f"{name} is {len(value)} characters long; it must be at "
-                                   f"most {self.max_length}")
+                                   f"most {self.max_length}", name)
             return value
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise wrong
@@ -92,7 +97,7 @@ def read_query(request: Request, fields: dict[str, Field]) -> dict:
         raw = request.args.get(name)
         if raw is None or (raw == "" and field.kind is not str):
             if field.required:
-                raise RequestError(f"{name} is required")
+                raise RequestError(f"{name} is required", name)
             values[name] = field.default
             continue
         if field.kind is str:
@@ -101,6 +106,7 @@ def read_query(request: Request, fields: dict[str, Field]) -> dict:
         try:
             number = int(raw) if field.kind is int else float(raw)
         except ValueError:
-            raise RequestError(f"{name} must be {field.describe()}, not {raw!r}"[:300]) from None
+            raise RequestError(f"{name} must be {field.describe()}, not {raw!r}"[:300],
+                               name) from None
         values[name] = field.check(name, number)
     return values

@@ -66,7 +66,11 @@ def test_the_same_seed_reproduces_and_the_seed_used_is_returned(client):
 def test_bad_generate_requests_are_400_naming_the_field(client, body, message):
     response = client.post("/api/generate", json=body)
     assert response.status_code == 400
-    assert message in response.get_json()["error"]
+    error = response.get_json()
+    assert message in error["error"]
+    # The field to blame, for a form to show the message beside it (none for the whole body).
+    named = next((name for name in body if isinstance(body, dict)), None)
+    assert error.get("field") == (None if named == "colour" else named)
 
 
 @pytest.mark.parametrize(("data", "content_type", "status", "message"), [
