@@ -110,7 +110,11 @@ NEAR_COPY_MIN = 30  # characters: shorter shared runs are common phrases, not co
 
 def is_near_copy(longest_shared: int | None, text: str) -> bool:
     """Return True when a tweet is (nearly) a verbatim copy: its longest run shared with a
-    training tweet is at least ``NEAR_COPY_MIN`` characters and ``NEAR_COPY_FRACTION`` of it."""
+    training tweet is the whole tweet, or at least ``NEAR_COPY_MIN`` characters and
+    ``NEAR_COPY_FRACTION`` of it. (A short tweet the archive holds word for word, such as
+    "Make America Great Again!", is a copy; a short common phrase inside a longer one is not.)"""
     if not longest_shared:
         return False
+    if longest_shared >= len(text.strip()):
+        return True
     return longest_shared >= max(NEAR_COPY_MIN, NEAR_COPY_FRACTION * len(text))

@@ -20,6 +20,7 @@ from covfefe import config
 from covfefe.errors import UserError
 from serve.api import LIMITED_ENDPOINTS, api
 from serve.validation import RequestError
+from serve.web import web, webapp_dir
 
 MAX_BODY_BYTES = 16 * 1024
 DEFAULT_RATE_LIMIT = "60 per minute"  # per client address, on the generating routes
@@ -116,6 +117,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         # X-Forwarded-For. The client address (rate limit key, access log) is taken that many
         # hops from the right; 0 trusts no header, so a client cannot pick its own address.
         PROXIES=0,
+        WEBAPP_DIR=None,  # the page's folder; None: the repository's webapp/ if it is there
     )
     if test_config is None:
         app.config.from_prefixed_env("COVFEFE")
@@ -129,6 +131,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     if proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
     app.register_blueprint(api)
+    folder = webapp_dir(app)
+    if folder is not None:
+        app.extensions["covfefe.webapp"] = folder
+        app.register_blueprint(web)
     limiter = Limiter(get_remote_address, app=app)
     for endpoint in LIMITED_ENDPOINTS:
         app.view_functions[endpoint] = limiter.limit(app.config["RATE_LIMIT"])(

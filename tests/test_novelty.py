@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from covfefe.errors import UserError
-from covfefe.novelty import SHINGLE, NoveltyIndex, shingle_hashes
+from covfefe.novelty import SHINGLE, NoveltyIndex, is_near_copy, shingle_hashes
 
 TWEETS = ["The Fake News Media is working overtime to make us look bad!",
           "Great meeting with the Governors of the Great State of Iowa today.",
@@ -54,3 +54,15 @@ def test_the_trained_model_ships_its_index(tiny_model):
     index = tiny_model.novelty_index()
     assert tiny_model.metadata["novelty"]["tweets"] == tiny_model.metadata["data"]["tweets"]
     assert len(index) == tiny_model.metadata["novelty"]["shingles"] > 1000
+
+
+@pytest.mark.parametrize(("shared", "text", "copy"), [
+    (25, "Make America Great Again!", True),  # the whole tweet is in the archive
+    (25, "Make America Great Again! And the wall will be paid for.", False),  # a phrase
+    (40, "x" * 60, True),  # 40 characters and two thirds of the tweet
+    (40, "x" * 100, False),  # 40 characters of 100: an ordinary shared phrase
+    (0, "", False),
+    (None, "Make America Great Again!", False),  # no index
+])
+def test_near_copies_are_whole_tweets_or_long_shares_of_most_of_one(shared, text, copy):
+    assert is_near_copy(shared, text) is copy
