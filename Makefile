@@ -37,7 +37,14 @@ evaluate: install ## Bits/char of the bundled model (COVFEFE_MODEL) and a 9-gram
 bench: install ## Training throughput and memory: our pipeline vs the v1 one-hot windows (bench/)
 	$(BIN)/python bench/train_pipeline.py
 
-test: install ## Run every test: lint, unit, CLI, HTTP, notebooks (papermill and nbval)
+# axe-core (accessibility rules) for the browser tests, from the npm registry, pinned.
+AXE_VERSION := 4.14.1
+AXE_JS := .cache/axe/node_modules/axe-core/axe.min.js
+$(AXE_JS):
+	mkdir -p .cache/axe
+	cd .cache/axe && npm install --no-save --no-audit --no-fund --silent axe-core@$(AXE_VERSION)
+
+test: install $(AXE_JS) ## Run every test: lint, unit, CLI, HTTP, browser (Chromium), notebooks
 	$(BIN)/ruff check covfefe serve tests bench
 	$(BIN)/pytest tests notebooks --nbval-lax
 

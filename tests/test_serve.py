@@ -254,3 +254,22 @@ def test_each_request_is_logged_as_one_json_line(client, caplog):
     entry = entries[-1]
     assert entry["method"] == "POST" and entry["path"] == "/api/generate"
     assert entry["status"] == 400 and entry["ms"] >= 0 and entry["agent"] == "pytest"
+
+
+def test_the_web_page_and_its_files_are_served_beside_the_api(client):
+    with client.get("/") as page:  # files are streamed: close them
+        assert page.status_code == 200 and page.mimetype == "text/html"
+        assert b'<script type="module" src="js/main.js">' in page.data
+    with client.get("/js/main.js") as script:
+        assert script.status_code == 200 and "javascript" in script.mimetype
+    for path in ("/../covfefe/cli.py", "/js/../../serve/api.py", "/missing.js"):
+        response = client.get(path)
+        assert response.status_code == 404 and "error" in response.get_json()
+    assert client.get("/api/nothing").get_json()["error"].startswith("Not Found")
+
+
+def test_a_webapp_dir_without_a_page_stops_the_app(tiny_model, tmp_path):
+    from serve import create_app
+
+    with pytest.raises(SystemExit, match="has no index.html"):
+        create_app({"MODEL_DIR": str(tiny_model.path), "WEBAPP_DIR": str(tmp_path)})

@@ -1,0 +1,272 @@
+"""The web page in a real browser: headless Chromium (Debian's package, driven by Playwright)
+against the real Flask app serving the bundled model over HTTP on 127.0.0.1."""
+
+import os
+import threading
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+from werkzeug.serving import make_server
+
+from covfefe import config
+from tests.conftest import require_all, require_tool
+
+pytestmark = pytest.mark.network
+
+ROOT = Path(__file__).resolve().parent.parent
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+AXE_JS = Path(os.environ.get("COVFEFE_AXE_JS",
+                             ROOT / ".cache" / "axe" / "node_modules" / "axe-core" / "axe.min.js"))
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1100, "height": 900}
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+
+class LiveServer:
+    """The Flask app in a real HTTP server on a free 127.0.0.1 port, in a thread."""
+
+    def __init__(self, **settings):
+        from serve import create_app
+
+        app = create_app({"MODEL_DIR": str(config.BUNDLED_MODEL), **settings})
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def server():
+    live = LiveServer(RATE_LIMIT="1000 per minute")
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    chromium = require_tool("chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:  # pragma: no cover - the dev extra installs it
+        if require_all():
+            pytest.fail("playwright is not installed (pip install -e '.[dev]')")
+        pytest.skip("playwright is not installed")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport=DESKTOP)
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def cards(page):
+    return page.locator("article.tweet")
+
+
+def generate(page, prefix=None, wait=True):
+    if prefix is not None:
+        page.fill("#prefix", prefix)
+    page.click("#generate")
+    if wait:
+        page.wait_for_function("document.querySelectorAll('article.tweet').length > 0 && "
+                               "!document.querySelector('article.tweet[aria-busy]')")
+
+
+def test_a_typed_prefix_streams_into_cards_that_start_with_it(page, server):
+    page.goto(server.url)
+    assert "appear here" in page.locator("#results").inner_text()  # the empty state
+    # Record every change of the first card's generated text as it happens.
+    page.evaluate("""() => {
+        window.lengths = [];
+        new MutationObserver((records) => {
+            for (const record of records) {
+                if (record.target.parentElement?.closest('article[data-index="0"] .generated'))
+                    window.lengths.push(record.oldValue.length);
+            }
+        }).observe(document.getElementById('results'),
+                   {subtree: true, characterData: true, characterDataOldValue: true});
+    }""")
+    page.fill("#prefix", "Make America ")
+    assert page.locator("#prefix-count").inner_text() == "13 / 200"
+    generate(page)
+    assert cards(page).count() == 3  # the default count
+    for index in range(3):
+        card = cards(page).nth(index)
+        assert card.locator(".text").inner_text().startswith("Make America ")
+        assert card.locator(".prefix").inner_text() == "Make America "
+        text = card.locator(".text").inner_text()
+        assert card.locator(".count").inner_text() == f"{len(text)} / 280"
+        assert card.locator(".novelty").inner_text()  # novelty is reported on every card
+    lengths = page.evaluate("window.lengths")
+    generated = cards(page).first.locator(".generated").inner_text()
+    # The text grew one character at a time: every intermediate length was on screen.
+    assert lengths == sorted(lengths) and len(set(lengths)) >= min(len(generated), 10)
+    assert page.locator("#status").inner_text() == "Wrote 3 tweets."
+
+
+def test_temperature_and_count_reach_the_model_and_the_permalink_reproduces(page, server):
+    page.goto(server.url)
+    page.fill("#temperature", "1.3")
+    assert page.locator("#temperature-value").inner_text() == "1.3"
+    assert "wildest" in page.locator("#temperature-hint").inner_text()
+    page.fill("#count", "2")
+    generate(page, "Crooked ")
+    assert cards(page).count() == 2
+    second = cards(page).nth(1)
+    text = second.locator(".text").inner_text()
+    link = second.locator("a.permalink").get_attribute("href")
+    query = parse_qs(urlparse(link).query)
+    assert query["temperature"] == ["1.3"] and query["n"] == ["2"] and query["k"] == ["2"]
+    assert query["prefix"] == ["Crooked "] and query["model"] == [page.evaluate(
+        "fetch('/api/model').then((r) => r.json()).then((card) => card.version)")]
+    share = second.locator("a.share").get_attribute("href")
+    assert parse_qs(urlparse(share).query)["text"] == [text]
+
+    page.goto(link)  # a fresh page load from the link alone
+    page.wait_for_selector("article.tweet.linked.finished")
+    assert cards(page).count() == 2
+    assert page.locator("article.tweet.linked").get_attribute("data-index") == "1"
+    assert page.locator("article.tweet.linked .text").inner_text() == text
+    assert page.locator("#prefix").input_value() == "Crooked "
+    assert page.locator("#temperature").input_value() == "1.3"
+
+
+def test_a_link_from_another_model_version_says_so(page, server):
+    page.goto(f"{server.url}/?prefix=The%20&temperature=0.8&n=1&seed=5&k=1&model=1999.01.01")
+    page.wait_for_selector("article.tweet.finished")
+    page.wait_for_selector("#banner:not([hidden])")
+    assert "model version 1999.01.01" in page.locator("#banner").inner_text()
+
+
+def test_the_copy_button_puts_the_tweet_on_the_clipboard(browser, server):
+    context = browser.new_context(viewport=DESKTOP,
+                                  permissions=["clipboard-read", "clipboard-write"])
+    page = context.new_page()
+    page.goto(server.url)
+    generate(page, "Fake News ")
+    first = cards(page).first
+    first.locator("button.copy").click()
+    page.wait_for_function("document.querySelector('.copied').textContent === 'Copied'")
+    assert page.evaluate("navigator.clipboard.readText()") == first.locator(".text").inner_text()
+    context.close()
+
+
+def test_a_bad_prefix_and_count_are_shown_beside_their_fields(page, server):
+    page.goto(server.url)
+    generate(page, "Great ж", wait=False)
+    page.wait_for_selector("#prefix[aria-invalid=true]")
+    assert "does not know: 'ж'" in page.locator("#prefix-error").inner_text()
+    assert page.evaluate("document.activeElement.id") == "prefix"
+    assert page.locator("#banner").is_hidden()
+    assert cards(page).count() == 0
+
+    page.fill("#count", "20")  # the form lets it through; the API names the field
+    generate(page, "Great ", wait=False)
+    page.wait_for_selector("#count[aria-invalid=true]")
+    assert "at most 16, not 20" in page.locator("#count-error").inner_text()
+    assert page.locator("#prefix").get_attribute("aria-invalid") is None  # cleared
+
+
+def test_rate_limited_and_api_down_are_clear_error_states(page):
+    limited = LiveServer(RATE_LIMIT="1 per minute")
+    try:
+        page.goto(limited.url)
+        generate(page, "Sleepy ")
+        assert cards(page).count() == 3
+        generate(page, wait=False)
+        page.wait_for_selector("#banner:not([hidden])")
+        assert "Slow down" in page.locator("#banner").inner_text()
+        assert "Try again in" in page.locator("#banner").inner_text()
+        assert cards(page).count() == 0
+        assert page.locator("#generate").is_enabled()
+    finally:
+        limited.stop()
+    generate(page, wait=False)  # the server is gone now
+    page.wait_for_function("document.getElementById('banner').textContent.includes("
+                           "'cannot be reached')")
+    assert page.locator("#banner").get_attribute("role") == "alert"
+    assert page.locator("#generate").inner_text() == "Generate"
+
+
+def test_keyboard_only(page, server):
+    page.goto(server.url)
+    order = []
+    for _ in range(5):
+        page.keyboard.press("Tab")
+        order.append(page.evaluate("document.activeElement.id || "
+                                   "document.activeElement.className"))
+    assert order == ["skip", "prefix", "temperature", "count", "generate"]
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.type("Our great ")
+    page.keyboard.press("Tab")
+    page.keyboard.press("ArrowLeft")  # temperature 0.8 -> 0.7
+    page.keyboard.press("Tab")
+    page.keyboard.press("Control+a")
+    page.keyboard.type("1")
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Enter")  # Enter in the tweet box generates
+    page.wait_for_selector("article.tweet.finished")
+    assert cards(page).count() == 1
+    assert cards(page).first.locator(".text").inner_text().startswith("Our great ")
+    link = cards(page).first.locator("a.permalink").get_attribute("href")
+    assert parse_qs(urlparse(link).query)["temperature"] == ["0.7"]
+    # The card's actions are reachable by keyboard too.
+    page.locator("button.copy").focus()
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "action share"
+
+
+def test_axe_finds_no_serious_accessibility_violations(page, server):
+    if not AXE_JS.is_file():
+        message = f"axe-core is not installed at {AXE_JS} (make test installs it with npm)"
+        if require_all():
+            pytest.fail(message)
+        pytest.skip(message)
+    page.goto(server.url)
+    generate(page, "Make America ")
+    page.fill("#count", "20")
+    generate(page, wait=False)  # an error state on the page too
+    page.wait_for_selector("#count[aria-invalid=true]")
+    page.add_script_tag(path=str(AXE_JS))
+    result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
+    serious = [(v["id"], v["impact"], [n["target"] for n in v["nodes"]])
+               for v in result["violations"] if v["impact"] in ("serious", "critical")]
+    assert serious == []
+
+
+@pytest.mark.parametrize(("name", "viewport"), [("desktop", DESKTOP), ("phone", PHONE)])
+def test_screenshots_and_no_sideways_scrolling(browser, server, name, viewport):
+    context = browser.new_context(viewport=viewport, device_scale_factor=1,
+                                  is_mobile=name == "phone", has_touch=name == "phone")
+    page = context.new_page()
+    page.goto(f"{server.url}/?prefix=Make%20America%20&temperature=0.8&n=3&seed=2020&k=1")
+    page.wait_for_selector("article.tweet.linked.finished")
+    assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
+    box = page.locator("#generate").bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= viewport["width"]
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.locator("article.tweet.linked").evaluate("(card) => card.classList.remove('linked')")
+    page.evaluate("window.scrollTo(0, 0)")
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=name == "desktop")
+    assert path.stat().st_size > 10_000
+    context.close()
