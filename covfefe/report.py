@@ -31,8 +31,11 @@ def model_card(metadata: dict) -> pd.Series:
 
 
 def plot_learning_curves(history: pd.DataFrame, baseline_bits: float | None = None,
-                         baseline_name: str = "n-gram baseline") -> Figure:
-    """Return training and validation bits/char per epoch, with the baseline as a line."""
+                         baseline_name: str = "n-gram baseline",
+                         finetune_from: int | None = None) -> Figure:
+    """Return training and validation bits/char per epoch, with the baseline as a line (and
+    where fine-tuning on the recent tweets began, when it did: training bits/char after it are
+    on those tweets only)."""
     figure = Figure(figsize=(9, 4), layout="constrained")
     axes = figure.add_subplot()
     axes.plot(history["epoch"], history["bits_per_char"], "o-", color=TRAIN_COLOR,
@@ -42,6 +45,9 @@ def plot_learning_curves(history: pd.DataFrame, baseline_bits: float | None = No
     if baseline_bits is not None:
         axes.axhline(baseline_bits, color=BASELINE_COLOR, linestyle="--",
                      label=f"{baseline_name} (validation)")
+    if finetune_from is not None:
+        axes.axvline(finetune_from + 0.5, color="0.5", linestyle=":",
+                     label="fine-tuning on the recent tweets starts")
     axes.set(title="Learning curves", xlabel="epoch", ylabel="bits per character")
     axes.xaxis.get_major_locator().set_params(integer=True)
     axes.legend()

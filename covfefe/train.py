@@ -11,6 +11,14 @@ A run lives in its own folder (the run directory)::
     <run>/tensorboard/         TensorBoard logs
     <run>/model/               the exported artifact (covfefe.artifact)
 
+Training has up to two phases. The main one trains on every training tweet for ``epochs``
+epochs (or until early stopping). The optional fine-tuning phase then continues from the best
+epoch for ``finetune_epochs`` epochs on the training tweets since ``finetune_since`` alone,
+at ``finetune_learning_rate``: the validation tweets are the most recent ones, and a model
+nudged towards the latest training tweets predicts them better (domain adaptation; the
+validation tweets themselves are never trained on). A fine-tuning phase can be added to a
+finished run.
+
 Rerunning `train` with the same run directory resumes from the last checkpoint; a run that has
 finished goes straight to evaluation and export. Changing the architecture or the data of an
 existing run is refused: start a new run directory instead.
@@ -59,6 +67,9 @@ class TrainConfig:
     lr_factor: float = 0.5  # learning rate multiplier when validation stops improving
     lr_patience: int = 1  # epochs without improvement before the learning rate drops
     patience: int = 3  # epochs without improvement before training stops
+    finetune_epochs: int = 0  # then this many epochs on the recent tweets alone (0: none)
+    finetune_since: str = ""  # the recent tweets: training tweets from this UTC date on
+    finetune_learning_rate: float = 0.0005  # the learning rate the fine-tuning starts at
     validation_fraction: float = 0.05  # the most recent tweets, held out
     min_count: int = settings.VOCAB_MIN_COUNT  # rarer characters become the unknown symbol
     seed: int = 42  # the same seed, data and parameters give the same run
@@ -84,6 +95,16 @@ class TrainConfig:
             raise UserError(f"lr_decay must be above 0 and at most 1, not {self.lr_decay!r}")
         if not self.learning_rate > 0:
             raise UserError(f"learning_rate must be above 0, not {self.learning_rate!r}")
+        if (not isinstance(self.finetune_epochs, int) or isinstance(self.finetune_epochs, bool)
+                or self.finetune_epochs < 0):
+            raise UserError("finetune_epochs must be a whole number of epochs, at least 0, "
+                            f"not {self.finetune_epochs!r}")
+        if self.finetune_epochs and not self.finetune_since:
+            raise UserError("finetune_epochs needs finetune_since: the date the recent tweets "
+                            "start at")
+        if not self.finetune_learning_rate > 0:
+            raise UserError("finetune_learning_rate must be above 0, not "
+                            f"{self.finetune_learning_rate!r}")
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(cell=self.cell, layers=self.layers, units=self.units,
@@ -113,6 +134,7 @@ class TrainResult:
     history: pd.DataFrame
     resumed_from_epoch: int
     stop_reason: str
+    finetune_from: int | None = None  # the last epoch before fine-tuning, if the run fine-tuned
 
     def summary(self) -> str:
         metrics = self.artifact.metrics
@@ -158,6 +180,22 @@ def load_history(run_dir: str | os.PathLike) -> pd.DataFrame:
     return history[history["epoch"] <= state.get("epochs_done", 0)].reset_index(drop=True)
 
 
+def _recent(train_config: TrainConfig, corpus: Corpus) -> pd.DataFrame:
+    """The training tweets the fine-tuning phase trains on."""
+    from covfefe.data.collect import as_utc
+
+    recent = corpus.train[corpus.train["created_at"] >= as_utc(train_config.finetune_since)]
+    if recent.empty:
+        raise UserError(f"no training tweets since finetune_since={train_config.finetune_since}"
+                        f" (training tweets end at {corpus.train['created_at'].max()})")
+    return recent
+
+
+def _main_phase_done(train_config: TrainConfig, state: dict) -> bool:
+    return (state.get("phase") == "fine-tune" or state["epochs_done"] >= train_config.epochs
+            or state.get("stop_reason") == "early stopping")
+
+
 def fit(train_config: TrainConfig, corpus: Corpus, vocabulary: Vocabulary, *,
         progress: bool = True) -> tuple[dict, int]:
     """Train (or resume training) in the run directory; return the state and the start epoch."""
@@ -165,9 +203,14 @@ def fit(train_config: TrainConfig, corpus: Corpus, vocabulary: Vocabulary, *,
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     state = read_json(run_dir / "state.json") or {"epochs_done": 0, "finished": False}
     start_epoch = state["epochs_done"]
-    if state["finished"] and start_epoch >= train_config.epochs:
-        return state, start_epoch
-    if state.get("stop_reason") == "early stopping":
+    main_done = _main_phase_done(train_config, state)
+    if train_config.finetune_epochs:
+        recent = _recent(train_config, corpus)  # checked before any training
+        finetune_end = state.get("finetune_from", start_epoch) + train_config.finetune_epochs
+        if state.get("phase") == "fine-tune" and (
+                start_epoch >= finetune_end or state.get("stop_reason") == "early stopping"):
+            return state, start_epoch
+    elif main_done:
         return state, start_epoch
 
     import keras
@@ -179,53 +222,71 @@ def fit(train_config: TrainConfig, corpus: Corpus, vocabulary: Vocabulary, *,
         restore_callbacks,
     )
 
-    state["finished"] = False
-    state.pop("stop_reason", None)
-    keras.utils.set_random_seed(train_config.seed + start_epoch)
-    last = run_dir / "checkpoints" / "last.keras"
-    if start_epoch and last.exists():
-        model = keras.saving.load_model(last)
-    else:
-        model = compile_model(build_model(train_config.model_config(), len(vocabulary)),
-                              train_config.learning_rate)
-    train_batches = SequenceBatches(
-        encode_tweets(corpus.train["text"], vocabulary, train_config.max_chars),
-        train_config.batch_size, seed=train_config.seed,
-    )
-    train_batches.epoch = start_epoch
     validation_batches = SequenceBatches(
         encode_tweets(corpus.validation["text"], vocabulary, train_config.max_chars),
         train_config.batch_size, shuffle=False, score_first=False, fixed_width=True,
     )
-    early_stopping = keras.callbacks.EarlyStopping(monitor="val_xent",
-                                                   patience=train_config.patience)
-    reduce_lr = keras.callbacks.ReduceLROnPlateau(
-        monitor="val_xent", factor=train_config.lr_factor, patience=train_config.lr_patience,
-        min_lr=train_config.learning_rate / 100,
-    )
-    restore_callbacks(state, early_stopping, reduce_lr)
-    callbacks = [
-        LearningRateDecay(train_config.lr_decay, train_config.lr_decay_after),
-        BitsPerChar(),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=start_epoch > 0),
-        keras.callbacks.TensorBoard(str(run_dir / "tensorboard")),
-        early_stopping,
-        reduce_lr,
-        RunCheckpoint(run_dir, state, early_stopping, reduce_lr),  # last: records the others
-    ]
-    if keras.backend.backend() == "tensorflow":
-        train_data, validation_data = (train_batches.to_tf_dataset(),
-                                       validation_batches.to_tf_dataset())
-    else:  # JAX or PyTorch (the GPU machine has no TensorFlow): the same NumPy batches
-        from covfefe.callbacks import KerasBatches
+    checkpoints = run_dir / "checkpoints"
 
-        train_data, validation_data = KerasBatches(train_batches), KerasBatches(validation_batches)
-    model.fit(train_data, validation_data=validation_data,
-              epochs=train_config.epochs, initial_epoch=start_epoch, callbacks=callbacks,
-              shuffle=False, verbose="auto" if progress else 0)
-    if not state.get("finished") and state["epochs_done"] >= train_config.epochs:
-        state["finished"], state["stop_reason"] = True, f"{train_config.epochs} epochs"
-    write_json(run_dir / "state.json", state)
+    def run_phase(model, tweets, end_epoch: int, schedule: list) -> None:
+        first = state["epochs_done"]
+        state["finished"] = False
+        state.pop("stop_reason", None)
+        keras.utils.set_random_seed(train_config.seed + first)
+        batches = SequenceBatches(encode_tweets(tweets["text"], vocabulary,
+                                                train_config.max_chars),
+                                  train_config.batch_size, seed=train_config.seed)
+        batches.epoch = first
+        early_stopping = keras.callbacks.EarlyStopping(monitor="val_xent",
+                                                       patience=train_config.patience)
+        reduce_lr = keras.callbacks.ReduceLROnPlateau(
+            monitor="val_xent", factor=train_config.lr_factor,
+            patience=train_config.lr_patience, min_lr=train_config.learning_rate / 100,
+        )
+        restore_callbacks(state, early_stopping, reduce_lr)
+        callbacks = [
+            *schedule,
+            BitsPerChar(),
+            keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=first > 0),
+            keras.callbacks.TensorBoard(str(run_dir / "tensorboard")),
+            early_stopping,
+            reduce_lr,
+            RunCheckpoint(run_dir, state, early_stopping, reduce_lr),  # last: records the others
+        ]
+        if keras.backend.backend() == "tensorflow":
+            train_data, validation_data = (batches.to_tf_dataset(),
+                                           validation_batches.to_tf_dataset())
+        else:  # JAX or PyTorch (the GPU machine has no TensorFlow): the same NumPy batches
+            from covfefe.callbacks import KerasBatches
+
+            train_data, validation_data = KerasBatches(batches), KerasBatches(validation_batches)
+        model.fit(train_data, validation_data=validation_data, epochs=end_epoch,
+                  initial_epoch=first, callbacks=callbacks, shuffle=False,
+                  verbose="auto" if progress else 0)
+        if not state.get("finished") and state["epochs_done"] >= end_epoch:
+            state["finished"], state["stop_reason"] = True, f"{end_epoch} epochs"
+        write_json(run_dir / "state.json", state)
+
+    if not main_done:
+        keras.utils.set_random_seed(train_config.seed + start_epoch)  # the initial weights too
+        if start_epoch and (checkpoints / "last.keras").exists():
+            model = keras.saving.load_model(checkpoints / "last.keras")
+        else:
+            model = compile_model(build_model(train_config.model_config(), len(vocabulary)),
+                                  train_config.learning_rate)
+        run_phase(model, corpus.train, train_config.epochs,
+                  [LearningRateDecay(train_config.lr_decay, train_config.lr_decay_after)])
+    if train_config.finetune_epochs:
+        if state.get("phase") != "fine-tune":
+            # Start from the best epoch, at the fine-tuning rate, with fresh patience.
+            state["phase"], state["finetune_from"] = "fine-tune", state["epochs_done"]
+            for counters in state.get("callbacks", {}).values():
+                counters["wait"] = 0
+            model = keras.saving.load_model(checkpoints / "best.keras")
+            model.optimizer.learning_rate = train_config.finetune_learning_rate
+        else:
+            model = keras.saving.load_model(checkpoints / "last.keras")
+        run_phase(model, recent, state["finetune_from"] + train_config.finetune_epochs, [])
     return state, start_epoch
 
 
@@ -331,4 +392,5 @@ def train(train_config: TrainConfig, tweets: pd.DataFrame | None = None, *,
         artifact = export_trained_model(train_config, corpus, vocabulary, state, history,
                                         progress=progress,
                                         seconds=time.monotonic() - started)
-    return TrainResult(run_dir, artifact, history, start_epoch, state.get("stop_reason", ""))
+    return TrainResult(run_dir, artifact, history, start_epoch, state.get("stop_reason", ""),
+                       state.get("finetune_from"))

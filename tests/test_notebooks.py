@@ -179,7 +179,8 @@ def test_train_notebook_trains_exports_and_shows_curves_and_samples(ci_run):
 
     artifact = load_artifact(ci_run.model)
     parameters = notebook_parameters(CI_PARAMETERS, TRAIN)
-    assert artifact.metadata["training"]["epochs_trained"] == parameters["epochs"]
+    assert artifact.metadata["training"]["epochs_trained"] == (parameters["epochs"]
+                                                              + parameters["finetune_epochs"])
     assert artifact.metadata["data"]["tweets"] == len(pd.read_parquet(ci_run.dataset))
     summary = stdout(cell(ci_run.trained, "train"))
     assert f"validation bits_per_char={artifact.metrics['validation_bits_per_char']:.4f}" in summary

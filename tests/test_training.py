@@ -102,12 +102,45 @@ def test_the_same_seed_gives_the_same_model(tiny_tweets, tmp_path):
     assert runs[0].artifact.metrics == runs[1].artifact.metrics
 
 
+def test_a_fine_tuning_phase_continues_from_the_best_epoch_on_the_recent_tweets(
+        tiny_training, tmp_path):
+    import shutil
+
+    from covfefe.files import read_json
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_training.run_dir, run_dir)  # a finished 2-epoch run
+    config = {**json.loads((run_dir / "config.json").read_text()), "run_dir": str(run_dir),
+              "export_dir": "", "saved_model": False}
+    recent_since = "2016-02-15"
+    finetune = {"finetune_epochs": 2, "finetune_since": recent_since,
+                "finetune_learning_rate": 0.002}
+    tuned = train(TrainConfig(**{**config, **finetune}), progress=False)
+    state = read_json(run_dir / "state.json")
+    assert state["phase"] == "fine-tune" and state["finetune_from"] == 2
+    assert state["epochs_done"] == 4 and state["stop_reason"] == "4 epochs"
+    assert list(tuned.history["epoch"]) == [1, 2, 3, 4]
+    # The phase starts at its own learning rate, from the best epoch of the main phase.
+    assert tuned.history["learning_rate"].iloc[2] == pytest.approx(0.002)
+    best = tuned.history["val_bits_per_char"].min()
+    assert tuned.artifact.metrics["validation_bits_per_char"] == pytest.approx(best, abs=1e-4)
+    # Rerunning the same finished run trains nothing more.
+    again = train(TrainConfig(**{**config, **finetune}), progress=False)
+    assert again.resumed_from_epoch == 4 and len(again.history) == 4
+    with pytest.raises(UserError, match="no training tweets since finetune_since=2030-01-01"):
+        train(TrainConfig(**{**config, "finetune_epochs": 3, "finetune_since": "2030-01-01"}),
+              progress=False)
+
+
 @pytest.mark.parametrize("field, value, message", [
     ("cell", "rnn", "cell must be one of lstm, gru, not 'rnn'"),
     ("units", 0, "units must be a positive whole number, not 0"),
     ("dropout", 1.0, "dropout must be at least 0 and below 1"),
     ("epochs", 2.5, "epochs must be a positive whole number, not 2.5"),
     ("learning_rate", 0, "learning_rate must be above 0"),
+    ("finetune_epochs", -1, "finetune_epochs must be a whole number of epochs, at least 0"),
+    ("finetune_epochs", 2, "finetune_epochs needs finetune_since"),
+    ("finetune_learning_rate", 0, "finetune_learning_rate must be above 0"),
 ])
 def test_bad_parameters_are_refused_before_anything_runs(field, value, message):
     with pytest.raises(UserError, match=message):
@@ -125,7 +158,7 @@ def covfefe_train(run_dir, dataset, *extra):
     args = [sys.executable, "-m", "covfefe", "train", "--params", str(CI_PARAMETERS),
             "--run-dir", str(run_dir), "--dataset", str(dataset), "--no-progress",
             "--saved-model", "false"]
-    schedule = {"learning_rate": 0.005, "lr_decay": 0.5, "lr_decay_after": 1}
+    schedule = {"learning_rate": 0.005, "lr_decay": 0.5, "lr_decay_after": 1, "finetune_epochs": 0}
     for name, value in {**TINY_PARAMS, "epochs": 4, **schedule}.items():
         args += [f"--{name.replace('_', '-')}", str(value)]
     return args + list(extra)
