@@ -46,10 +46,20 @@ def top_p_filter(logits: np.ndarray, p: float) -> np.ndarray:
     return np.where(keep, logits, -np.inf)
 
 
+GREEDY_BELOW = 1e-3
+
+
 def sample(logits: np.ndarray, rng: np.random.Generator, *, temperature: float = 1.0,
            top_k: int = 0, top_p: float = 1.0) -> np.ndarray:
-    """Draw one symbol per row of logits after temperature, top-k and top-p."""
-    logits = top_p_filter(top_k_filter(logits / temperature, top_k), top_p)
+    """Draw one symbol per row of logits after temperature, top-k and top-p. Temperatures
+    below ``GREEDY_BELOW`` pick the most likely symbol (the limit as the temperature goes to 0;
+    dividing by a tinier one would overflow)."""
+    if temperature < GREEDY_BELOW:
+        best = logits.max(axis=-1, keepdims=True)
+        logits = np.where(logits >= best, 0.0, -np.inf)
+    else:
+        logits = logits / temperature
+    logits = top_p_filter(top_k_filter(logits, top_k), top_p)
     probabilities = np.exp(log_softmax(logits))
     cumulative = np.cumsum(probabilities, axis=-1)
     draws = rng.random((logits.shape[0], 1)) * cumulative[:, -1:]

@@ -12,7 +12,9 @@ def field_schema(field: Field) -> dict:
     else:
         schema = {"type": "integer" if field.kind is int else "number"}
         if field.low is not None:
-            schema["exclusiveMinimum" if field.low_open else "minimum"] = field.low
+            schema["minimum"] = field.low
+            if field.low_open:  # OpenAPI 3.0: a flag beside minimum (a number only from 3.1)
+                schema["exclusiveMinimum"] = True
         if field.high is not None:
             schema["maximum"] = field.high
     if field.default is not None:
@@ -21,8 +23,13 @@ def field_schema(field: Field) -> dict:
 
 
 def object_schema(fields: dict[str, Field]) -> dict:
-    schema = {"type": "object", "additionalProperties": False,
-              "properties": {name: field_schema(field) for name, field in fields.items()}}
+    """Return the JSON schema of a request body; an optional field may be null (its default)."""
+    properties = {}
+    for name, field in fields.items():
+        properties[name] = field_schema(field)
+        if not field.required:
+            properties[name]["nullable"] = True
+    schema = {"type": "object", "additionalProperties": False, "properties": properties}
     required = [name for name, field in fields.items() if field.required]
     if required:
         schema["required"] = required
@@ -77,7 +84,15 @@ def openapi_document(generate_fields: dict, autocomplete_fields: dict) -> dict:
                            "character step ({chars: [...]}), then 'done' with the result",
                 "parameters": query,
                 "responses": {"200": {"description": "an event stream", "content": {
-                    "text/event-stream": {"schema": {"type": "string"}}}},
+                    # OpenAPI 3.0: the schema of an event stream describes each event.
+                    "text/event-stream": {"schema": {
+                        "type": "object", "required": ["data"], "properties": {
+                            "event": {"type": "string", "description":
+                                      "'prefix' first, 'done' last; none on the steps"},
+                            "data": {"type": "string", "description":
+                                     "JSON: {prefix, seed}; then {chars: [one string per "
+                                     "candidate]} per step; then, for 'done', the same "
+                                     "object as POST /api/generate returns"}}}}}},
                     **_errors(400, 429)}}},
             "/api/autocomplete": {"post": {
                 "summary": "covfefe-flow v2: one completion of beginningOfTweet",

@@ -95,7 +95,7 @@ def read_query(request: Request, fields: dict[str, Field]) -> dict:
     values = {}
     for name, field in fields.items():
         raw = request.args.get(name)
-        if raw is None or (raw == "" and field.kind is not str):
+        if raw is None:
             if field.required:
                 raise RequestError(f"{name} is required", name)
             values[name] = field.default

@@ -66,6 +66,13 @@ def test_sampling_follows_the_distribution_and_temperature_sharpens_it():
     assert (cold == 0).mean() > 0.95
 
 
+@pytest.mark.parametrize("temperature", [5e-324, 1e-300, 1e-4])
+def test_a_vanishing_temperature_is_greedy_not_an_overflow(temperature):
+    logits = np.array([[-1e3, 2.5, 2.4, -np.inf], [3.0, -2.0, 0.0, 1.0]])
+    draws = sample(logits, np.random.default_rng(0), temperature=temperature)  # no warning
+    assert draws.tolist() == [1, 0]
+
+
 def test_the_same_seed_gives_the_same_tweets(tiny_model):
     generator = TweetGenerator.from_artifact(tiny_model)
     first = generator.complete("Make America ", temperature=0.8, n=3, seed=7)

@@ -230,8 +230,9 @@ def test_the_openapi_document_describes_every_route_and_field(app, client):
     assert list(schema["properties"]) == list(GENERATE_FIELDS)
     assert schema["additionalProperties"] is False
     assert schema["properties"]["n"] == {"type": "integer", "minimum": 1, "maximum": 16,
-                                         "default": 1}
-    assert schema["properties"]["temperature"]["exclusiveMinimum"] == 0
+                                         "default": 1, "nullable": True}  # null: the default
+    temperature = schema["properties"]["temperature"]
+    assert temperature["minimum"] == 0 and temperature["exclusiveMinimum"] is True  # 3.0 style
     v2 = document["paths"]["/api/autocomplete"]["post"]["requestBody"]["content"]
     assert v2["application/json"]["schema"]["required"] == list(
         name for name, field in AUTOCOMPLETE_FIELDS.items() if field.required)
