@@ -45,11 +45,13 @@ $(AXE_JS):
 	cd .cache/axe && npm install --no-save --no-audit --no-fund --silent axe-core@$(AXE_VERSION)
 
 test: install $(AXE_JS) ## Run every test: lint, unit, CLI, HTTP, browser (Chromium), notebooks
-	$(BIN)/ruff check covfefe serve tests bench
+	$(BIN)/ruff check covfefe serve tests bench deploy
+	shellcheck $$(find deploy -name '*.sh')
 	$(BIN)/pytest tests notebooks --nbval-lax
 
-lint: install ## Lint the code with ruff
-	$(BIN)/ruff check covfefe serve tests bench
+lint: install ## Lint the Python (ruff) and the deploy scripts (shellcheck)
+	$(BIN)/ruff check covfefe serve tests bench deploy
+	shellcheck $$(find deploy -name '*.sh')
 
 notebooks-clear: install ## Clear the outputs of the source notebooks before committing
 	$(BIN)/jupyter nbconvert --clear-output --inplace notebooks/*.ipynb
