@@ -47,11 +47,13 @@ $(AXE_JS):
 test: install $(AXE_JS) ## Run every test: lint, unit, CLI, HTTP, browser (Chromium), notebooks
 	$(BIN)/ruff check covfefe serve tests bench deploy
 	shellcheck $$(find deploy -name '*.sh')
+	$(BIN)/hadolint Dockerfile.* deploy/*/Dockerfile
 	$(BIN)/pytest tests notebooks --nbval-lax
 
-lint: install ## Lint the Python (ruff) and the deploy scripts (shellcheck)
+lint: install ## Lint the Python (ruff), the deploy scripts (shellcheck), the Dockerfiles (hadolint)
 	$(BIN)/ruff check covfefe serve tests bench deploy
 	shellcheck $$(find deploy -name '*.sh')
+	$(BIN)/hadolint Dockerfile.* deploy/*/Dockerfile
 
 notebooks-clear: install ## Clear the outputs of the source notebooks before committing
 	$(BIN)/jupyter nbconvert --clear-output --inplace notebooks/*.ipynb
