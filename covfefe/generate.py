@@ -153,18 +153,21 @@ class NumpyNetwork:
                     z = table[ids] + h @ weights
                 else:
                     z = np.concatenate([x, h], axis=-1) @ weights + bias
-                i, f, g, o = np.split(z, 4, axis=-1)
-                c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
-                h = _sigmoid(o) * np.tanh(c)
+                units = h.shape[-1]  # gates i, f, g, o side by side; slices are views
+                input_forget = _sigmoid(z[:, :2 * units])
+                c = (input_forget[:, units:] * c
+                     + input_forget[:, :units] * np.tanh(z[:, 2 * units:3 * units]))
+                h = _sigmoid(z[:, 3 * units:]) * np.tanh(c)
                 new_state.append((h, c))
             else:
                 kernel, recurrent = weights
                 (h,) = cell_state
                 x_in = table[ids] if table is not None else x @ kernel + bias[0]
-                x_z, x_r, x_h = np.split(x_in, 3, axis=-1)
-                h_z, h_r, h_h = np.split(h @ recurrent + bias[1], 3, axis=-1)
-                z, r = _sigmoid(x_z + h_z), _sigmoid(x_r + h_r)
-                h = z * h + (1 - z) * np.tanh(x_h + r * h_h)
+                units = h.shape[-1]  # gates z, r, h side by side
+                h_in = h @ recurrent + bias[1]
+                update_reset = _sigmoid(x_in[:, :2 * units] + h_in[:, :2 * units])
+                z, r = update_reset[:, :units], update_reset[:, units:]
+                h = z * h + (1 - z) * np.tanh(x_in[:, 2 * units:] + r * h_in[:, 2 * units:])
                 new_state.append((h,))
             x = h
         return x @ self.dense_kernel + self.dense_bias, new_state
