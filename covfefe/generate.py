@@ -60,8 +60,8 @@ def sample(logits: np.ndarray, rng: np.random.Generator, *, temperature: float =
     else:
         logits = logits / temperature
     logits = top_p_filter(top_k_filter(logits, top_k), top_p)
-    probabilities = np.exp(log_softmax(logits))
-    cumulative = np.cumsum(probabilities, axis=-1)
+    weights = np.exp(logits - logits.max(axis=-1, keepdims=True))  # unnormalised: scaled below
+    cumulative = np.cumsum(weights, axis=-1)
     draws = rng.random((logits.shape[0], 1)) * cumulative[:, -1:]
     return np.minimum((cumulative < draws).sum(axis=-1), logits.shape[-1] - 1)
 
@@ -266,11 +266,14 @@ class TweetGenerator:
         log_prob = np.zeros(n)
         done = np.zeros(n, dtype=bool)  # the model has written END
         banned = np.array([PAD_ID, UNK_ID])  # never written: padding, and "some rare character"
+        rows = np.arange(n)
         for position in range(generated.shape[1]):
             logits = logits.astype(np.float64)
             logits[:, banned] = -np.inf
             symbols = sample(logits, rng, temperature=temperature, top_k=top_k, top_p=top_p)
-            symbol_log_prob = np.take_along_axis(log_softmax(logits), symbols[:, None], 1)[:, 0]
+            top = logits.max(axis=1)
+            log_z = top + np.log(np.exp(logits - top[:, None]).sum(axis=1))
+            symbol_log_prob = logits[rows, symbols] - log_z
             log_prob += np.where(done, 0.0, symbol_log_prob)
             symbols = np.where(done, PAD_ID, symbols)
             generated[:, position] = symbols
