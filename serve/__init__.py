@@ -38,11 +38,25 @@ def _request_error(error: RequestError):
     return jsonify(body), error.status
 
 
+def _limit_blas_threads(threads: int) -> None:
+    """Cap the threads of NumPy's BLAS in this worker. The generator's matrix products are
+    small: with several requests at once in a worker, each product spreading over every core
+    only makes them fight (bench/load.py: 1.6 requests/s with the default, against ~20 with one
+    thread). Done at run time, as NumPy is already imported by now."""
+    from threadpoolctl import threadpool_limits
+
+    if isinstance(threads, bool) or not str(threads).isdigit() or int(threads) < 1:
+        raise SystemExit(f"covfefe serve: BLAS_THREADS must be a whole number, at least 1, "
+                         f"not {threads!r}")
+    threadpool_limits(limits=int(threads), user_api="blas")
+
+
 def init_app(app: Flask) -> None:
     """Load the model artifact and its generator once, for every request of this worker."""
     from covfefe.artifact import load_artifact
     from covfefe.generate import TweetGenerator
 
+    _limit_blas_threads(app.config["BLAS_THREADS"])
     artifact = load_artifact(config.resolve(app.config["MODEL_DIR"]) if app.config.get("MODEL_DIR")
                              else config.model_dir())
     app.extensions["covfefe.artifact"] = artifact
@@ -118,6 +132,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         # hops from the right; 0 trusts no header, so a client cannot pick its own address.
         PROXIES=0,
         WEBAPP_DIR=None,  # the page's folder; None: the repository's webapp/ if it is there
+        BLAS_THREADS=1,  # NumPy BLAS threads per worker (see _limit_blas_threads)
     )
     if test_config is None:
         app.config.from_prefixed_env("COVFEFE")

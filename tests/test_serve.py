@@ -274,3 +274,19 @@ def test_a_webapp_dir_without_a_page_stops_the_app(tiny_model, tmp_path):
 
     with pytest.raises(SystemExit, match="has no index.html"):
         create_app({"MODEL_DIR": str(tiny_model.path), "WEBAPP_DIR": str(tmp_path)})
+
+
+def test_a_worker_runs_numpy_on_one_blas_thread(app):
+    # Several requests at once in a worker, each product on every core, collapsed throughput
+    # (bench/load.py: 1.6 requests/s instead of 30).
+    from threadpoolctl import threadpool_info
+
+    pools = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+    assert pools and all(pool["num_threads"] == 1 for pool in pools)
+
+
+def test_a_bad_blas_threads_setting_stops_the_app(tiny_model):
+    from serve import create_app
+
+    with pytest.raises(SystemExit, match="BLAS_THREADS must be a whole number"):
+        create_app({"MODEL_DIR": str(tiny_model.path), "BLAS_THREADS": "many"})
