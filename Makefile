@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.covfefe-installed
 
-.PHONY: help install demo collect train evaluate bench test lint notebooks-clear clean
+.PHONY: help install demo collect train evaluate bench test lint notebooks-clear clean system-packages
 
 help: ## List the targets
 	@echo "covfefe-flow: make TARGET"
@@ -44,7 +44,10 @@ $(AXE_JS):
 	mkdir -p .cache/axe
 	cd .cache/axe && npm install --no-save --no-audit --no-fund --silent axe-core@$(AXE_VERSION)
 
-test: install $(AXE_JS) ## Run every test: lint, unit, CLI, HTTP, browser (Chromium), notebooks
+system-packages: ## Install the Debian packages the tests need (.ci/apt-packages.txt; root or sudo)
+	.ci/system-packages.sh
+
+test: system-packages install $(AXE_JS) ## Run every test: lint, unit, CLI, HTTP, browser, deploy, notebooks
 	$(BIN)/ruff check covfefe serve tests bench deploy
 	shellcheck $$(find deploy -name '*.sh')
 	$(BIN)/hadolint Dockerfile.* deploy/*/Dockerfile
