@@ -258,7 +258,7 @@ def test_screenshots_and_no_sideways_scrolling(browser, server, name, viewport):
     context = browser.new_context(viewport=viewport, device_scale_factor=1,
                                   is_mobile=name == "phone", has_touch=name == "phone")
     page = context.new_page()
-    page.goto(f"{server.url}/?prefix=Make%20America%20&temperature=0.8&n=3&seed=2020&k=1")
+    page.goto(f"{server.url}/?prefix=The%20Fake%20News%20&temperature=0.8&n=3&seed=36&k=1")
     page.wait_for_selector("article.tweet.linked.finished")
     assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
     box = page.locator("#generate").bounding_box()
