@@ -147,6 +147,12 @@ def _run_serve(args) -> None:
     os.execv(gunicorn, [gunicorn, "-c", "python:serve.gunicorn_conf", "serve:create_app()"])
 
 
+def _add_model_option(parser) -> None:
+    """--model, shared by the commands that use a trained model."""
+    parser.add_argument("--model", metavar="DIR", help="model artifact folder (default: "
+                        f"$COVFEFE_MODEL, else {config.BUNDLED_MODEL})")
+
+
 def _add_serve(commands) -> None:
     serve = commands.add_parser(
         "serve", help="serve the API (and web page) with gunicorn on this machine",
@@ -155,8 +161,7 @@ def _add_serve(commands) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     serve.add_argument("--workers", type=int, default=2, help="worker processes (default: 2)")
-    serve.add_argument("--model", metavar="DIR", help="model artifact folder (default: "
-                       f"$COVFEFE_MODEL, else {config.BUNDLED_MODEL})")
+    _add_model_option(serve)
     serve.set_defaults(run=_run_serve)
 
 
@@ -183,8 +188,7 @@ def _add_generate(commands) -> None:
                           "characters that make up this probability (default: 1.0, all)")
     generate.add_argument("--max-length", type=int, default=280,
                           help="most characters per tweet, prefix included (default: 280)")
-    generate.add_argument("--model", metavar="DIR", help="model artifact folder (default: "
-                          f"$COVFEFE_MODEL, else {config.BUNDLED_MODEL})")
+    _add_model_option(generate)
     generate.add_argument("--details", action="store_true",
                           help="also print each tweet's log-probability and novelty")
     generate.set_defaults(run=_run_generate)
@@ -224,9 +228,7 @@ def _add_evaluate(commands) -> None:
         "training and default to the model's validation period; --text scores each line "
         "exactly as written.",
     )
-    evaluate.add_argument("--model", metavar="DIR",
-                          help="model artifact folder (default: $COVFEFE_MODEL, "
-                          f"else {config.BUNDLED_MODEL})")
+    _add_model_option(evaluate)
     source = evaluate.add_mutually_exclusive_group()
     source.add_argument("--text", metavar="FILE", help="one tweet per line, scored as written")
     source.add_argument("--archive", nargs="?", const="", metavar="SOURCE",
