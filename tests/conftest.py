@@ -10,6 +10,8 @@ import functools
 import http.server
 import os
 import shutil
+import signal
+import subprocess
 import tempfile
 import threading
 from pathlib import Path
@@ -45,6 +47,32 @@ def require_tool(name: str) -> str:
     if require_all():
         pytest.fail(f"{reason}, and COVFEFE_REQUIRE_ALL=1 requires every tool")
     pytest.skip(reason)
+
+
+def require_playwright():
+    """Return ``playwright.sync_api``, or skip (fail under COVFEFE_REQUIRE_ALL=1) without it."""
+    try:
+        from playwright import sync_api
+    except ImportError:  # pragma: no cover - the dev extra installs it
+        if require_all():
+            pytest.fail("playwright is not installed (pip install -e '.[dev]')")
+        pytest.skip("playwright is not installed")
+    return sync_api
+
+
+def stop_process(process: subprocess.Popen, *, group: bool = False, timeout: float = 15) -> None:
+    """Stop a server that a test started (its process group, when it has its own): terminate,
+    then kill if it has not ended within ``timeout`` seconds."""
+    if process.poll() is None:
+        if group:
+            os.killpg(process.pid, signal.SIGTERM)
+        else:
+            process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
 
 
 @pytest.fixture(scope="session")

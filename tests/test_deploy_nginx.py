@@ -13,7 +13,6 @@ import getpass
 import http.server
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, require_all, require_tool
+from tests.conftest import ROOT, require_playwright, require_tool, stop_process
 
 pytestmark = pytest.mark.network
 
@@ -59,20 +58,6 @@ def wait_for(condition, what: str, process: subprocess.Popen | None = None,
 def listening(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
-def stop(process: subprocess.Popen, *, group: bool = False) -> None:
-    """Stop a server that this test started (its process group, when it has its own)."""
-    if process.poll() is None:
-        if group:
-            os.killpg(process.pid, signal.SIGTERM)
-        else:
-            process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=5)
 
 
 @dataclass
@@ -249,7 +234,7 @@ def api(tmp_path_factory, https_port):
         wait_for(lambda: listening(port), "gunicorn listening", process, log, timeout=60)
         yield f"127.0.0.1:{port}", log
     finally:
-        stop(process)
+        stop_process(process)
 
 
 @pytest.fixture(scope="module")
@@ -260,7 +245,7 @@ def web(tmp_path_factory, api, https_port):
     try:
         yield web
     finally:
-        stop(web.process, group=True)
+        stop_process(web.process, group=True)
 
 
 def test_page_over_tls_with_security_headers(web):
@@ -382,7 +367,7 @@ def test_stream_is_not_buffered(tmp_path):
             pieces = read_stream(web, web.https(f"api.{DOMAIN}", "/api/generate/stream"),
                                  placeholder_ca(web))
         finally:
-            stop(web.process, group=True)
+            stop_process(web.process, group=True)
             upstream.shutdown()
             thread.join()
     assert b"".join(piece for _, piece in pieces) == b"".join(
@@ -435,12 +420,8 @@ def test_the_page_works_under_its_policy_in_a_browser(web):
     # Chromium loads the page from www over TLS and calls api.<domain> across origins (CORS from
     # gunicorn, connect-src from nginx): a tweet is written and the policy blocks nothing.
     chromium = require_tool("chromium")
-    try:
-        from playwright.sync_api import expect, sync_playwright
-    except ImportError:  # pragma: no cover - the dev extra installs it
-        if require_all():
-            pytest.fail("playwright is not installed (pip install -e '.[dev]')")
-        pytest.skip("playwright is not installed")
+    sync_api = require_playwright()
+    expect, sync_playwright = sync_api.expect, sync_api.sync_playwright
     rules = f"MAP {DOMAIN} 127.0.0.1, MAP *.{DOMAIN} 127.0.0.1"
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=[
@@ -514,7 +495,7 @@ def acme_web(tmp_path):
     try:
         yield web
     finally:
-        stop(web.process, group=True)
+        stop_process(web.process, group=True)
 
 
 @pytest.fixture
@@ -551,7 +532,7 @@ def pebble(tmp_path, acme_web):
                      f"https://127.0.0.1:{management_port}", log)
     finally:
         for process in processes:
-            stop(process)
+            stop_process(process)
 
 
 def run_certbot(acme_web: Web, pebble: Pebble, tmp_path: Path, *args: str) -> str:

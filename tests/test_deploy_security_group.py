@@ -19,7 +19,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tests.conftest import require_tool
+from tests.conftest import require_tool, stop_process
 
 pytestmark = pytest.mark.network
 
@@ -93,12 +93,7 @@ def moto_url(tmp_path_factory):
                     time.sleep(0.2)
             yield url
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, timeout=10)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from covfefe import config
-from tests.conftest import require_all, require_tool
+from tests.conftest import require_all, require_playwright, require_tool
 
 pytestmark = pytest.mark.network
 
@@ -52,13 +52,7 @@ def server():
 @pytest.fixture(scope="module")
 def browser():
     chromium = require_tool("chromium")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:  # pragma: no cover - the dev extra installs it
-        if require_all():
-            pytest.fail("playwright is not installed (pip install -e '.[dev]')")
-        pytest.skip("playwright is not installed")
-    with sync_playwright() as playwright:
+    with require_playwright().sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
