@@ -210,6 +210,10 @@ class TweetGenerator:
         self.vocabulary = vocabulary
         self.max_chars = max_chars
         self.novelty = novelty  # a covfefe.novelty.NoveltyIndex, or None
+        # What each symbol adds to the text ("" for END and padding), looked up per step.
+        self._symbol_text = np.array(
+            [vocabulary.decode([i]) if i not in (END_ID, PAD_ID) else ""
+             for i in range(len(vocabulary))], dtype=object)
 
     @classmethod
     def from_artifact(cls, artifact) -> "TweetGenerator":
@@ -259,9 +263,6 @@ class TweetGenerator:
         state = self.network.initial_state(n)
         for symbol in [END_ID, *self.vocabulary.encode(prefix)]:
             logits, state = self.network.step(np.full(n, symbol), state)
-        # What each symbol adds to the text ("" for END and padding), looked up per step.
-        symbol_text = np.array([self.vocabulary.decode([i]) if i not in (END_ID, PAD_ID) else ""
-                                for i in range(len(self.vocabulary))], dtype=object)
         generated = np.zeros((n, max_length - len(prefix)), dtype=np.int64)
         log_prob = np.zeros(n)
         done = np.zeros(n, dtype=bool)  # the model has written END
@@ -278,7 +279,7 @@ class TweetGenerator:
             symbols = np.where(done, PAD_ID, symbols)
             generated[:, position] = symbols
             done |= symbols == END_ID
-            yield "chars", symbol_text[symbols].tolist()
+            yield "chars", self._symbol_text[symbols].tolist()
             if done.all():
                 break
             logits, state = self.network.step(np.where(done, END_ID, symbols), state)

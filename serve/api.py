@@ -55,9 +55,9 @@ def _stream(values: dict):
             values["prefix"], temperature=values["temperature"], n=values["n"],
             max_length=values["max_length"], seed=seed, top_k=values["top_k"],
             top_p=values["top_p"])
-    except UserError as error:  # the prefix (unknown characters, too long) or temperature
-        field = "temperature" if "temperature" in str(error) else "prefix"
-        raise RequestError(str(error), field) from None
+    except UserError as error:  # the prefix: characters the model cannot write, or too long
+        # (the generator's other check, temperature > 0, is the field's own bound above)
+        raise RequestError(str(error), "prefix") from None
     return stream, seed
 
 
