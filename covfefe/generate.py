@@ -216,9 +216,12 @@ class TweetGenerator:
              for i in range(len(vocabulary))], dtype=object)
 
     @classmethod
-    def from_artifact(cls, artifact) -> "TweetGenerator":
-        """Build the generator of a `covfefe.artifact.ModelArtifact` (or its folder)."""
+    def from_artifact(cls, artifact, *, mixture: bool = True) -> "TweetGenerator":
+        """Build the generator of a `covfefe.artifact.ModelArtifact` (or its folder): the
+        network mixed with the artifact's n-gram table when it has one (unless ``mixture`` is
+        False: the network alone)."""
         from covfefe.artifact import NUMPY_WEIGHTS, ModelArtifact, load_artifact
+        from covfefe.mixture import MixedModel
 
         if not isinstance(artifact, ModelArtifact):
             artifact = load_artifact(artifact)
@@ -226,6 +229,9 @@ class TweetGenerator:
             network = NumpyNetwork.load(artifact.path / NUMPY_WEIGHTS)
         else:
             network = NumpyNetwork.from_keras(artifact.load_model())
+        if mixture and artifact.mixture:
+            network = MixedModel(network, artifact.ngram_model(),
+                                 artifact.mixture["network_weight"])
         return cls(network, artifact.vocabulary,
                    artifact.metadata.get("model", {}).get("max_chars", MAX_TWEET_CHARS),
                    artifact.novelty_index())
