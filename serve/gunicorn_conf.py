@@ -17,6 +17,9 @@ worker_class = "serve.worker.ApiWorker"
 timeout = int(os.environ.get("COVFEFE_TIMEOUT", "30"))
 graceful_timeout = 10
 keepalive = 5  # seconds an idle connection is kept (and a new one may wait for its request)
+# No control socket (gunicornc): nothing here uses it, and every server on a machine would
+# share its one default path.
+control_socket_disable = True
 accesslog = None  # serve.create_app writes structured JSON access logs itself
 errorlog = "-"
 loglevel = os.environ.get("COVFEFE_LOG_LEVEL", "info")
