@@ -55,7 +55,7 @@ class Field:
             raise wrong
         if isinstance(value, float) and not math.isfinite(value):
             raise wrong
-        if self.kind is int and not (isinstance(value, int) or value.is_integer()):
+        if self.kind is int and not isinstance(value, int):  # 3.0 too: the schema says integer
             raise wrong
         # Bounds compare exactly (an int of 400 digits is fine to compare, not to float()).
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):

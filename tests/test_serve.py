@@ -71,6 +71,7 @@ def test_the_same_seed_reproduces_and_the_seed_used_is_returned(client):
     ({"n": 0}, "n must be a whole number at least 1 and at most 16, not 0"),
     ({"n": 17}, "n must be a whole number at least 1 and at most 16, not 17"),
     ({"n": 2.5}, "n must be a whole number"),
+    ({"n": 2.0}, "n must be a whole number"),  # as its schema says: an integer
     ({"top_p": 1.5}, "top_p must be a number above 0 and at most 1.0"),
     ({"top_k": -1}, "top_k must be a whole number at least 0"),
     ({"seed": -3}, "seed must be a whole number at least 0"),
