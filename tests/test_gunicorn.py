@@ -311,3 +311,46 @@ def test_plain_gunicorn_stops_on_weights_that_do_not_load(tmp_path):
     assert result.returncode == 3, result.stdout
     assert f"the weights of the model artifact {model} cannot be read" in result.stdout
     assert "Traceback" not in result.stdout
+
+
+def raw_request(base, request: bytes) -> tuple[int, dict, bytes]:
+    """Send bytes as they are; return the status, headers and body of the answer."""
+    with socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1])),
+                                  timeout=30) as client:
+        client.sendall(request)
+        answer = b""
+        while chunk := client.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value for name, value in (line.split(": ", 1) for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+def chunked(body: bytes, size: int = 4096) -> bytes:
+    parts = [body[i:i + size] for i in range(0, len(body), size)]
+    return b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in parts) + b"0\r\n\r\n"
+
+
+def test_a_chunked_body_over_the_limit_is_413_not_cut_and_parsed(bundled):
+    base, _ = bundled
+    head = (b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+    big = json.dumps({"prefix": "x" * 20000}).encode()
+    status, _, body = raw_request(base, head + chunked(big))
+    assert status == 413 and json.loads(body)["error"].startswith("Request Entity Too Large")
+    small = json.dumps({"prefix": "Make ", "max_length": 20}).encode()
+    status, _, body = raw_request(base, head + chunked(small, 5))
+    assert status == 200, body
+
+
+@pytest.mark.parametrize(("request_bytes", "status"), [
+    (b"GET /api/health HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", 400),
+    (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    (b"GET /api/health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", 431),
+])
+def test_requests_gunicorn_cannot_parse_get_json_errors(bundled, request_bytes, status):
+    base, _ = bundled
+    answer_status, headers, body = raw_request(base, request_bytes)
+    assert answer_status == status and headers["content-type"] == "application/json"
+    assert len(body.splitlines()) == 1 and json.loads(body)["error"]
