@@ -11,8 +11,9 @@ bind = os.environ.get("COVFEFE_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("COVFEFE_WORKERS", "2"))
 # Threads let a worker keep answering while it streams server-sent events to other clients.
 threads = int(os.environ.get("COVFEFE_THREADS", "4"))
-# gthread with a thread of its own for /api/health, a deadline for reading a request
-# (COVFEFE_REQUEST_READ_TIMEOUT, 5 s) and JSON error pages: see serve/worker.py.
+# gthread with a thread of its own for /api/health, request heads read by the main loop (a
+# slow client holds no thread; COVFEFE_REQUEST_READ_TIMEOUT, 5 s, to send one) and JSON error
+# pages: see serve/worker.py.
 worker_class = "serve.worker.ApiWorker"
 timeout = int(os.environ.get("COVFEFE_TIMEOUT", "30"))
 graceful_timeout = 10

@@ -1,13 +1,15 @@
 """The gunicorn worker of the API: gunicorn's threaded worker (``gthread``) with three changes.
 
-- **Health has a thread of its own.** A ``GET /api/health`` is answered by a separate thread,
-  not queued behind generation in the main pool: an orchestrator whose health check times out
-  restarts the container, so it must answer while every generating thread is busy.
-- **A client has ``REQUEST_READ_TIMEOUT`` seconds (``COVFEFE_REQUEST_READ_TIMEOUT``, 5) to send
-  its request line and headers** once a thread reads them. A client that trickles them would
-  otherwise hold the thread as long as it likes (gunicorn only waits for the first byte); past
-  the deadline its connection is shut. nginx buffers whole requests in production, but
-  ``make demo`` and direct installs are reached without it.
+- **Health has a thread of its own.** A ``GET /api/health`` (without a body) is answered by a
+  separate thread, not queued behind generation in the main pool: an orchestrator whose health
+  check times out restarts the container, so it must answer while every generating thread is
+  busy.
+- **A request's line and headers are read by the main loop, not by a thread.** A connection
+  goes to a thread once they are all in, so a client that trickles them holds no thread (in
+  gthread it holds one as long as it likes: gunicorn only waits for the first byte). It has
+  ``REQUEST_READ_TIMEOUT`` seconds (``COVFEFE_REQUEST_READ_TIMEOUT``, 5) from its first byte,
+  then its connection is closed. nginx buffers whole requests in production, but ``make demo``
+  and direct installs are reached without it.
 - **gunicorn's own errors are JSON** (400, 414, 431... for requests it cannot parse), like the
   application's, instead of HTML pages.
 
@@ -20,13 +22,12 @@ import contextlib
 import json
 import os
 import selectors
-import socket
 import sys
 import time
 from concurrent import futures
 from functools import partial
 
-from gunicorn import util
+from gunicorn import http, util
 from gunicorn.workers import gthread
 
 REQUEST_READ_TIMEOUT = float(os.environ.get("COVFEFE_REQUEST_READ_TIMEOUT", "5"))
@@ -34,7 +35,7 @@ HEALTH_THREADS = 1
 WORKER_BOOT_ERROR = 3  # gunicorn.arbiter.Arbiter.WORKER_BOOT_ERROR: the master halts on it
 _HEALTH_REQUESTS = (b"GET /api/health ", b"GET /api/health?", b"HEAD /api/health ",
                     b"HEAD /api/health?")
-_PEEK = 8192
+MAX_HEAD = 65536  # read at most this much while waiting for a request's head
 
 
 def write_json_error(sock, status_int, reason, mesg):
@@ -60,12 +61,11 @@ def _is_health_check(data: bytes) -> bool:
 
 
 class ApiWorker(gthread.ThreadWorker):
-    """gthread with a health lane, a deadline on reading requests and JSON error pages."""
+    """gthread with a health lane, request heads read in the main loop, JSON error pages."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.health_pool = None
-        self.reading = {}  # connection -> the time by which its request must have been read
 
     def init_process(self):
         self.health_pool = futures.ThreadPoolExecutor(max_workers=HEALTH_THREADS)
@@ -81,43 +81,63 @@ class ApiWorker(gthread.ThreadWorker):
             raise SystemExit(WORKER_BOOT_ERROR) from None
 
     def enqueue_req(self, conn):
-        """Send a health check to its own thread; everything else to the pool. A connection
-        with nothing to read yet (a fresh one, usually) waits in the poller until it has."""
+        """Hand a connection to a thread once its request line and headers are all in: a
+        health check to the health thread, anything else to the pool."""
+        read_ahead = conn.parser is not None and conn.parser.unreader.buf.getvalue()
+        if self.cfg.is_ssl or read_ahead:  # TLS, or a request already read: as gthread does
+            super().enqueue_req(conn)
+            return
+        head = self._read_head(conn)
+        if head is None:
+            return
+        conn.data_ready = True  # what the thread is to read is in the parser already
+        pool = self.health_pool if _is_health_check(head) else self.tpool
+        future = pool.submit(self.handle, conn)
+        future.add_done_callback(
+            lambda done: self.method_queue.defer(self.finish_request, conn, done))
+
+    def _read_head(self, conn) -> bytes | None:
+        """Read what the client has sent, without waiting. Return the request's head (and any
+        bytes after it), handed to gunicorn's parser; None while it is incomplete (the
+        connection waits in the poller, until REQUEST_READ_TIMEOUT after its first byte) or
+        when the client has gone."""
         try:
-            data = conn.sock.recv(_PEEK, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            chunk = conn.sock.recv(MAX_HEAD)
         except (BlockingIOError, InterruptedError):
+            chunk = None
+        except OSError:
+            chunk = b""  # reset: as good as gone
+        head = getattr(conn, "head", b"") + (chunk or b"")
+        if chunk == b"" and not head:  # closed before sending anything
+            self.nr_conns -= 1
+            conn.close()
+            return None
+        if chunk is not None and b"\r\n\r\n" not in head and len(head) < MAX_HEAD and chunk:
+            chunk = None  # more to come
+        if chunk is None:
+            conn.head = head
+            if head and not getattr(conn, "head_deadline", None):
+                conn.head_deadline = time.monotonic() + REQUEST_READ_TIMEOUT
             conn.sock.setblocking(False)
-            conn.timeout = time.monotonic() + self.cfg.keepalive
+            conn.timeout = (conn.head_deadline if head
+                            else time.monotonic() + self.cfg.keepalive)
             self.pending_conns.append(conn)
             self.poller.register(conn.sock, selectors.EVENT_READ,
                                  partial(self.on_pending_socket_readable, conn))
-            return
-        except OSError:
-            data = None  # closed or broken: the pool finds out and cleans up
-        if data is not None and _is_health_check(data):
-            future = self.health_pool.submit(self.handle, conn)
-            future.add_done_callback(
-                lambda done: self.method_queue.defer(self.finish_request, conn, done))
-        else:
-            super().enqueue_req(conn)
+            return None
+        conn.head, conn.head_deadline = b"", None
+        if conn.parser is None:
+            conn.parser = http.get_parser(self.cfg, conn.sock, conn.client)
+        conn.parser.unreader.unread(head)  # the parser reads these first, then the socket
+        return head
 
-    def handle(self, conn):
-        self.reading[conn] = time.monotonic() + REQUEST_READ_TIMEOUT
-        try:
-            return super().handle(conn)
-        finally:
-            self.reading.pop(conn, None)
-
-    def handle_request(self, req, conn):
-        self.reading.pop(conn, None)  # the request line and headers are in
-        return super().handle_request(req, conn)
-
-    def murder_keepalived(self, force=False):
-        """Also (on each turn of the main loop) shut the connections whose request has not
-        arrived in time: the thread reading it sees the end of the stream and moves on."""
-        super().murder_keepalived(force)
+    def murder_pending(self):
+        """Close the connections whose request has not come in time (all of them: gthread
+        only looks at the oldest, and a head's deadline is older than its last wait)."""
         now = time.monotonic()
-        for conn, deadline in list(self.reading.items()):
-            if deadline < now and self.reading.pop(conn, None) is not None:
-                with contextlib.suppress(OSError):  # already closed
-                    conn.sock.shutdown(socket.SHUT_RDWR)
+        for conn in [conn for conn in self.pending_conns if conn.timeout <= now]:
+            self.pending_conns.remove(conn)
+            with contextlib.suppress(OSError, KeyError, ValueError):  # already unregistered
+                self.poller.unregister(conn.sock)
+            self.nr_conns -= 1
+            conn.close()
