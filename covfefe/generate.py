@@ -288,7 +288,7 @@ class TweetGenerator:
                        for row, lp, end in zip(generated, log_prob, done, strict=True)]
         unknown = self.vocabulary.unknown(prefix)
         for completion in completions:
-            completion.unknown = unknown
+            completion.unknown = list(unknown)
         if self.novelty is not None:
             for completion in completions:
                 completion.longest_shared = self.novelty.longest_shared(completion.text)
