@@ -188,14 +188,16 @@ def _add_generate(commands) -> None:
         description="Print tweets that the model writes after PREFIX, one per line.",
     )
     generate.add_argument("prefix", nargs="?", default="", help="the beginning (may be empty)")
-    generate.add_argument("-t", "--temperature", type=_positive_float, default=1.0,
-                          help="below 1: safer, above 1: wilder (default: 1.0)")
+    generate.add_argument("-t", "--temperature", type=_positive_float,
+                          help="below 1: safer, above 1: wilder (default: the model's, "
+                          "else 1.0)")
     generate.add_argument("-n", type=int, default=1, help="how many tweets (default: 1)")
     generate.add_argument("--seed", type=int, help="the same seed gives the same tweets")
     generate.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest "
                           "characters (default: 0, all)")
-    generate.add_argument("--top-p", type=float, default=1.0, help="sample among the likeliest "
-                          "characters that make up this probability (default: 1.0, all)")
+    generate.add_argument("--top-p", type=float, help="sample among the likeliest "
+                          "characters that make up this probability (default: the model's, "
+                          "else 1.0, all)")
     generate.add_argument("--max-length", type=int, default=280,
                           help="most characters per tweet, prefix included (default: 280)")
     _add_model_option(generate)

@@ -204,11 +204,14 @@ class TweetGenerator:
     """Completes tweets with a trained network: ``complete(prefix, temperature=..., n=...)``."""
 
     def __init__(self, network: NumpyNetwork, vocabulary: Vocabulary,
-                 max_chars: int = MAX_TWEET_CHARS, novelty=None):
+                 max_chars: int = MAX_TWEET_CHARS, novelty=None, defaults: dict | None = None):
         self.network = network
         self.vocabulary = vocabulary
         self.max_chars = max_chars
         self.novelty = novelty  # a covfefe.novelty.NoveltyIndex, or None
+        # The settings a request that names none gets: the model's measured defaults
+        # (`covfefe evaluate --sweep --save-defaults`), else plain sampling.
+        self.defaults = {"temperature": 1.0, "top_p": 1.0, **(defaults or {})}
         # What each symbol adds to the text ("" for END and padding), looked up per step.
         self._symbol_text = np.array(
             [vocabulary.decode([i]) if i not in (END_ID, PAD_ID) else ""
@@ -233,13 +236,14 @@ class TweetGenerator:
                                  artifact.mixture["network_weight"])
         return cls(network, artifact.vocabulary,
                    artifact.metadata.get("model", {}).get("max_chars", MAX_TWEET_CHARS),
-                   artifact.novelty_index())
+                   artifact.novelty_index(), artifact.metadata.get("defaults"))
 
-    def complete(self, prefix: str = "", *, temperature: float = 1.0, n: int = 1,
+    def complete(self, prefix: str = "", *, temperature: float | None = None, n: int = 1,
                  max_length: int = MAX_TWEET_CHARS, seed: int | None = None, top_k: int = 0,
-                 top_p: float = 1.0) -> list[Completion]:
+                 top_p: float | None = None) -> list[Completion]:
         """Return ``n`` completions of ``prefix``, each at most ``max_length`` characters long
-        in all; the same seed and parameters give the same tweets."""
+        in all; the same seed and parameters give the same tweets. A temperature or top-p of
+        None is the model's default (``defaults``)."""
         for kind, value in self.stream(prefix, temperature=temperature, n=n,
                                        max_length=max_length, seed=seed, top_k=top_k,
                                        top_p=top_p):
@@ -247,14 +251,16 @@ class TweetGenerator:
                 return value
         raise AssertionError("stream() always ends with its completions")
 
-    def stream(self, prefix: str = "", *, temperature: float = 1.0, n: int = 1,
+    def stream(self, prefix: str = "", *, temperature: float | None = None, n: int = 1,
                max_length: int = MAX_TWEET_CHARS, seed: int | None = None, top_k: int = 0,
-               top_p: float = 1.0) -> Iterator[tuple[str, object]]:
+               top_p: float | None = None) -> Iterator[tuple[str, object]]:
         """Generate as `complete` does, yielding as it goes: ``("prefix", str)`` (the cleaned
         prefix), then ``("chars", [str] * n)`` per step ("" for a finished candidate), then
         ``("done", [Completion] * n)``. Checks the arguments before yielding anything. A
         prefix character outside the vocabulary is fed as the unknown symbol and listed in
         each completion's ``unknown``."""
+        temperature = self.defaults["temperature"] if temperature is None else temperature
+        top_p = self.defaults["top_p"] if top_p is None else top_p
         if not temperature > 0:
             raise UserError(f"temperature must be above 0, not {temperature!r}")
         prefix = normalise_prefix(prefix)
