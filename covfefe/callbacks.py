@@ -4,9 +4,10 @@ import math
 import os
 from pathlib import Path
 
-import keras
-
+from covfefe.backend import import_keras
 from covfefe.files import write_json
+
+keras = import_keras()
 
 LN2 = math.log(2)
 

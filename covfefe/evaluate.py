@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 
 from covfefe.corpus import Corpus, SequenceBatches, encode_tweets
+from covfefe.data.schema import as_utc, select_period
+from covfefe.data.store import load_dataset
 from covfefe.errors import UserError
 from covfefe.text import MAX_TWEET_CHARS, Vocabulary
 
@@ -170,8 +172,6 @@ def _tweets_to_score(archive: str | None, dataset: str | None) -> pd.DataFrame:
 
         tweets, _ = select_tweets(TweetArchive(archive or None, progress=False).read())
         return tweets
-    from covfefe.explore import load_dataset
-
     return load_dataset(dataset)
 
 
@@ -182,14 +182,8 @@ def split_like_model(metadata: dict, tweets: pd.DataFrame
     On the data the model trained on (same fingerprint), this is the model's own split, exactly;
     on other data, the tweets before and from the validation period's first second.
     """
-    from covfefe.data.collect import as_utc
-
     training = metadata.get("training", {})
-    selected = tweets
-    if training.get("since"):
-        selected = selected[selected["created_at"] >= as_utc(training["since"])]
-    if training.get("until"):
-        selected = selected[selected["created_at"] < as_utc(training["until"])]
+    selected = select_period(tweets, training.get("since"), training.get("until"))
     corpus = Corpus.from_tweets(selected, training.get("validation_fraction", 0.05))
     if corpus.fingerprint()["sha256"] == metadata["data"]["sha256"]:
         return corpus.train, corpus.validation
@@ -206,7 +200,6 @@ def evaluate_command(*, model: str | None = None, text: str | None = None,
     """Run ``covfefe evaluate`` and return what it prints (see the CLI's help)."""
     from covfefe import config
     from covfefe.artifact import load_artifact
-    from covfefe.data.collect import as_utc
 
     artifact = load_artifact(config.resolve(model) if model else config.model_dir())
     max_chars = artifact.metadata.get("model", {}).get("max_chars", MAX_TWEET_CHARS)
@@ -222,11 +215,8 @@ def evaluate_command(*, model: str | None = None, text: str | None = None,
                      f"model's validation period (from {validation_since.date()})")
     else:
         tweets = Corpus.clean(_tweets_to_score(archive, dataset))
-        since = as_utc(since) if since is not None else None
-        if since is not None:
-            tweets = tweets[tweets["created_at"] >= since]
-        if until is not None:
-            tweets = tweets[tweets["created_at"] < as_utc(until)]
+        since, until = as_utc(since), as_utc(until)
+        tweets = select_period(tweets, since, until)
         texts = list(tweets["text"])
         lines.append(f"tweets: {'archive' if archive is not None else 'dataset'}, cleaned, "
                      f"from {since.date() if since is not None else 'the first'} "
@@ -235,7 +225,6 @@ def evaluate_command(*, model: str | None = None, text: str | None = None,
                              max_chars=max_chars, progress=progress)
     lines.append(evaluation.summary())
     if baseline_order is not None:
-        from covfefe.explore import load_dataset
         from covfefe.ngram import KneserNeyModel
 
         history, _ = split_like_model(artifact.metadata, load_dataset(dataset))

@@ -12,7 +12,6 @@ hashtag) and HTML entities are decoded (so ``&#8220;`` is a quotation mark, not 
 """
 
 import functools
-import os
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -25,8 +24,6 @@ from matplotlib.patches import Patch
 
 from covfefe import config
 from covfefe.data.clean import clean_tweet
-from covfefe.data.store import TweetStore
-from covfefe.errors import UserError
 from covfefe.text import Vocabulary
 
 # Twitter's limit on a tweet's length: 140 characters until November 2017, 280 after. It counts
@@ -42,17 +39,6 @@ MENTION = re.compile(r"(?<![A-Za-z0-9_@])@([A-Za-z0-9_]{1,15})(?![A-Za-z0-9_])")
 
 # Characters the vocabulary holds, and those it maps to the unknown symbol.
 KNOWN_COLOR, UNKNOWN_COLOR = "tab:blue", "tab:red"
-
-
-def load_dataset(path: str | os.PathLike | None = None) -> pd.DataFrame:
-    """Return the dataset to explore (``""`` or None: the default dataset); UserError if absent."""
-    store = TweetStore(config.resolve(path) if path else config.dataset_path())
-    if not store.exists():
-        raise UserError(
-            f"dataset {store.path} does not exist: collect tweets first "
-            "(notebooks/01-collect-tweets.ipynb or `covfefe collect --archive`)"
-        )
-    return store.load()
 
 
 def dataset_summary(tweets: pd.DataFrame) -> pd.Series:

@@ -27,102 +27,38 @@ existing run is refused: start a new run directory instead.
 import os
 import time
 from dataclasses import asdict, dataclass, fields
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 
 from covfefe import config as settings
+from covfefe.artifact import save_artifact
+from covfefe.backend import import_keras
+from covfefe.callbacks import (
+    BitsPerChar,
+    KerasBatches,
+    LearningRateDecay,
+    RunCheckpoint,
+    restore_callbacks,
+)
 from covfefe.corpus import Corpus, SequenceBatches, encode_tweets
+from covfefe.data.schema import as_utc, select_period
+from covfefe.data.store import load_dataset
 from covfefe.errors import UserError
+from covfefe.evaluate import ngram_baselines, score_model
 from covfefe.files import read_json, write_json
-from covfefe.model import ModelConfig, build_model, compile_model
-from covfefe.text import MAX_TWEET_CHARS, Vocabulary
+from covfefe.model import build_model, compile_model
+from covfefe.novelty import NoveltyIndex
+from covfefe.text import Vocabulary
+from covfefe.train_config import TrainConfig
+
+keras = import_keras()
+
+__all__ = ["TrainConfig", "TrainResult", "load_history", "prepare", "fit", "train"]
 
 # Parameters that define what a run computes: changing one of them means a new run.
 FIXED_PARAMETERS = ("since", "until", "cell", "layers", "units", "embedding_dim", "dropout",
                     "max_chars", "batch_size", "validation_fraction", "min_count", "seed")
-
-
-@dataclass
-class TrainConfig:
-    """Every training parameter, with the defaults of a small model that trains on a CPU."""
-
-    run_dir: str = ""  # checkpoints, logs, artifact ("" = a new $COVFEFE_RUNS_DIR/train-<time>)
-    dataset: str = ""  # the collected dataset ("" = $COVFEFE_DATA_DIR/tweets.parquet)
-    since: str = ""  # train on tweets from this UTC date on ("" = from the first)
-    until: str = ""  # train on tweets before this UTC date ("" = to the last)
-    name: str = "covfefe"  # the model's name in its metadata and in the API
-    cell: str = "lstm"  # "lstm" or "gru"
-    layers: int = 2  # stacked recurrent layers
-    units: int = 256  # units per recurrent layer
-    embedding_dim: int = 64  # character embedding size
-    dropout: float = 0.1  # dropout between layers
-    max_chars: int = MAX_TWEET_CHARS  # longer tweets are cut
-    batch_size: int = 128  # tweets per batch
-    epochs: int = 20  # most epochs (early stopping may end sooner)
-    learning_rate: float = 0.003  # Adam's initial learning rate
-    lr_decay: float = 1.0  # learning rate multiplier per epoch after lr_decay_after (1: none)
-    lr_decay_after: int = 0  # epochs at the initial learning rate before lr_decay applies
-    lr_factor: float = 0.5  # learning rate multiplier when validation stops improving
-    lr_patience: int = 1  # epochs without improvement before the learning rate drops
-    patience: int = 3  # epochs without improvement before training stops
-    finetune_epochs: int = 0  # then this many epochs on the recent tweets alone (0: none)
-    finetune_since: str = ""  # the recent tweets: training tweets from this UTC date on
-    finetune_learning_rate: float = 0.0005  # the learning rate the fine-tuning starts at
-    validation_fraction: float = 0.05  # the most recent tweets, held out
-    min_count: int = settings.VOCAB_MIN_COUNT  # rarer characters become the unknown symbol
-    seed: int = 42  # the same seed, data and parameters give the same run
-    baseline_order: int = 7  # the Kneser-Ney character n-gram baseline's order
-    export_dir: str = ""  # where the artifact goes ("" = <run_dir>/model)
-    saved_model: bool = True  # also export a TF Serving SavedModel
-
-    def __post_init__(self):
-        if not self.run_dir:
-            stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-            self.run_dir = str(settings.runs_dir() / f"train-{stamp}")
-        self.model_config()  # validates the architecture
-        for name in ("max_chars", "batch_size", "epochs", "patience", "lr_patience",
-                     "min_count", "baseline_order"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise UserError(f"{name} must be a positive whole number, not {value!r}")
-        if (not isinstance(self.lr_decay_after, int) or isinstance(self.lr_decay_after, bool)
-                or self.lr_decay_after < 0):
-            raise UserError("lr_decay_after must be a whole number of epochs, at least 0, "
-                            f"not {self.lr_decay_after!r}")
-        if not 0 < self.lr_decay <= 1:
-            raise UserError(f"lr_decay must be above 0 and at most 1, not {self.lr_decay!r}")
-        if not self.learning_rate > 0:
-            raise UserError(f"learning_rate must be above 0, not {self.learning_rate!r}")
-        if (not isinstance(self.finetune_epochs, int) or isinstance(self.finetune_epochs, bool)
-                or self.finetune_epochs < 0):
-            raise UserError("finetune_epochs must be a whole number of epochs, at least 0, "
-                            f"not {self.finetune_epochs!r}")
-        if self.finetune_epochs and not self.finetune_since:
-            raise UserError("finetune_epochs needs finetune_since: the date the recent tweets "
-                            "start at")
-        if not self.finetune_learning_rate > 0:
-            raise UserError("finetune_learning_rate must be above 0, not "
-                            f"{self.finetune_learning_rate!r}")
-
-    def model_config(self) -> ModelConfig:
-        return ModelConfig(cell=self.cell, layers=self.layers, units=self.units,
-                           embedding_dim=self.embedding_dim, dropout=self.dropout)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
-        names = {field.name for field in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise UserError(f"unknown training parameter(s): {', '.join(unknown)}")
-        return cls(**data)
-
-    @classmethod
-    def from_namespace(cls, namespace: dict) -> "TrainConfig":
-        """Return the config of the names a namespace defines (a notebook's parameters)."""
-        return cls(**{field.name: namespace[field.name] for field in fields(cls)
-                      if field.name in namespace})
 
 
 @dataclass
@@ -182,8 +118,6 @@ def load_history(run_dir: str | os.PathLike) -> pd.DataFrame:
 
 def _recent(train_config: TrainConfig, corpus: Corpus) -> pd.DataFrame:
     """The training tweets the fine-tuning phase trains on."""
-    from covfefe.data.collect import as_utc
-
     recent = corpus.train[corpus.train["created_at"] >= as_utc(train_config.finetune_since)]
     if recent.empty:
         raise UserError(f"no training tweets since finetune_since={train_config.finetune_since}"
@@ -212,15 +146,6 @@ def fit(train_config: TrainConfig, corpus: Corpus, vocabulary: Vocabulary, *,
             return state, start_epoch
     elif main_done:
         return state, start_epoch
-
-    import keras
-
-    from covfefe.callbacks import (
-        BitsPerChar,
-        LearningRateDecay,
-        RunCheckpoint,
-        restore_callbacks,
-    )
 
     validation_batches = SequenceBatches(
         encode_tweets(corpus.validation["text"], vocabulary, train_config.max_chars),
@@ -257,8 +182,6 @@ def fit(train_config: TrainConfig, corpus: Corpus, vocabulary: Vocabulary, *,
             train_data, validation_data = (batches.to_tf_dataset(),
                                            validation_batches.to_tf_dataset())
         else:  # JAX or PyTorch (the GPU machine has no TensorFlow): the same NumPy batches
-            from covfefe.callbacks import KerasBatches
-
             train_data, validation_data = KerasBatches(batches), KerasBatches(validation_batches)
         model.fit(train_data, validation_data=validation_data, epochs=end_epoch,
                   initial_epoch=first, callbacks=callbacks, shuffle=False,
@@ -292,20 +215,18 @@ def fit(train_config: TrainConfig, corpus: Corpus, vocabulary: Vocabulary, *,
 
 def prepare(train_config: TrainConfig, tweets: pd.DataFrame | None = None
             ) -> tuple[Corpus, Vocabulary]:
-    """Load and split the data, check it against the run directory, and get the vocabulary."""
-    from covfefe.explore import load_dataset
+    """Load and split the data, check it against the run directory, and get the vocabulary.
 
-    run_dir = settings.resolve(train_config.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    Everything that can refuse the run is checked before the run directory is created, so a
+    refused run leaves nothing behind."""
     if tweets is None:
         tweets = load_dataset(train_config.dataset or None)
-    from covfefe.data.collect import as_utc
-
-    if train_config.since:
-        tweets = tweets[tweets["created_at"] >= as_utc(train_config.since)]
-    if train_config.until:
-        tweets = tweets[tweets["created_at"] < as_utc(train_config.until)]
+    tweets = select_period(tweets, train_config.since, train_config.until)
     corpus = Corpus.from_tweets(tweets, train_config.validation_fraction)
+    if train_config.finetune_epochs:
+        _recent(train_config, corpus)
+    run_dir = settings.resolve(train_config.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     _check_run(run_dir, train_config, corpus.fingerprint())
     vocabulary_path = run_dir / "vocabulary.json"
     if vocabulary_path.exists():
@@ -321,12 +242,6 @@ def export_trained_model(train_config: TrainConfig, corpus: Corpus, vocabulary: 
                          seconds: float | None = None):
     """Score the best epoch and the n-gram baselines on the validation tweets; export both
     numbers with the model as its artifact (`covfefe.artifact`)."""
-    import keras
-
-    from covfefe.artifact import save_artifact
-    from covfefe.evaluate import ngram_baselines, score_model
-    from covfefe.novelty import NoveltyIndex
-
     run_dir = settings.resolve(train_config.run_dir)
     best = run_dir / "checkpoints" / "best.keras"
     if not best.exists():

@@ -9,8 +9,6 @@ from matplotlib.figure import Figure
 
 from covfefe import explore
 from covfefe.data import schema
-from covfefe.data.store import TweetStore
-from covfefe.errors import UserError
 from covfefe.text import Vocabulary
 
 
@@ -119,18 +117,6 @@ def test_top_mentions_ignore_case_emails_and_overlong_names():
     top = explore.top_mentions(texts)
     assert top.to_dict() == {"@CNN": 2, "@foxandfriends": 1, "@FoxNews": 1}
     assert top.index.tolist() == ["@CNN", "@foxandfriends", "@FoxNews"]  # ties alphabetically
-
-
-def test_load_dataset_reads_the_store(dataset):
-    TweetStore(dataset).write(SAMPLE)
-    assert explore.load_dataset(dataset)["id"].tolist() == [0, 1, 2]
-    assert explore.load_dataset(str(dataset))["id"].tolist() == [0, 1, 2]
-
-
-def test_load_dataset_says_what_to_run_first(tmp_path):
-    missing = tmp_path / "nothing.parquet"
-    with pytest.raises(UserError, match=f"dataset {missing} does not exist: collect tweets"):
-        explore.load_dataset(missing)
 
 
 def _render(figure: Figure) -> bytes:

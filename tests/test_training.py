@@ -49,7 +49,7 @@ def test_the_exported_score_is_the_best_epochs_validation_score(tiny_training, t
     """Two computations of one number: Keras's weighted metric during training, and the
     evaluation module's own per-tweet scoring of the exported model."""
     from covfefe.corpus import Corpus
-    from covfefe.explore import load_dataset
+    from covfefe.data.store import load_dataset
 
     history = tiny_training.history
     best = history.loc[history["val_bits_per_char"].idxmin()]

@@ -72,13 +72,6 @@ class CollectionReport:
         return "\n".join(lines)
 
 
-def as_utc(moment) -> pd.Timestamp | None:
-    if moment is None or moment == "":
-        return None
-    stamp = pd.Timestamp(moment)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-
-
 def select_tweets(
     frame: pd.DataFrame,
     *,
@@ -95,12 +88,7 @@ def select_tweets(
     after `clean_tweet`.
     """
     report = CollectionReport(read=len(frame))
-    since, until = as_utc(since), as_utc(until)
-    keep = pd.Series(True, index=frame.index)
-    if since is not None:
-        keep &= frame["created_at"] >= since
-    if until is not None:
-        keep &= frame["created_at"] < until
+    keep = schema.in_period(frame["created_at"], since, until)
     report.out_of_range = int((~keep).sum())
 
     flagged = frame["is_retweet"].astype(bool)
