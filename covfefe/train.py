@@ -25,6 +25,7 @@ existing run is refused: start a new run directory instead.
 """
 
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -74,9 +75,11 @@ class TrainResult:
 
     def summary(self) -> str:
         metrics = self.artifact.metrics
+        started = (f"resumed after epoch {self.resumed_from_epoch}" if self.resumed_from_epoch
+                   else "a new run")
         return (f"model {self.artifact.name} {self.artifact.version} -> {self.artifact.path}\n"
-                f"epochs={len(self.history)} (resumed from {self.resumed_from_epoch}, "
-                f"{self.stop_reason}) best_epoch={metrics['best_epoch']}\n"
+                f"epochs={len(self.history)} ({started}, {self.stop_reason}) "
+                f"best_epoch={metrics['best_epoch']}\n"
                 f"validation bits_per_char={metrics['validation_bits_per_char']:.4f} "
                 f"baseline ({metrics['baseline']['name']}) "
                 f"bits_per_char={metrics['baseline']['validation_bits_per_char']:.4f}")
@@ -123,6 +126,14 @@ def _recent(train_config: TrainConfig, corpus: Corpus) -> pd.DataFrame:
         raise UserError(f"no training tweets since finetune_since={train_config.finetune_since}"
                         f" (training tweets end at {corpus.train['created_at'].max()})")
     return recent
+
+
+def _keras_verbosity(progress: bool) -> int:
+    """Keras's ``verbose``: a live progress bar on a terminal; elsewhere (a notebook's record,
+    a log file) one line per epoch, not hundreds of backspaced bar updates; 0 without progress."""
+    if not progress:
+        return 0
+    return 1 if sys.stdout.isatty() else 2
 
 
 def _main_phase_done(train_config: TrainConfig, state: dict) -> bool:
@@ -183,9 +194,14 @@ def fit(train_config: TrainConfig, corpus: Corpus, vocabulary: Vocabulary, *,
                                            validation_batches.to_tf_dataset())
         else:  # JAX or PyTorch (the GPU machine has no TensorFlow): the same NumPy batches
             train_data, validation_data = KerasBatches(batches), KerasBatches(validation_batches)
+        if progress:
+            # Keras numbers epochs across phases: fine-tuning's first is "Epoch 3/3" after 2/2.
+            phase = "fine-tuning" if state.get("phase") == "fine-tune" else "training"
+            print(f"{phase}: epochs {first + 1} to {end_epoch} on {len(tweets)} tweets",
+                  flush=True)
         model.fit(train_data, validation_data=validation_data, epochs=end_epoch,
                   initial_epoch=first, callbacks=callbacks, shuffle=False,
-                  verbose="auto" if progress else 0)
+                  verbose=_keras_verbosity(progress))
         if not state.get("finished") and state["epochs_done"] >= end_epoch:
             state["finished"], state["stop_reason"] = True, f"{end_epoch} epochs"
         write_json(run_dir / "state.json", state)
@@ -248,7 +264,9 @@ def export_trained_model(train_config: TrainConfig, corpus: Corpus, vocabulary: 
         raise UserError(f"run {run_dir} has no checkpoint to export yet: train first")
     model = keras.saving.load_model(best, compile=False)
     validation = score_model(model, vocabulary, corpus.validation["text"],
-                             max_chars=train_config.max_chars, progress=progress)
+                             max_chars=train_config.max_chars,
+                             # A bar only on a terminal: a notebook's record keeps it at 0%.
+                             progress=progress and sys.stderr.isatty())
     baselines = ngram_baselines(corpus, vocabulary, sorted({5, 7, train_config.baseline_order}),
                                 train_config.max_chars)
     best_baseline = baselines.iloc[0]

@@ -21,7 +21,7 @@ from covfefe.data.archive import TweetArchive
 from covfefe.data.clean import clean_tweet, looks_like_retweet
 from covfefe.data.store import TweetStore
 from covfefe.data.twitter import TwitterCollector, parse_screen_name
-from covfefe.errors import CollectionError
+from covfefe.errors import CollectionError, UserError
 from covfefe.files import write_atomically
 
 
@@ -207,3 +207,25 @@ def collect_twitter(
             save_state()
     state_file.unlink(missing_ok=True)
     return report
+
+
+SOURCES = ("archive", "twitter")
+
+
+def collect(source: str, *, archive: str | None = None,
+            screen_name: str = config.DEFAULT_SCREEN_NAME,
+            output: str | os.PathLike | None = None, keep_replies: bool = True,
+            keep_retweets: bool = False, since=None, until=None,
+            progress: bool = True) -> CollectionReport:
+    """Collect from ``source``: ``"archive"`` (`collect_archive` of ``archive``; "" or None:
+    $COVFEFE_ARCHIVE) or ``"twitter"`` (`collect_twitter` of ``screen_name``; ``keep_retweets``
+    is for archives only). The command line and notebook 01 both call this."""
+    if source == "archive":
+        return collect_archive(archive or None, output or None, keep_retweets=keep_retweets,
+                               keep_replies=keep_replies, since=since, until=until,
+                               progress=progress)
+    if source == "twitter":
+        return collect_twitter(screen_name, output or None, keep_replies=keep_replies,
+                               since=since, until=until, progress=progress)
+    raise UserError(f"source={source!r} is not one of "
+                    f"{', '.join(repr(name) for name in SOURCES)}")
