@@ -153,6 +153,14 @@ def test_plots_hold_one_bar_per_value_and_render():
         False, False, False, True
     ]
     assert len(explore.plot_character_frequencies(frequencies, top_n=2).axes[0].patches) == 2
+    # Many characters: rows of at most CHARACTERS_PER_ROW, labels upright and legible.
+    many = explore.character_frequencies(["".join(chr(0x41 + i) * (200 - i) for i in range(58))
+                                          + "!?"], min_count=1)
+    rows = explore.plot_character_frequencies(many).axes
+    assert [len(axes.patches) for axes in rows] == [50, 10]
+    for axes in rows:
+        for label in axes.get_xticklabels():
+            assert label.get_rotation() == 0 and label.get_fontsize() >= 9
 
     hashtags = pd.Series([5, 3, 1], index=["#MAGA", "#Trump2016", "#$money"])
     figure = explore.plot_top_counts(hashtags, "Top hashtags")
