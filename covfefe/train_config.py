@@ -22,11 +22,12 @@ class TrainConfig:
     since: str = ""  # train on tweets from this UTC date on ("" = from the first)
     until: str = ""  # train on tweets before this UTC date ("" = to the last)
     name: str = "covfefe"  # the model's name in its metadata and in the API
-    cell: str = "lstm"  # "lstm" or "gru"
-    layers: int = 2  # stacked recurrent layers
-    units: int = 256  # units per recurrent layer
-    embedding_dim: int = 64  # character embedding size
-    dropout: float = 0.1  # dropout between layers
+    # The architecture's defaults are ModelConfig's (one place for them).
+    cell: str = ModelConfig.cell  # "lstm" or "gru"
+    layers: int = ModelConfig.layers  # stacked recurrent layers
+    units: int = ModelConfig.units  # units per recurrent layer
+    embedding_dim: int = ModelConfig.embedding_dim  # character embedding size
+    dropout: float = ModelConfig.dropout  # dropout after the embedding and each recurrent layer
     max_chars: int = MAX_TWEET_CHARS  # longer tweets are cut
     batch_size: int = 128  # tweets per batch
     epochs: int = 20  # most epochs (early stopping may end sooner)
