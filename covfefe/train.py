@@ -39,8 +39,9 @@ from covfefe.callbacks import (
     BitsPerChar,
     KerasBatches,
     LearningRateDecay,
+    ResumableEarlyStopping,
+    ResumableReduceLROnPlateau,
     RunCheckpoint,
-    restore_callbacks,
 )
 from covfefe.corpus import Corpus, SequenceBatches, encode_tweets
 from covfefe.data.schema import as_utc, select_period
@@ -50,6 +51,7 @@ from covfefe.evaluate import ngram_baselines, score_model
 from covfefe.files import read_json, write_json
 from covfefe.model import build_model, compile_model
 from covfefe.novelty import NoveltyIndex
+from covfefe.run_state import FINE_TUNE, RunState
 from covfefe.text import Vocabulary
 from covfefe.train_config import TrainConfig
 
@@ -115,8 +117,8 @@ def load_history(run_dir: str | os.PathLike) -> pd.DataFrame:
     history = pd.read_csv(path)
     history["epoch"] += 1  # Keras counts from 0; people count from 1
     # A kill between the CSV row and the state write can leave a row for an unsaved epoch.
-    state = read_json(settings.resolve(run_dir) / "state.json") or {}
-    return history[history["epoch"] <= state.get("epochs_done", 0)].reset_index(drop=True)
+    epochs_done = RunState.load(settings.resolve(run_dir)).epochs_done
+    return history[history["epoch"] <= epochs_done].reset_index(drop=True)
 
 
 def _recent(train_config: TrainConfig, corpus: Corpus) -> pd.DataFrame:
@@ -136,96 +138,119 @@ def _keras_verbosity(progress: bool) -> int:
     return 1 if sys.stdout.isatty() else 2
 
 
-def _main_phase_done(train_config: TrainConfig, state: dict) -> bool:
-    return (state.get("phase") == "fine-tune" or state["epochs_done"] >= train_config.epochs
-            or state.get("stop_reason") == "early stopping")
+def _main_phase_done(train_config: TrainConfig, state: RunState) -> bool:
+    return (state.fine_tuning or state.epochs_done >= train_config.epochs
+            or state.stop_reason == "early stopping")
+
+
+def _finetune_done(train_config: TrainConfig, state: RunState) -> bool:
+    return not train_config.finetune_epochs or state.fine_tuning and (
+        state.epochs_done >= state.finetune_from + train_config.finetune_epochs
+        or state.stop_reason == "early stopping")
+
+
+def _main_model(train_config: TrainConfig, run_dir: Path, state: RunState, vocab_size: int):
+    """The model the main phase starts (or resumes) from: its last checkpoint, or a new one."""
+    keras.utils.set_random_seed(train_config.seed + state.epochs_done)  # the initial weights too
+    last = run_dir / "checkpoints" / "last.keras"
+    if state.epochs_done and last.exists():
+        return keras.saving.load_model(last)
+    return compile_model(build_model(train_config.model_config(), vocab_size),
+                         train_config.learning_rate)
+
+
+def _finetune_model(train_config: TrainConfig, run_dir: Path, state: RunState):
+    """The model fine-tuning resumes from, or starts from: the main phase's best epoch, at the
+    fine-tuning rate, with fresh patience."""
+    if state.fine_tuning:
+        return keras.saving.load_model(run_dir / "checkpoints" / "last.keras")
+    state.phase, state.finetune_from = FINE_TUNE, state.epochs_done
+    state.early_stopping.wait = state.reduce_lr.wait = 0
+    model = keras.saving.load_model(run_dir / "checkpoints" / "best.keras")
+    model.optimizer.learning_rate = train_config.finetune_learning_rate
+    return model
+
+
+@dataclass
+class _Phase:
+    """One phase of a run: train ``model`` on ``tweets`` until epoch ``end_epoch``."""
+
+    model: object
+    tweets: pd.DataFrame
+    end_epoch: int
+    schedule: list  # callbacks that set the learning rate each epoch
+
+
+def _train_phase(train_config: TrainConfig, run_dir: Path, state: RunState, phase: _Phase,
+                 vocabulary: Vocabulary, validation: SequenceBatches, progress: bool) -> None:
+    """Run one phase from the state's epoch on; checkpoint and record every epoch."""
+    first = state.epochs_done
+    state.finished, state.stop_reason = False, ""
+    keras.utils.set_random_seed(train_config.seed + first)
+    batches = SequenceBatches(encode_tweets(phase.tweets["text"], vocabulary,
+                                            train_config.max_chars),
+                              train_config.batch_size, seed=train_config.seed)
+    batches.epoch = first
+    early_stopping = ResumableEarlyStopping(state.early_stopping, monitor="val_xent",
+                                            patience=train_config.patience)
+    reduce_lr = ResumableReduceLROnPlateau(
+        state.reduce_lr, monitor="val_xent", factor=train_config.lr_factor,
+        patience=train_config.lr_patience, min_lr=train_config.learning_rate / 100,
+    )
+    callbacks = [
+        *phase.schedule,
+        BitsPerChar(),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=first > 0),
+        keras.callbacks.TensorBoard(str(run_dir / "tensorboard")),
+        early_stopping,
+        reduce_lr,
+        RunCheckpoint(run_dir, state, early_stopping, reduce_lr),  # last: records the others
+    ]
+    if keras.backend.backend() == "tensorflow":
+        train_data, validation_data = batches.to_tf_dataset(), validation.to_tf_dataset()
+    else:  # JAX or PyTorch (the GPU machine has no TensorFlow): the same NumPy batches
+        train_data, validation_data = KerasBatches(batches), KerasBatches(validation)
+    if progress:
+        # Keras numbers epochs across phases: fine-tuning's first is "Epoch 3/3" after 2/2.
+        name = "fine-tuning" if state.fine_tuning else "training"
+        print(f"{name}: epochs {first + 1} to {phase.end_epoch} on {len(phase.tweets)} tweets",
+              flush=True)
+    phase.model.fit(train_data, validation_data=validation_data, epochs=phase.end_epoch,
+                    initial_epoch=first, callbacks=callbacks, shuffle=False,
+                    verbose=_keras_verbosity(progress))
+    if not state.finished and state.epochs_done >= phase.end_epoch:
+        state.finished, state.stop_reason = True, f"{phase.end_epoch} epochs"
+    state.save(run_dir)
 
 
 def fit(train_config: TrainConfig, corpus: Corpus, vocabulary: Vocabulary, *,
-        progress: bool = True) -> tuple[dict, int]:
-    """Train (or resume training) in the run directory; return the state and the start epoch."""
+        progress: bool = True) -> tuple[RunState, int]:
+    """Train (or resume training) in the run directory: the main phase, then the fine-tuning
+    phase if there is one; return the state and the epoch this call started from."""
     run_dir = settings.resolve(train_config.run_dir)
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    state = read_json(run_dir / "state.json") or {"epochs_done": 0, "finished": False}
-    start_epoch = state["epochs_done"]
-    main_done = _main_phase_done(train_config, state)
-    if train_config.finetune_epochs:
-        recent = _recent(train_config, corpus)  # checked before any training
-        finetune_end = state.get("finetune_from", start_epoch) + train_config.finetune_epochs
-        if state.get("phase") == "fine-tune" and (
-                start_epoch >= finetune_end or state.get("stop_reason") == "early stopping"):
-            return state, start_epoch
-    elif main_done:
+    state = RunState.load(run_dir)
+    start_epoch = state.epochs_done
+    main_todo = not _main_phase_done(train_config, state)
+    finetune_todo = not _finetune_done(train_config, state)
+    if not (main_todo or finetune_todo):
         return state, start_epoch
-
-    validation_batches = SequenceBatches(
+    validation = SequenceBatches(
         encode_tweets(corpus.validation["text"], vocabulary, train_config.max_chars),
         train_config.batch_size, shuffle=False, score_first=False, fixed_width=True,
     )
-    checkpoints = run_dir / "checkpoints"
-
-    def run_phase(model, tweets, end_epoch: int, schedule: list) -> None:
-        first = state["epochs_done"]
-        state["finished"] = False
-        state.pop("stop_reason", None)
-        keras.utils.set_random_seed(train_config.seed + first)
-        batches = SequenceBatches(encode_tweets(tweets["text"], vocabulary,
-                                                train_config.max_chars),
-                                  train_config.batch_size, seed=train_config.seed)
-        batches.epoch = first
-        early_stopping = keras.callbacks.EarlyStopping(monitor="val_xent",
-                                                       patience=train_config.patience)
-        reduce_lr = keras.callbacks.ReduceLROnPlateau(
-            monitor="val_xent", factor=train_config.lr_factor,
-            patience=train_config.lr_patience, min_lr=train_config.learning_rate / 100,
-        )
-        restore_callbacks(state, early_stopping, reduce_lr)
-        callbacks = [
-            *schedule,
-            BitsPerChar(),
-            keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=first > 0),
-            keras.callbacks.TensorBoard(str(run_dir / "tensorboard")),
-            early_stopping,
-            reduce_lr,
-            RunCheckpoint(run_dir, state, early_stopping, reduce_lr),  # last: records the others
-        ]
-        if keras.backend.backend() == "tensorflow":
-            train_data, validation_data = (batches.to_tf_dataset(),
-                                           validation_batches.to_tf_dataset())
-        else:  # JAX or PyTorch (the GPU machine has no TensorFlow): the same NumPy batches
-            train_data, validation_data = KerasBatches(batches), KerasBatches(validation_batches)
-        if progress:
-            # Keras numbers epochs across phases: fine-tuning's first is "Epoch 3/3" after 2/2.
-            phase = "fine-tuning" if state.get("phase") == "fine-tune" else "training"
-            print(f"{phase}: epochs {first + 1} to {end_epoch} on {len(tweets)} tweets",
-                  flush=True)
-        model.fit(train_data, validation_data=validation_data, epochs=end_epoch,
-                  initial_epoch=first, callbacks=callbacks, shuffle=False,
-                  verbose=_keras_verbosity(progress))
-        if not state.get("finished") and state["epochs_done"] >= end_epoch:
-            state["finished"], state["stop_reason"] = True, f"{end_epoch} epochs"
-        write_json(run_dir / "state.json", state)
-
-    if not main_done:
-        keras.utils.set_random_seed(train_config.seed + start_epoch)  # the initial weights too
-        if start_epoch and (checkpoints / "last.keras").exists():
-            model = keras.saving.load_model(checkpoints / "last.keras")
-        else:
-            model = compile_model(build_model(train_config.model_config(), len(vocabulary)),
-                                  train_config.learning_rate)
-        run_phase(model, corpus.train, train_config.epochs,
-                  [LearningRateDecay(train_config.lr_decay, train_config.lr_decay_after)])
-    if train_config.finetune_epochs:
-        if state.get("phase") != "fine-tune":
-            # Start from the best epoch, at the fine-tuning rate, with fresh patience.
-            state["phase"], state["finetune_from"] = "fine-tune", state["epochs_done"]
-            for counters in state.get("callbacks", {}).values():
-                counters["wait"] = 0
-            model = keras.saving.load_model(checkpoints / "best.keras")
-            model.optimizer.learning_rate = train_config.finetune_learning_rate
-        else:
-            model = keras.saving.load_model(checkpoints / "last.keras")
-        run_phase(model, recent, state["finetune_from"] + train_config.finetune_epochs, [])
+    if main_todo:
+        model = _main_model(train_config, run_dir, state, len(vocabulary))
+        schedule = [LearningRateDecay(train_config.lr_decay, train_config.lr_decay_after)]
+        _train_phase(train_config, run_dir, state,
+                     _Phase(model, corpus.train, train_config.epochs, schedule),
+                     vocabulary, validation, progress)
+    if finetune_todo:
+        model = _finetune_model(train_config, run_dir, state)
+        end = state.finetune_from + train_config.finetune_epochs
+        _train_phase(train_config, run_dir, state,
+                     _Phase(model, _recent(train_config, corpus), end, []),
+                     vocabulary, validation, progress)
     return state, start_epoch
 
 
@@ -254,7 +279,7 @@ def prepare(train_config: TrainConfig, tweets: pd.DataFrame | None = None
 
 
 def export_trained_model(train_config: TrainConfig, corpus: Corpus, vocabulary: Vocabulary,
-                         state: dict, history: pd.DataFrame, *, progress: bool = True,
+                         state: RunState, history: pd.DataFrame, *, progress: bool = True,
                          seconds: float | None = None):
     """Score the best epoch and the n-gram baselines on the validation tweets; export both
     numbers with the model as its artifact (`covfefe.artifact`)."""
@@ -270,7 +295,7 @@ def export_trained_model(train_config: TrainConfig, corpus: Corpus, vocabulary: 
     baselines = ngram_baselines(corpus, vocabulary, sorted({5, 7, train_config.baseline_order}),
                                 train_config.max_chars)
     best_baseline = baselines.iloc[0]
-    best_row = history[history["epoch"] == state["best_epoch"]]
+    best_row = history[history["epoch"] == state.best_epoch]
     model_config = train_config.model_config()
     metadata = {
         "name": f"{train_config.name}-{model_config.name}",
@@ -281,9 +306,9 @@ def export_trained_model(train_config: TrainConfig, corpus: Corpus, vocabulary: 
             **{k: v for k, v in asdict(train_config).items()
                if k not in ("run_dir", "dataset", "export_dir", "saved_model")},
             "run_dir": train_config.run_dir,
-            "epochs_trained": int(state["epochs_done"]),
-            "best_epoch": int(state["best_epoch"]),
-            "stop_reason": state.get("stop_reason", ""),
+            "epochs_trained": int(state.epochs_done),
+            "best_epoch": int(state.best_epoch),
+            "stop_reason": state.stop_reason,
             "keras_backend": keras.backend.backend(),
             "seconds_this_session": round(seconds, 1) if seconds is not None else None,
         },
@@ -293,7 +318,7 @@ def export_trained_model(train_config: TrainConfig, corpus: Corpus, vocabulary: 
             "validation_chars": int(validation.chars.sum()),
             "train_bits_per_char_best_epoch": (round(float(best_row["bits_per_char"].iloc[0]), 4)
                                                if len(best_row) else None),
-            "best_epoch": int(state["best_epoch"]),
+            "best_epoch": int(state.best_epoch),
             "baseline": {"name": str(best_baseline["name"]), "order": int(best_baseline["order"]),
                          "validation_bits_per_char":
                              round(float(best_baseline["validation_bits_per_char"]), 4)},
@@ -325,5 +350,5 @@ def train(train_config: TrainConfig, tweets: pd.DataFrame | None = None, *,
         artifact = export_trained_model(train_config, corpus, vocabulary, state, history,
                                         progress=progress,
                                         seconds=time.monotonic() - started)
-    return TrainResult(run_dir, artifact, history, start_epoch, state.get("stop_reason", ""),
-                       state.get("finetune_from"))
+    return TrainResult(run_dir, artifact, history, start_epoch, state.stop_reason,
+                       state.finetune_from)

@@ -1,7 +1,7 @@
 """Shared fixtures: the archive, an isolated data folder, local HTTP servers, system tools.
 
 Tests never write into the checkout's ``data/`` or ``runs/``: ``COVFEFE_DATA_DIR`` and
-``COVFEFE_RUNS_DIR`` point at temporary folders for the whole session (notebooks run by nbval
+``COVFEFE_RUNS_DIR`` point at temporary folders for the whole session (notebooks run by papermill
 inherit them), and ``COVFEFE_ARCHIVE`` defaults to ``../shared/data/trump-twitter-archive``
 beside the checkout.
 """

@@ -7,6 +7,7 @@ or pip's cache): it runs in ``make test`` like every other test.
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -27,12 +28,20 @@ BUNDLED_MODEL = ROOT / "models" / "covfefe"
 def serve_venv(tmp_path_factory) -> Path:
     """A virtualenv holding covfefe with the serve extra only; returns its bin folder."""
     folder = tmp_path_factory.mktemp("serve-venv")
+    # pip builds a local project in place (build/, *.egg-info); a copy keeps the checkout clean.
+    source = folder / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for name in ("covfefe", "serve"):
+        shutil.copytree(ROOT / name, source / name,
+                        ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "venv", str(folder / "venv")], check=True,
                    timeout=300)
     bin_dir = folder / "venv" / "bin"
     install = subprocess.run(
         [str(bin_dir / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         f"{ROOT}[serve]"], capture_output=True, text=True, timeout=900)
+         f"{source}[serve]"], capture_output=True, text=True, timeout=900)
     assert install.returncode == 0, install.stderr[-3000:]
     return bin_dir
 

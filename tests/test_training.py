@@ -75,8 +75,13 @@ def test_the_saved_model_serves_the_same_logits(tiny_model):
     np.testing.assert_allclose(served, keras_logits, atol=1e-5)
 
 
-def test_a_finished_run_resumes_without_training_again(tiny_training, tiny_tweets):
-    config = json.loads((tiny_training.run_dir / "config.json").read_text())
+def test_a_finished_run_resumes_without_training_again(tiny_training, tmp_path):
+    # A copy: exporting again in place would replace the session's tiny model under the tests
+    # that serve it.
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_training.run_dir, run_dir)
+    config = {**json.loads((run_dir / "config.json").read_text()), "run_dir": str(run_dir),
+              "export_dir": ""}
     again = train(TrainConfig(**config), progress=False)
     assert again.resumed_from_epoch == 2 and len(again.history) == 2
     assert again.artifact.metrics["validation_bits_per_char"] == pytest.approx(
