@@ -12,7 +12,9 @@ after saying that what it collected or trained is kept and that rerunning resume
 import argparse
 import dataclasses
 import inspect
+import os
 import re
+import shutil
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -56,7 +58,7 @@ def _run_collect(args) -> None:
 
 
 # Notebook 03's parameters that `covfefe train --params` skips: they only shape its samples.
-NOTEBOOK_ONLY_PARAMETERS = ("sample_prefixes", "sample_temperatures")  # what it skips there
+NOTEBOOK_ONLY_PARAMETERS = ("sample_prefixes", "sample_temperatures")
 INTERRUPTED = {
     "collect": "everything collected so far is kept and the next run resumes",
     "train": "every finished epoch is checkpointed and rerunning with the same --run-dir resumes",
@@ -131,9 +133,6 @@ def _run_generate(args) -> None:
 
 
 def _run_serve(args) -> None:
-    import os
-    import shutil
-
     from covfefe.artifact import load_artifact
 
     model = _model(args)
