@@ -1,19 +1,13 @@
 """The covfefe command line, run as a user runs it: a real process, its output and exit status."""
 
 import json
-import os
 import re
 import subprocess
 import sys
 
 import pytest
 
-
-def covfefe(*args, env=None):
-    """Run ``python -m covfefe`` and return the completed process."""
-    environment = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "covfefe", *args], capture_output=True,
-                          text=True, env=environment, timeout=300)
+from tests.helpers import covfefe
 
 
 def test_help_lists_the_commands():

@@ -1,7 +1,6 @@
 """The API as it runs in production: `covfefe serve` starts gunicorn on 127.0.0.1."""
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -10,13 +9,9 @@ import urllib.request
 
 import pytest
 
+from tests.helpers import free_port
+
 pytestmark = pytest.mark.network
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

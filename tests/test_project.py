@@ -9,7 +9,7 @@ import pytest
 import yaml
 from packaging.specifiers import SpecifierSet
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 REQUIRED_TOP_LEVEL = ["notebooks", "covfefe", "serve", "webapp", "deploy", "Dockerfile.train",
                       "Dockerfile.serve", "tests", "environment.yml", "pyproject.toml",

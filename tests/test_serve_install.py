@@ -8,7 +8,6 @@ or pip's cache): it runs in ``make test`` like every other test.
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, stop_process
+from tests.helpers import ROOT, free_port, stop_process
 
 pytestmark = pytest.mark.network
 
@@ -89,12 +88,6 @@ def test_generate_works_on_the_serve_extra(serve_venv, tmp_path):
     lines = result.stdout.splitlines()
     assert len(lines) == 2 and all(line.startswith("Make America ") for line in lines)
     assert result.stderr == ""
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_serve_works_on_the_serve_extra(serve_venv, tmp_path):

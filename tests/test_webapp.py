@@ -10,7 +10,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from covfefe import config
-from tests.conftest import require_all, require_playwright, require_tool
+from tests.helpers import require_all, require_playwright, require_tool
 
 pytestmark = pytest.mark.network
 
