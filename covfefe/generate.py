@@ -14,8 +14,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from covfefe.artifact import NUMPY_WEIGHTS, ModelArtifact, load_artifact
 from covfefe.data.clean import clean_tweet
 from covfefe.errors import UserError
+from covfefe.mixture import MixedModel
+from covfefe.numpy_network import NumpyNetwork
 from covfefe.text import END_ID, MAX_TWEET_CHARS, PAD_ID, UNK_ID, Vocabulary
 
 
@@ -64,113 +67,6 @@ def sample(logits: np.ndarray, rng: np.random.Generator, *, temperature: float =
     cumulative = np.cumsum(weights, axis=-1)
     draws = rng.random((logits.shape[0], 1)) * cumulative[:, -1:]
     return np.minimum((cumulative < draws).sum(axis=-1), logits.shape[-1] - 1)
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (np.tanh(0.5 * x) + 1.0)  # the same function, without overflow warnings
-
-
-class NumpyNetwork:
-    """The trained network's inference path in NumPy: embedding, recurrent cells, logits."""
-
-    def __init__(self, embedding: np.ndarray, cells: list[tuple[str, list[np.ndarray]]],
-                 dense: tuple[np.ndarray, np.ndarray]):
-        self.embedding = embedding
-        self.cells = cells
-        self.dense_kernel, self.dense_bias = dense
-        self._plan = self._compile()
-
-    def _compile(self) -> list[tuple]:
-        """Rearrange the weights for one step: the first cell's input projection becomes a
-        table (one row per symbol, so embedding and kernel cost a lookup), and in the other
-        LSTM cells the input and recurrent kernels are stacked so that one matrix product does
-        both. Same arithmetic as Keras; fewer, larger products."""
-        plan = []
-        for index, (kind, (kernel, recurrent, bias)) in enumerate(self.cells):
-            if kind == "lstm":
-                if index == 0:
-                    plan.append(("lstm", self.embedding @ kernel + bias, recurrent, None))
-                else:
-                    plan.append(("lstm", None, np.vstack([kernel, recurrent]), bias))
-            else:
-                table = self.embedding @ kernel + bias[0] if index == 0 else None
-                plan.append(("gru", table, (kernel, recurrent), bias))
-        return plan
-
-    @classmethod
-    def from_keras(cls, model) -> "NumpyNetwork":
-        """Copy the weights of a network built by `covfefe.model.build_model`."""
-        cells = []
-        for layer in model.layers:
-            kind = type(layer).__name__.lower()
-            if kind in ("lstm", "gru"):
-                if kind == "gru" and not layer.reset_after:
-                    raise UserError("GRU layers with reset_after=False are not supported")
-                cells.append((kind, [np.asarray(w, dtype=np.float32)
-                                     for w in layer.get_weights()]))
-        embedding = np.asarray(model.get_layer("embedding").get_weights()[0], dtype=np.float32)
-        kernel, bias = model.get_layer("logits").get_weights()
-        return cls(embedding, cells, (np.asarray(kernel, np.float32), np.asarray(bias, np.float32)))
-
-    def save(self, path) -> None:
-        """Write the weights as one ``.npz`` file, which `load` reads without Keras."""
-        arrays = {"embedding": self.embedding, "dense_kernel": self.dense_kernel,
-                  "dense_bias": self.dense_bias,
-                  "cells": np.array([kind for kind, _ in self.cells])}
-        for index, (_, weights) in enumerate(self.cells):
-            for number, weight in enumerate(weights):
-                arrays[f"cell{index}_{number}"] = weight
-        with open(path, "wb") as stream:
-            np.savez(stream, **arrays)
-
-    @classmethod
-    def load(cls, path) -> "NumpyNetwork":
-        """Read weights written by `save`."""
-        with np.load(path) as data:
-            cells = []
-            for index, kind in enumerate(data["cells"].tolist()):
-                # LSTM and GRU layers both hold a kernel, a recurrent kernel and a bias.
-                cells.append((kind, [data[f"cell{index}_{n}"] for n in range(3)]))
-            return cls(data["embedding"], cells, (data["dense_kernel"], data["dense_bias"]))
-
-    def initial_state(self, n: int) -> list[tuple[np.ndarray, ...]]:
-        """Return the zero state of ``n`` sequences."""
-        state = []
-        for kind, weights in self.cells:
-            units = weights[1].shape[0]
-            zeros = np.zeros((n, units), dtype=np.float32)
-            state.append((zeros, zeros.copy()) if kind == "lstm" else (zeros,))
-        return state
-
-    def step(self, ids: np.ndarray, state: list) -> tuple[np.ndarray, list]:
-        """Feed one symbol per sequence; return the next symbol's logits and the new state."""
-        x = None
-        new_state = []
-        for (kind, table, weights, bias), cell_state in zip(self._plan, state, strict=True):
-            if kind == "lstm":
-                h, c = cell_state
-                if table is not None:
-                    z = table[ids] + h @ weights
-                else:
-                    z = np.concatenate([x, h], axis=-1) @ weights + bias
-                units = h.shape[-1]  # gates i, f, g, o side by side; slices are views
-                input_forget = _sigmoid(z[:, :2 * units])
-                c = (input_forget[:, units:] * c
-                     + input_forget[:, :units] * np.tanh(z[:, 2 * units:3 * units]))
-                h = _sigmoid(z[:, 3 * units:]) * np.tanh(c)
-                new_state.append((h, c))
-            else:
-                kernel, recurrent = weights
-                (h,) = cell_state
-                x_in = table[ids] if table is not None else x @ kernel + bias[0]
-                units = h.shape[-1]  # gates z, r, h side by side
-                h_in = h @ recurrent + bias[1]
-                update_reset = _sigmoid(x_in[:, :2 * units] + h_in[:, :2 * units])
-                z, r = update_reset[:, :units], update_reset[:, units:]
-                h = z * h + (1 - z) * np.tanh(x_in[:, 2 * units:] + r * h_in[:, 2 * units:])
-                new_state.append((h,))
-            x = h
-        return x @ self.dense_kernel + self.dense_bias, new_state
 
 
 @dataclass
@@ -222,9 +118,6 @@ class TweetGenerator:
         """Build the generator of a `covfefe.artifact.ModelArtifact` (or its folder): the
         network mixed with the artifact's n-gram table when it has one (unless ``mixture`` is
         False: the network alone)."""
-        from covfefe.artifact import NUMPY_WEIGHTS, ModelArtifact, load_artifact
-        from covfefe.mixture import MixedModel
-
         if not isinstance(artifact, ModelArtifact):
             artifact = load_artifact(artifact)
         if NUMPY_WEIGHTS in artifact.metadata["files"]:  # no Keras, no TensorFlow needed

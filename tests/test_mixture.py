@@ -12,7 +12,7 @@ from covfefe.corpus import encode_tweets
 from covfefe.evaluate import score_model
 from covfefe.generate import TweetGenerator
 from covfefe.mixture import MixedModel, fit_weight, mix_log_probs
-from tests.test_cli import covfefe
+from tests.helpers import covfefe
 
 SUMMARY = re.compile(r"^bits_per_char=(\d+\.\d{4}) chars=(\d+) tweets=(\d+)", re.MULTILINE)
 
