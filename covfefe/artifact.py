@@ -10,6 +10,7 @@ Layout::
         weights.npz       the weights as NumPy arrays, for the generator (no Keras needed)
         novelty.npz       hashed shingles of the training tweets (covfefe.novelty), optional
         ngram.npz.xz      the Kneser-Ney table mixed with the network (covfefe.mixture), optional
+        lexicon.txt.xz    the words of the training tweets, for real-word decoding, optional
 
 ``metadata.json`` lists every other file with its size and SHA-256, and is written last, into a
 temporary folder that is renamed into place: a folder without it, or whose files do not match
@@ -34,9 +35,9 @@ from covfefe.text import Vocabulary
 
 FORMAT = "covfefe-model"
 FORMAT_VERSION = 1
-METADATA, VOCABULARY, KERAS_MODEL, SAVED_MODEL, NOVELTY, NUMPY_WEIGHTS, NGRAM = (
+METADATA, VOCABULARY, KERAS_MODEL, SAVED_MODEL, NOVELTY, NUMPY_WEIGHTS, NGRAM, LEXICON = (
     "metadata.json", "vocabulary.json", "model.keras", "saved_model", "novelty.npz",
-    "weights.npz", "ngram.npz.xz",
+    "weights.npz", "ngram.npz.xz", "lexicon.txt.xz",
 )
 
 
@@ -99,6 +100,12 @@ class ModelArtifact:
 
         return KneserNeyModel.load(self.path / NGRAM) if self.mixture else None
 
+    def lexicon(self):
+        """Return the artifact's `covfefe.lexicon.Lexicon`, or None if it has none."""
+        from covfefe.lexicon import Lexicon
+
+        return Lexicon.load(self.path / LEXICON) if LEXICON in self.metadata["files"] else None
+
     def load_model(self):
         """Return the Keras network (loaded once)."""
         if self._model is None:
@@ -154,16 +161,19 @@ def save_artifact(folder: str | os.PathLike, model, vocabulary: Vocabulary, meta
     return load_artifact(folder)
 
 
-def add_mixture(artifact: ModelArtifact, ngram, weight: float, report: dict,
+def add_mixture(artifact: ModelArtifact, ngram, weight: float, report: dict, lexicon=None,
                 output: str | os.PathLike | None = None) -> ModelArtifact:
-    """Write the artifact with an n-gram table and its mixture weight (into ``output``, or in
-    place) and return it loaded back. The metadata records the table, the weight and how it
-    was fitted."""
-    return update_metadata(
-        artifact, {"mixture": {"kind": "linear", "network_weight": round(float(weight), 6),
-                               "ngram_order": ngram.order, "ngram_name": ngram.name,
-                               "ngrams": int(ngram.ngrams), **report}},
-        output, files={NGRAM: ngram.save})
+    """Write the artifact with an n-gram table and its mixture weight, and a lexicon if given
+    (into ``output``, or in place) and return it loaded back. The metadata records the table,
+    the weight and how it was fitted."""
+    changes = {"mixture": {"kind": "linear", "network_weight": round(float(weight), 6),
+                           "ngram_order": ngram.order, "ngram_name": ngram.name,
+                           "ngrams": int(ngram.ngrams), **report}}
+    files = {NGRAM: ngram.save}
+    if lexicon is not None:
+        changes["lexicon"] = {"words": len(lexicon)}
+        files[LEXICON] = lexicon.save
+    return update_metadata(artifact, changes, output, files=files)
 
 
 def update_metadata(artifact: ModelArtifact, changes: dict,

@@ -261,14 +261,14 @@ def _add_evaluate(commands) -> None:
         "sample quality", "With --samples N: generate N tweets from fixed prefixes and seeds, "
         "and print the share of real words, of near copies (40+ characters from one training "
         "tweet), the mean length and the share cut at 280, for the model and for an n-gram "
-        "table alone (the model's own, or --baseline-order's).")
+        "table alone (the model's own, else one of --baseline-order, default 9).")
     samples.add_argument("--samples", type=int, metavar="N", help="tweets to generate")
     samples.add_argument("--temperature", type=float, metavar="T",
                          help="sampling temperature (default: the model's default)")
     samples.add_argument("--top-p", type=float, metavar="P",
                          help="nucleus size (default: the model's default)")
     samples.add_argument("--sweep", action="store_true",
-                         help="every temperature 0.5-1.1 and top-p 1, 0.95, 0.9; pick the best")
+                         help="temperatures 0.7-1.1 and top-p 1, 0.95; pick the best")
     samples.add_argument("--save-defaults", action="store_true",
                          help="with --sweep: save the best setting as the model's defaults")
     evaluate.add_argument("--no-progress", action="store_true", help="hide progress bars")

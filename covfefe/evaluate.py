@@ -94,6 +94,17 @@ def score_model(model, vocabulary: Vocabulary, texts: Sequence[str], *,
     return Evaluation(texts, nats, chars, parts)
 
 
+def score_artifact(artifact, texts: Sequence[str], *, progress: bool = False) -> Evaluation:
+    """Score texts with a model artifact as it generates: its network, mixed with its n-gram
+    table when it has one (the parts alone in ``parts``)."""
+    mixture = artifact.mixture
+    return score_model(artifact.load_model(), artifact.vocabulary, texts,
+                       max_chars=artifact.metadata.get("model", {}).get("max_chars",
+                                                                        MAX_TWEET_CHARS),
+                       progress=progress, ngram=artifact.ngram_model() if mixture else None,
+                       weight=mixture["network_weight"] if mixture else None)
+
+
 def score_ngram(ngram, vocabulary: Vocabulary, texts: Sequence[str], *,
                 max_chars: int = MAX_TWEET_CHARS) -> Evaluation:
     """Score each text exactly as given with a fitted `covfefe.ngram.KneserNeyModel`."""
@@ -243,10 +254,7 @@ def evaluate_command(*, model: str | None = None, text: str | None = None,
                      f"from {since.date() if since is not None else 'the first'} "
                      f"to {until.date() if until is not None else 'the last'}")
     mixture = artifact.mixture
-    evaluation = score_model(artifact.load_model(), artifact.vocabulary, texts,
-                             max_chars=max_chars, progress=progress,
-                             ngram=artifact.ngram_model() if mixture else None,
-                             weight=mixture["network_weight"] if mixture else None)
+    evaluation = score_artifact(artifact, texts, progress=progress)
     lines.append(evaluation.summary())
     if mixture:
         lines[-1] += (f" (the network mixed with its {mixture['ngram_name']} table, weight "
@@ -286,8 +294,9 @@ def mix_command(*, model: str | None = None, order: int = 9, holdout: int = 1500
     network by a weight fitted on held-out training tweets (`covfefe.mixture`)."""
     from covfefe import config
     from covfefe.artifact import NUMPY_WEIGHTS, add_mixture, load_artifact
-    from covfefe.generate import NumpyNetwork
+    from covfefe.lexicon import Lexicon, words_of
     from covfefe.mixture import fit_mixture
+    from covfefe.numpy_network import NumpyNetwork
 
     started = time.monotonic()
     artifact = load_artifact(config.resolve(model) if model else config.model_dir())
@@ -302,7 +311,8 @@ def mix_command(*, model: str | None = None, order: int = 9, holdout: int = 1500
         len(artifact.vocabulary), progress=progress)
     report["holdout_period"] = [train["created_at"].iloc[held[0]].isoformat(),
                                 train["created_at"].iloc[held[-1]].isoformat()]
-    mixed = add_mixture(artifact, ngram, weight, report,
+    lexicon = Lexicon(words_of(train["text"]))
+    mixed = add_mixture(artifact, ngram, weight, report, lexicon,
                         config.resolve(output) if output else None)
     bits = report["holdout_bits_per_char"]
     return (f"model {mixed.name} {mixed.version} ({mixed.path}): the network mixed with a "
@@ -311,11 +321,12 @@ def mix_command(*, model: str | None = None, order: int = 9, holdout: int = 1500
             f"{weight:.3f}, fitted on {report['holdout_tweets']} held-out training tweets "
             f"({report['holdout_period'][0][:10]} to {report['holdout_period'][1][:10]}): "
             f"network {bits['network']:.4f}, table {bits['ngram']:.4f}, mixture "
-            f"{bits['mixture']:.4f} bits/char there; {time.monotonic() - started:.0f} s")
+            f"{bits['mixture']:.4f} bits/char there; a lexicon of {len(lexicon):,} words; "
+            f"{time.monotonic() - started:.0f} s")
 
 
-SWEEP_TEMPERATURES = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1)
-SWEEP_TOP_PS = (1.0, 0.95, 0.9)
+SWEEP_TEMPERATURES = (0.7, 0.8, 0.9, 1.0, 1.1)
+SWEEP_TOP_PS = (1.0, 0.95)
 
 
 def _quality_line(name: str, figures) -> str:
@@ -336,9 +347,8 @@ def sample_command(*, model: str | None = None, archive: str | None = None,
     as the model's defaults."""
     from covfefe import config
     from covfefe.artifact import load_artifact, update_metadata
-    from covfefe.generate import TweetGenerator
-    from covfefe.ngram import KneserNeyModel
-    from covfefe.quality import choose_defaults, sample_quality, text_figures, vocabulary_of
+    from covfefe.lexicon import words_of
+    from covfefe.quality import choose_defaults, generators_to_compare, sample_quality, text_figures
 
     if samples < 1:
         raise UserError(f"samples must be a positive whole number, not {samples}")
@@ -350,17 +360,13 @@ def sample_command(*, model: str | None = None, archive: str | None = None,
         raise UserError(f"model artifact {artifact.path} has no novelty index: near copies "
                         "cannot be counted")
     train, validation = split_like_model(artifact.metadata, _tweets_to_score(archive, dataset))
-    known = vocabulary_of(train["text"])
-    ngram = artifact.ngram_model()
-    if ngram is None or baseline_order is not None:
-        ngram = KneserNeyModel(baseline_order or 9, len(artifact.vocabulary)).fit(
-            encode_tweets(train["text"], artifact.vocabulary))
-    generators = {"model": TweetGenerator.from_artifact(artifact),
-                  f"{ngram.name} alone": TweetGenerator(ngram, artifact.vocabulary)}
+    known = words_of(train["text"])
+    generators = generators_to_compare(artifact, list(train["text"]), baseline_order or 9)
+    table = next(name for name in generators if name != "model")
     defaults = artifact.metadata.get("defaults", {})
+    real = text_figures(list(validation["text"]))
     lines = [f"model {artifact.name} {artifact.version} ({artifact.path})",
-             "validation tweets: " + " ".join(f"{k}={v}" for k, v in
-                                              text_figures(list(validation["text"])).items())]
+             "validation tweets: " + " ".join(f"{k}={v}" for k, v in real.items())]
     if not sweep:
         settings = {"temperature": temperature or defaults.get("temperature", 1.0),
                     "top_p": top_p or defaults.get("top_p", 1.0)}
@@ -375,18 +381,19 @@ def sample_command(*, model: str | None = None, archive: str | None = None,
         results = run_sweep(generator, known, novelty, temperatures=SWEEP_TEMPERATURES,
                             top_ps=SWEEP_TOP_PS, samples=samples, progress=progress)
         lines += [_quality_line(name, figures) for figures in results]
-        chosen[name] = choose_defaults(results)
+        chosen[name] = choose_defaults(results, max_at_limit=2 * real["at_limit_share"])
         lines.append(_quality_line(f"{name}, best", chosen[name]))
     if save_defaults:
         best = chosen["model"]
         updated = update_metadata(artifact, {
             "defaults": {"temperature": best.temperature, "top_p": best.top_p},
-            "samples": {"chosen_by": "highest real-word share with at most 2% near copies "
-                                     f"over {len(SWEEP_TEMPERATURES) * len(SWEEP_TOP_PS)} "
-                                     "settings",
+            "samples": {"chosen_by": "highest real-word share (to 1%; ties: the coolest) "
+                                     "with at most 2% near copies and at most twice the "
+                                     "validation tweets' share cut at 280, over "
+                                     f"{len(SWEEP_TEMPERATURES) * len(SWEEP_TOP_PS)} settings",
                         "model": best.as_dict(),
-                        "ngram": {"name": ngram.name, **chosen[f"{ngram.name} alone"].as_dict()},
-                        "validation": text_figures(list(validation["text"]))}})
+                        "ngram": {"name": table, **chosen[table].as_dict()},
+                        "validation": real}})
         lines.append(f"saved the defaults temperature {best.temperature:g}, top_p "
                      f"{best.top_p:g} in {updated.path} (version {updated.version})")
     return "\n".join(lines)

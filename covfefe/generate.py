@@ -17,6 +17,7 @@ import numpy as np
 from covfefe.artifact import NUMPY_WEIGHTS, ModelArtifact, load_artifact
 from covfefe.data.clean import clean_tweet
 from covfefe.errors import UserError
+from covfefe.lexicon import LexiconConstraint
 from covfefe.mixture import MixedModel
 from covfefe.numpy_network import NumpyNetwork
 from covfefe.text import END_ID, MAX_TWEET_CHARS, PAD_ID, UNK_ID, Vocabulary
@@ -114,10 +115,12 @@ class TweetGenerator:
              for i in range(len(vocabulary))], dtype=object)
 
     @classmethod
-    def from_artifact(cls, artifact, *, mixture: bool = True) -> "TweetGenerator":
+    def from_artifact(cls, artifact, *, mixture: bool = True, lexicon: bool = True
+                      ) -> "TweetGenerator":
         """Build the generator of a `covfefe.artifact.ModelArtifact` (or its folder): the
         network mixed with the artifact's n-gram table when it has one (unless ``mixture`` is
-        False: the network alone)."""
+        False: the network alone), writing only the words of its lexicon when it has one
+        (unless ``lexicon`` is False)."""
         if not isinstance(artifact, ModelArtifact):
             artifact = load_artifact(artifact)
         if NUMPY_WEIGHTS in artifact.metadata["files"]:  # no Keras, no TensorFlow needed
@@ -127,6 +130,9 @@ class TweetGenerator:
         if mixture and artifact.mixture:
             network = MixedModel(network, artifact.ngram_model(),
                                  artifact.mixture["network_weight"])
+        words = artifact.lexicon() if lexicon else None
+        if words is not None:
+            network = LexiconConstraint(network, words, artifact.vocabulary)
         return cls(network, artifact.vocabulary,
                    artifact.metadata.get("model", {}).get("max_chars", MAX_TWEET_CHARS),
                    artifact.novelty_index(), artifact.metadata.get("defaults"))

@@ -14,33 +14,19 @@ is a `covfefe.generate.TweetGenerator`), so they stand side by side; `sweep` run
 temperatures and nucleus sizes, and `choose_defaults` picks the settings a user gets.
 """
 
-import re
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from covfefe.lexicon import words
 from covfefe.text import MAX_TWEET_CHARS
 
-WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)*")
 NEAR_COPY_RUN = 40  # characters in a row from one training tweet
 MAX_NEAR_COPY_SHARE = 0.02  # what the chosen defaults may copy at most
 PREFIXES = ("", "The ", "I will ", "Crooked Hillary ", "Make America ", "The Fake News ",
             "Democrats ", "Thank you ", "China ", "Great ")
-
-
-def words(text: str) -> list[str]:
-    """Return the words of a text, lower-cased."""
-    return [word.lower() for word in WORD.findall(text)]
-
-
-def vocabulary_of(texts: Iterable[str]) -> set[str]:
-    """Return the set of words (lower-cased) of a collection of tweets."""
-    known: set[str] = set()
-    for text in texts:
-        known.update(words(text))
-    return known
 
 
 @dataclass
@@ -55,10 +41,11 @@ class SampleQuality:
     mean_length: float
     at_limit_share: float
     words: int
+    lengths: list[int] = field(default_factory=list, repr=False)  # of each tweet
 
     def as_dict(self) -> dict:
         return {key: round(value, 4) if isinstance(value, float) else value
-                for key, value in asdict(self).items()}
+                for key, value in asdict(self).items() if key != "lengths"}
 
 
 def sample_quality(generator, known_words: set[str], novelty, *, samples: int = 200,
@@ -83,7 +70,7 @@ def sample_quality(generator, known_words: set[str], novelty, *, samples: int = 
         at_limit += not completion.finished and len(completion.text) >= MAX_TWEET_CHARS
     total = len(lengths)
     return SampleQuality(total, temperature, top_p, known / max(written, 1), copies / total,
-                         float(np.mean(lengths)), at_limit / total, written)
+                         float(np.mean(lengths)), at_limit / total, written, lengths)
 
 
 def text_figures(texts: Sequence[str]) -> dict:
@@ -105,9 +92,28 @@ def sweep(generator, known_words: set[str], novelty, *, temperatures: Sequence[f
             for t, p in tqdm(settings, desc="sampling", unit="setting", disable=not progress)]
 
 
-def choose_defaults(results: Sequence[SampleQuality],
+def choose_defaults(results: Sequence[SampleQuality], *, max_at_limit: float = 1.0,
                     max_near_copies: float = MAX_NEAR_COPY_SHARE) -> SampleQuality:
     """Return the setting with the highest real-word share among those that copy at most
-    ``max_near_copies`` of their tweets (the warmest such one on a tie)."""
-    allowed = [r for r in results if r.near_copy_share <= max_near_copies] or list(results)
-    return max(allowed, key=lambda r: (r.real_word_share, r.temperature))
+    ``max_near_copies`` of their tweets and cut at most ``max_at_limit`` at 280 characters.
+    Shares within a percentage point count as a tie (a few hundred samples cannot tell them
+    apart), broken by the lowest temperature, then the widest nucleus: the most coherent
+    tweets, closest in length to real ones."""
+    allowed = [r for r in results if r.near_copy_share <= max_near_copies
+               and r.at_limit_share <= max_at_limit] or list(results)
+    return max(allowed, key=lambda r: (round(r.real_word_share, 2), -r.temperature, r.top_p))
+
+
+def generators_to_compare(artifact, history: Sequence[str], order: int = 9) -> dict:
+    """Return the model's generator (as served: mixture, lexicon) and an n-gram table's alone
+    (the model's own table, else one of ``order`` counted on ``history``), by name."""
+    from covfefe.corpus import encode_tweets
+    from covfefe.generate import TweetGenerator
+    from covfefe.ngram import KneserNeyModel
+
+    table = artifact.ngram_model()
+    if table is None:
+        table = KneserNeyModel(order, len(artifact.vocabulary)).fit(
+            encode_tweets(history, artifact.vocabulary))
+    return {"model": TweetGenerator.from_artifact(artifact),
+            f"{table.name} alone": TweetGenerator(table, artifact.vocabulary)}

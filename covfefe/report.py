@@ -85,3 +85,36 @@ def sample_table(generator, prefixes: list[str], temperatures: list[float], *, n
                              "bits/char": -completion.log_prob / 0.6931471805599453
                              / max(len(completion.generated) + completion.finished, 1)})
     return pd.DataFrame(rows)
+
+
+def plot_sample_quality(results: dict[str, list], validation_lengths: list[int],
+                        chosen=None) -> Figure:
+    """Return the sample figures against temperature, per generator (``covfefe.quality``
+    sweeps at one top-p): real-word share, near-copy share, and the length distribution of the
+    chosen setting's tweets against the validation tweets'."""
+    figure = Figure(figsize=(13, 4), layout="constrained")
+    words, copies, lengths = figure.subplots(1, 3)
+    colors = [MODEL_COLOR, BASELINE_COLOR, TRAIN_COLOR]
+    for index, (name, sweep) in enumerate(results.items()):
+        temperatures = [r.temperature for r in sweep]
+        color = colors[index % len(colors)]
+        words.plot(temperatures, [100 * r.real_word_share for r in sweep], "o-", color=color,
+                   label=name)
+        copies.plot(temperatures, [100 * r.near_copy_share for r in sweep], "o-", color=color,
+                    label=name)
+    copies.axhline(2, color="grey", linestyle=":", label="at most 2%")
+    words.axhline(99, color="grey", linestyle=":", label="99%")
+    words.set(title="Words of the training tweets", xlabel="temperature", ylabel="% of words")
+    copies.set(title="Near copies (40+ characters)", xlabel="temperature",
+               ylabel="% of tweets")
+    words.legend()
+    copies.legend()
+    bins = list(range(0, 300, 20))
+    lengths.hist(validation_lengths, bins=bins, density=True, alpha=0.5, color=TRAIN_COLOR,
+                 label="validation tweets")
+    if chosen is not None:
+        lengths.hist(chosen.lengths, bins=bins, density=True, alpha=0.5, color=MODEL_COLOR,
+                     label=f"samples (T {chosen.temperature:g}, top-p {chosen.top_p:g})")
+    lengths.set(title="Tweet length", xlabel="characters", ylabel="density")
+    lengths.legend()
+    return figure

@@ -43,6 +43,7 @@ def test_mix_writes_a_new_version_with_the_table_and_its_weight(mixed_model, tin
     assert NGRAM in mixed_model.metadata["files"]
     assert mixed_model.version != tiny_model.version
     assert 0 < mixture["network_weight"] < 1
+    assert mixed_model.metadata["lexicon"]["words"] == len(mixed_model.lexicon()) > 100
     assert mixture["ngram_order"] == 5 and mixture["holdout_tweets"] == 60
     bits = mixture["holdout_bits_per_char"]
     # The weight maximises the likelihood there: the mixture beats both of its parts.
@@ -57,7 +58,7 @@ def test_generation_and_evaluation_give_a_tweet_the_same_probability(mixed_model
     evaluation = score_model(mixed_model.load_model(), mixed_model.vocabulary, [text],
                              ngram=mixed_model.ngram_model(),
                              weight=mixed_model.mixture["network_weight"])
-    generator = TweetGenerator.from_artifact(mixed_model)
+    generator = TweetGenerator.from_artifact(mixed_model, lexicon=False)
     assert isinstance(generator.network, MixedModel)
     (sequence,) = encode_tweets([text], mixed_model.vocabulary)
     state, nats = generator.network.initial_state(1), 0.0
@@ -72,7 +73,7 @@ def test_generation_and_evaluation_give_a_tweet_the_same_probability(mixed_model
 
 
 def test_a_generated_tweet_scores_what_the_generator_said(mixed_model):
-    generator = TweetGenerator.from_artifact(mixed_model)
+    generator = TweetGenerator.from_artifact(mixed_model, lexicon=False)
     (completion,) = generator.complete("M", temperature=0.8, seed=3)
     assert completion.finished
     evaluation = score_model(mixed_model.load_model(), mixed_model.vocabulary,

@@ -128,6 +128,21 @@ def _expected_ids(records: list[dict], since: datetime, until: datetime) -> set[
     return ids
 
 
+def test_the_executed_notebooks_pass_nbval(ci_run):
+    """nbval re-runs each executed notebook (the ci parameters papermill injected included)
+    cell by cell in the same project folder: every cell runs again without an error."""
+    executed = sorted((ci_run.home / "executed").glob("*.ipynb"))
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider",
+         *map(str, executed)],
+        cwd=ci_run.home, env=ci_environment(ci_run.home), capture_output=True, text=True,
+        timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:]
+    cells = sum(sum(c.cell_type == "code" for c in nbformat.read(path, as_version=4).cells)
+                for path in executed)
+    assert re.search(rf"\b{cells} passed", result.stdout), result.stdout[-500:]
+
+
 def test_ci_profile_uses_the_same_small_slice_in_every_notebook():
     parameters = notebook_parameters(CI, COLLECT)
     assert parameters["archive"] == ""  # the environment's archive: no path baked into CI

@@ -1,0 +1,185 @@
+"""Real words only: decoding constrained to the words of the training tweets.
+
+A character model can spell a word that does not exist ("understanded", "DONTUND"). The
+`Lexicon` holds every word of the training tweets (runs of letters with inner apostrophes,
+lower-cased, as `covfefe.quality` counts them) as a trie, and `LexiconConstraint` wraps the
+model the generator steps (the network, or its mixture with the n-gram table): after each
+symbol it follows the word being written down the trie and allows next only a letter (either
+case) or apostrophe that continues some word, and a character that ends the word only where the
+word is complete. Outside a word every symbol is allowed. A word that the prefix started and the
+lexicon does not hold is left alone until it ends. The allowed symbols' probabilities are
+renormalised by the sampler, so the rest of the distribution is the model's own.
+
+The state of a row is its trie node: ``ROOT`` between words, ``FREE`` inside a word the
+lexicon does not hold, or ``APOSTROPHE_END`` after an apostrophe that ended a word (no letter
+may follow it, else the two would read as one word). The constraint has the generator's step
+interface, so `covfefe.generate.TweetGenerator` and the serving engine use it as they are.
+"""
+
+import lzma
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from covfefe.errors import UserError
+from covfefe.text import END_ID, PAD_ID, Vocabulary
+
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+APOSTROPHE = "'"
+ALPHABET = LETTERS + APOSTROPHE  # what a trie edge can be
+ROOT, FREE, APOSTROPHE_END = 0, -1, -2
+WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)*")
+
+
+def words(text: str) -> list[str]:
+    """Return the words of a text (runs of letters with inner apostrophes), lower-cased."""
+    return [word.lower() for word in WORD.findall(text)]
+
+
+def words_of(texts: Iterable[str]) -> set[str]:
+    """Return the set of words of a collection of tweets."""
+    found: set[str] = set()
+    for text in texts:
+        found.update(words(text))
+    return found
+
+
+class Lexicon:
+    """A set of lower-case words as a trie: ``children[node, letter]`` (-1 for none) and
+    ``complete[node]`` (a word ends there, so a character outside words may follow)."""
+
+    def __init__(self, words: Iterable[str]):
+        self.words = sorted(set(words))
+        children = [[-1] * len(ALPHABET)]
+        complete = [False]
+        for word in self.words:
+            node = ROOT
+            for char in word:
+                edge = ALPHABET.find(char)
+                if edge < 0:
+                    raise UserError(f"lexicon word {word!r} holds {char!r}: only a-z and '")
+                if children[node][edge] < 0:
+                    children[node][edge] = len(children)
+                    children.append([-1] * len(ALPHABET))
+                    complete.append(False)
+                node = children[node][edge]
+            complete[node] = True
+        self.children = np.array(children, dtype=np.int32)
+        # An apostrophe ends the word before it unless a letter follows (the word pattern):
+        # a node reached by an apostrophe may end where its parent was a word.
+        self.complete = np.array(complete, dtype=bool)
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def __contains__(self, word: str) -> bool:
+        node = ROOT
+        for char in word.lower():
+            edge = ALPHABET.find(char)
+            if edge < 0 or node < 0:
+                return False
+            node = self.children[node, edge]
+        return node >= 0 and bool(self.complete[node])
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the words, one per line, LZMA-compressed."""
+        Path(path).write_bytes(lzma.compress("\n".join(self.words).encode("utf-8")))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Lexicon":
+        try:
+            text = lzma.decompress(Path(path).read_bytes()).decode("utf-8")
+        except (OSError, lzma.LZMAError, UnicodeDecodeError) as error:
+            raise UserError(f"lexicon {path} cannot be read ({error})") from None
+        return cls(text.split("\n") if text else [])
+
+
+class LexiconConstraint:
+    """The model, with symbols that would write a word outside the lexicon masked out (see the
+    module docstring). State: ``[model state, trie node per row]``."""
+
+    def __init__(self, model, lexicon: Lexicon, vocabulary: Vocabulary):
+        self.model = model
+        size = len(vocabulary)
+        chars = [vocabulary.decode([i]) if i not in (END_ID, PAD_ID) else "" for i in
+                 range(size)]
+        # Only words the model can spell (a small vocabulary may lack a rare letter): else a
+        # word could start that no symbol can finish.
+        spellable = {c.lower() for c in chars if len(c) == 1 and c.isascii()}
+        if not set(ALPHABET) <= spellable:
+            lexicon = Lexicon(w for w in lexicon.words if set(w) <= spellable)
+        self.lexicon = lexicon
+        # The trie edge each symbol takes (-1: none; it ends a word), either case alike.
+        self.edge = np.array([ALPHABET.find(c.lower()) if len(c) == 1 and c.isascii() else -1
+                              for c in chars], dtype=np.int64)
+        is_edge = self.edge >= 0
+        # allowed_edges[node] as a mask over symbols: symbol s allowed iff the node has a child
+        # along edge[s] (letters and apostrophe), or s ends words and the node is complete.
+        self._edge_symbols = np.flatnonzero(is_edge)
+        self._ending_symbols = np.flatnonzero(~is_edge)
+        self._letter_symbols = np.flatnonzero(is_edge & (self.edge < len(LETTERS)))
+
+    def initial_state(self, n: int) -> list:
+        return [self.model.initial_state(n), np.zeros(n, dtype=np.int64)]
+
+    def _advance(self, nodes: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """Return each row's node after writing one symbol."""
+        edges = self.edge[ids]
+        inside = nodes >= ROOT
+        # A letter after an apostrophe that ended a word, or inside an unknown word: FREE.
+        nxt = np.where(inside & (edges >= 0),
+                       self.lexicon.children[np.maximum(nodes, 0), np.maximum(edges, 0)], FREE)
+        ends = edges < 0
+        apostrophe = edges == len(LETTERS)
+        # An apostrophe the trie does not continue ends the word (if it may end there).
+        nxt = np.where(apostrophe & (nxt < 0) & inside
+                       & self.lexicon.complete[np.maximum(nodes, 0)], APOSTROPHE_END, nxt)
+        nxt = np.where(apostrophe & (nodes == ROOT), ROOT, nxt)  # a quote, between words
+        nxt = np.where(apostrophe & (nodes == APOSTROPHE_END), APOSTROPHE_END, nxt)
+        nxt = np.where((nodes == FREE) & apostrophe, FREE, nxt)
+        return np.where(ends, ROOT, nxt)
+
+    def allowed(self, nodes: np.ndarray) -> np.ndarray:
+        """Return the mask ``[rows, symbols]`` of what each row may write next."""
+        rows = len(nodes)
+        mask = np.ones((rows, len(self.edge)), dtype=bool)
+        in_word = nodes > ROOT
+        if in_word.any():
+            words = nodes[in_word]
+            children = self.lexicon.children[words][:, self.edge[self._edge_symbols]] >= 0
+            part = np.ones((len(words), len(self.edge)), dtype=bool)
+            part[:, self._edge_symbols] = children
+            part[:, self._ending_symbols] = self._may_end(words)[:, None]
+            # The apostrophe may also end a complete word (then nothing but a non-letter).
+            apostrophes = self._edge_symbols[self.edge[self._edge_symbols] == len(LETTERS)]
+            part[:, apostrophes] |= self._may_end(words)[:, None]
+            mask[in_word] = part
+        after = nodes == APOSTROPHE_END
+        if after.any():
+            mask[np.ix_(np.flatnonzero(after), self._letter_symbols)] = False
+        return mask
+
+    def _may_end(self, nodes: np.ndarray) -> np.ndarray:
+        """A word may end at a complete node; at a node reached by an apostrophe, where the
+        word before the apostrophe was complete (the apostrophe then is not part of it)."""
+        return self.lexicon.complete[nodes] | self._apostrophe_of_complete[nodes]
+
+    @property
+    def _apostrophe_of_complete(self) -> np.ndarray:
+        cached = getattr(self, "_apostrophe_cache", None)
+        if cached is None:
+            children = self.lexicon.children[:, len(LETTERS)]
+            cached = np.zeros(len(self.lexicon.complete), dtype=bool)
+            parents = np.flatnonzero(children >= 0)
+            cached[children[parents]] = self.lexicon.complete[parents]
+            self._apostrophe_cache = cached
+        return cached
+
+    def step(self, ids: np.ndarray, state: list) -> tuple[np.ndarray, list]:
+        log_probs, model_state = self.model.step(ids, state[0])
+        nodes = self._advance(state[1], np.asarray(ids, dtype=np.int64))
+        masked = np.where(self.allowed(nodes), log_probs, -np.inf)
+        return masked, [model_state, nodes]
