@@ -1,6 +1,7 @@
 """The web page in a real browser: headless Chromium (Debian's package, driven by Playwright)
 against the app as production runs it, plain gunicorn serving the bundled model, on 127.0.0.1."""
 
+import json
 import os
 import subprocess
 import sys
@@ -228,6 +229,10 @@ def test_rate_limited_and_api_down_are_clear_error_states(page):
 
 def test_keyboard_only(page, server):
     page.goto(server.url)
+    # The slider starts at the model's measured default temperature (GET /api/model).
+    default = json.loads(urllib.request.urlopen(f"{server.url}/api/model").read())[
+        "defaults"]["temperature"]
+    page.wait_for_function(f"Number(document.getElementById('temperature').value) == {default}")
     order = []
     for _ in range(5):
         page.keyboard.press("Tab")
@@ -239,7 +244,8 @@ def test_keyboard_only(page, server):
     page.keyboard.press("Shift+Tab")
     page.keyboard.type("Our great ")
     page.keyboard.press("Tab")
-    page.keyboard.press("ArrowLeft")  # temperature 0.8 -> 0.7
+    page.keyboard.press("ArrowLeft")  # one step cooler than the default
+    assert float(page.locator("#temperature").input_value()) == pytest.approx(default - 0.1)
     page.keyboard.press("Tab")
     page.keyboard.press("Control+a")
     page.keyboard.type("1")

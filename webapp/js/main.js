@@ -152,6 +152,12 @@ function submit(event) {
 async function showModel(expectedVersion) {
   try {
     const card = await modelCard();
+    const defaults = card.defaults || {};
+    // The model's measured default temperature, unless a permalink or the user set one.
+    if (!expectedVersion && !temperatureTouched && defaults.temperature) {
+      temperatureInput.value = String(defaults.temperature);
+      showTemperature();
+    }
     const metrics = card.metrics || {};
     $("model-name").textContent = `${card.name} (version ${card.version})`;
     $("model-bits").textContent = Number(metrics.validation_bits_per_char).toFixed(3);
@@ -179,7 +185,11 @@ prefixInput.addEventListener("keydown", (event) => {
     form.requestSubmit();
   }
 });
-temperatureInput.addEventListener("input", showTemperature);
+let temperatureTouched = false;
+temperatureInput.addEventListener("input", () => {
+  temperatureTouched = true;
+  showTemperature();
+});
 form.addEventListener("submit", submit);
 
 const linked = fromLocation();
