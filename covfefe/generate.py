@@ -16,6 +16,7 @@ import numpy as np
 
 from covfefe.data.clean import clean_tweet
 from covfefe.errors import UserError
+from covfefe.rowwise import matmul
 from covfefe.text import END_ID, MAX_TWEET_CHARS, PAD_ID, UNK_ID, Vocabulary
 
 
@@ -149,10 +150,11 @@ class NumpyNetwork:
         for (kind, table, weights, bias), cell_state in zip(self._plan, state, strict=True):
             if kind == "lstm":
                 h, c = cell_state
+                # Row by row (covfefe.rowwise): a row's result must not depend on its batch.
                 if table is not None:
-                    z = table[ids] + h @ weights
+                    z = matmul(h, weights, table[ids])
                 else:
-                    z = np.concatenate([x, h], axis=-1) @ weights + bias
+                    z = matmul(np.concatenate([x, h], axis=-1), weights, bias)
                 units = h.shape[-1]  # gates i, f, g, o side by side; slices are views
                 input_forget = _sigmoid(z[:, :2 * units])
                 c = (input_forget[:, units:] * c
@@ -162,15 +164,15 @@ class NumpyNetwork:
             else:
                 kernel, recurrent = weights
                 (h,) = cell_state
-                x_in = table[ids] if table is not None else x @ kernel + bias[0]
+                x_in = table[ids] if table is not None else matmul(x, kernel, bias[0])
                 units = h.shape[-1]  # gates z, r, h side by side
-                h_in = h @ recurrent + bias[1]
+                h_in = matmul(h, recurrent, bias[1])
                 update_reset = _sigmoid(x_in[:, :2 * units] + h_in[:, :2 * units])
                 z, r = update_reset[:, :units], update_reset[:, units:]
                 h = z * h + (1 - z) * np.tanh(x_in[:, 2 * units:] + r * h_in[:, 2 * units:])
                 new_state.append((h,))
             x = h
-        return x @ self.dense_kernel + self.dense_bias, new_state
+        return matmul(x, self.dense_kernel, self.dense_bias), new_state
 
 
 @dataclass
