@@ -70,11 +70,9 @@ def _accumulate(x, w, out):
 def matmul(x: np.ndarray, w: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
     """Return ``start + x @ w`` (float32) with each row independent of the others, bit for bit.
     ``start`` is one row (broadcast, e.g. a bias) or one row per row of ``x``; None is zero."""
-    rows = x.shape[0]
-    if start is None:
-        out = np.zeros((rows, w.shape[1]), dtype=np.float32)
-    else:
-        out = np.array(np.broadcast_to(start, (rows, w.shape[1])), dtype=np.float32)
+    out = np.zeros((x.shape[0], w.shape[1]), dtype=np.float32)  # C order, as the kernel's
+    if start is not None:
+        out[...] = start
     _accumulate(np.ascontiguousarray(x, dtype=np.float32),
                 np.ascontiguousarray(w, dtype=np.float32), out)
     return out
