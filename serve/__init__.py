@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from covfefe import config
+from covfefe.engine import EngineBusy
 from covfefe.errors import UserError
 from serve.api import LIMITED_ENDPOINTS, api
 from serve.validation import RequestError
@@ -36,6 +37,36 @@ def _request_error(error: RequestError):
     if error.field:
         body["field"] = error.field
     return jsonify(body), error.status
+
+
+def _busy(error: EngineBusy):
+    """503 at once when the engine has no room: a one-line JSON error and Retry-After."""
+    response = jsonify(error=str(error))
+    response.status_code = 503
+    response.headers["Retry-After"] = str(error.retry_after)
+    return response
+
+
+def _whole_number(name: str, value, low: int) -> int:
+    if isinstance(value, bool) or not str(value).isdigit() or int(value) < low:
+        raise SystemExit(f"covfefe serve: {name} must be a whole number, at least {low}, "
+                         f"not {value!r}")
+    return int(value)
+
+
+def _start_engine(app: Flask, generator) -> None:
+    """One engine per worker (COVFEFE_ENGINE, on by default): the requests of this worker
+    are stepped together (covfefe.engine). Off, each request runs alone in its thread."""
+    from covfefe.engine import Engine
+    from serve.api import MAX_CANDIDATES
+
+    enabled = app.config["ENGINE"]
+    if str(enabled).lower() in ("0", "false", "no", "off"):
+        return
+    rows = _whole_number("ENGINE_ROWS", app.config["ENGINE_ROWS"], MAX_CANDIDATES)
+    waiting = _whole_number("ENGINE_QUEUE", app.config["ENGINE_QUEUE"], 0)
+    app.extensions["covfefe.engine"] = Engine(generator, max_rows=rows, max_queue=waiting,
+                                              retry_after=config.ENGINE_RETRY_AFTER_S)
 
 
 def _limit_blas_threads(threads: int) -> None:
@@ -61,6 +92,7 @@ def init_app(app: Flask) -> None:
                              else config.model_dir())
     app.extensions["covfefe.artifact"] = artifact
     app.extensions["covfefe.generator"] = TweetGenerator.from_artifact(artifact)
+    _start_engine(app, app.extensions["covfefe.generator"])
 
 
 def _allowed_origins(app: Flask) -> set[str]:
@@ -93,6 +125,16 @@ def _start_timer():
     g.started = time.perf_counter()
 
 
+def _engine_times() -> dict:
+    """The engine's queue wait and generation time of this request, when it used the engine."""
+    job = g.get("engine_job")
+    if job is None:
+        return {}
+    return {"queue_ms": None if job.queue_wait_s is None else round(job.queue_wait_s * 1000, 1),
+            "generation_ms": None if job.generation_s is None
+            else round(job.generation_s * 1000, 1)}
+
+
 def _log_access(response):
     """One JSON line per request: what, who, how it went, how long it took."""
     if access_log.isEnabledFor(logging.INFO):
@@ -101,7 +143,7 @@ def _log_access(response):
             "method": request.method, "path": request.path, "status": response.status_code,
             "ms": round((time.perf_counter() - started) * 1000, 1) if started else None,
             "client": request.remote_addr, "bytes": response.calculate_content_length(),
-            "agent": request.user_agent.string[:200] or None,
+            "agent": request.user_agent.string[:200] or None, **_engine_times(),
         }))
     return response
 
@@ -133,6 +175,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         PROXIES=0,
         WEBAPP_DIR=None,  # the page's folder; None: the repository's webapp/ if it is there
         BLAS_THREADS=1,  # NumPy BLAS threads per worker (see _limit_blas_threads)
+        ENGINE=config.ENGINE_ENABLED, ENGINE_ROWS=config.ENGINE_ROWS,
+        ENGINE_QUEUE=config.ENGINE_QUEUE,  # the serving engine (see _start_engine)
     )
     if test_config is None:
         app.config.from_prefixed_env("COVFEFE")
@@ -156,6 +200,7 @@ def create_app(test_config: dict | None = None) -> Flask:
             app.view_functions[endpoint])
     app.register_error_handler(HTTPException, _json_error)
     app.register_error_handler(RequestError, _request_error)
+    app.register_error_handler(EngineBusy, _busy)
     app.after_request(_cors(app))
     app.before_request(_start_timer)
     app.after_request(_log_access)

@@ -11,7 +11,7 @@ import json
 import secrets
 from datetime import UTC, datetime
 
-from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
+from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
 
 from covfefe import __version__
 from covfefe.errors import UserError
@@ -47,22 +47,32 @@ def generator():
     return current_app.extensions["covfefe.generator"]
 
 
-def _stream(values: dict):
-    """Return the generation stream (arguments checked) and the seed it uses."""
+def engine():
+    """This worker's serving engine (covfefe.engine), or None when COVFEFE_ENGINE is off."""
+    return current_app.extensions.get("covfefe.engine")
+
+
+def _stream(values: dict, streamed: bool = True):
+    """Return the generation stream (arguments checked) and the seed it uses: a job in the
+    engine (which may refuse it: EngineBusy, a 503), else the generator's own stream."""
     seed = values["seed"] if values["seed"] is not None else secrets.randbelow(MAX_SEED + 1)
+    options = dict(temperature=values["temperature"], n=values["n"],
+                   max_length=values["max_length"], seed=seed, top_k=values["top_k"],
+                   top_p=values["top_p"])
     try:
-        stream = generator().stream(
-            values["prefix"], temperature=values["temperature"], n=values["n"],
-            max_length=values["max_length"], seed=seed, top_k=values["top_k"],
-            top_p=values["top_p"])
+        if engine() is None:
+            return generator().stream(values["prefix"], **options), seed
+        g.engine_job = engine().submit(values["prefix"], streamed=streamed, **options)
+        return g.engine_job, seed
     except UserError as error:  # the prefix: characters the model cannot write, or too long
         # (the generator's other check, temperature > 0, is the field's own bound above)
         raise RequestError(str(error), "prefix") from None
-    return stream, seed
 
 
 def _complete(values: dict) -> tuple[list, int]:
-    stream, seed = _stream(values)
+    stream, seed = _stream(values, streamed=False)
+    if engine() is not None:
+        return stream.result(), seed
     return dict(stream)["done"], seed
 
 
@@ -104,13 +114,17 @@ def generate_stream():
     stream, seed = _stream(values)
 
     def events():
-        for kind, value in stream:
-            if kind == "prefix":
-                yield _event({"prefix": value, "seed": seed}, "prefix")
-            elif kind == "chars":
-                yield _event({"chars": value})
-            else:
-                yield _event(_result(values, seed, value), "done")
+        try:
+            for kind, value in stream:
+                if kind == "prefix":
+                    yield _event({"prefix": value, "seed": seed}, "prefix")
+                elif kind == "chars":
+                    yield _event({"chars": value})
+                else:
+                    yield _event(_result(values, seed, value), "done")
+        finally:  # the client hung up (or the stream ended): its rows leave the engine
+            if hasattr(stream, "close"):
+                stream.close()
 
     return Response(stream_with_context(events()), mimetype="text/event-stream",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -147,5 +161,7 @@ def openapi():
 
 @api.get("/health")
 def health():
-    """Report that the worker is up, and which version of covfefe it runs."""
-    return jsonify(status="ok", version=__version__)
+    """Report that the worker is up, which version of covfefe it runs, and its engine's
+    state: rows in flight, requests waiting, steps per second (null when it is off)."""
+    return jsonify(status="ok", version=__version__,
+                   engine=engine().stats() if engine() is not None else None)
