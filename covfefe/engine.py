@@ -149,12 +149,11 @@ class Job:
         self.admitted: float | None = None
         self.ended: float | None = None
         # Engine-thread state.
-        self.fed = 0
-        self.position = 0
-        self.ids = np.full((n, positions), PAD_ID, dtype=np.int64)
-        self.log_prob = np.zeros(n)
-        self.done = np.zeros(n, dtype=bool)
+        self.fed = 0  # symbols of `feed` stepped so far
         self.live = np.arange(n)  # the candidates still in the batch, in row order
+        self.ids = np.full((n, positions), PAD_ID, dtype=np.int64)  # filled as rows end
+        self.log_prob = np.zeros(n)
+        self.finished = np.zeros(n, dtype=bool)
 
     @property
     def queue_wait_s(self) -> float | None:
@@ -229,9 +228,10 @@ class Engine:
         self._waiting: deque[Job] = deque()
         self._reserved = 0  # rows of the jobs admitted (in flight)
         self._waiting_rows = 0  # rows of the jobs waiting
-        self._jobs: list[Job] = []  # in flight, in row order (engine thread only)
-        self._state = None
-        self._ids = np.zeros(0, dtype=np.int64)
+        self._jobs: list[Job] = []  # in flight, their rows in this order (engine thread only)
+        self._feeding: list[Job] = []  # those still feeding their prefix
+        self._state = None  # the network state of every row
+        self._rows = _Rows(generator.max_chars)  # what the engine keeps per row
         self._thread: threading.Thread | None = None
         self._stop = False
         self.steps = 0
@@ -348,7 +348,8 @@ class Engine:
                     break
                 arriving = self._admit()
             try:
-                self._join(arriving)
+                for job in arriving:
+                    self._join(job)
                 self._drop_cancelled()
                 if self._jobs:
                     self._step()
@@ -377,31 +378,32 @@ class Engine:
             arriving.append(job)
         return arriving
 
-    def _join(self, arriving: list[Job]) -> None:
-        for job in arriving:
-            fresh = self.network.initial_state(job.n)
-            self._state = fresh if self._state is None else join_rows(self._state, fresh)
-            self._ids = np.concatenate([self._ids, np.full(job.n, job.feed[0])])
-            self._jobs.append(job)
+    def _join(self, job: Job) -> None:
+        fresh = self.network.initial_state(job.n)
+        self._state = fresh if self._state is None else join_rows(self._state, fresh)
+        self._rows.add(job)
+        self._jobs.append(job)
+        self._feeding.append(job)
 
     def _drop_cancelled(self) -> None:
         if any(job.cancelled for job in self._jobs):
-            keep = np.concatenate([np.full(job.live.size, not job.cancelled)
-                                   for job in self._jobs])
             for job in self._jobs:
                 if job.cancelled:
                     self._end(job)
                     self.requests_cancelled += 1
-            self._jobs = [job for job in self._jobs if not job.cancelled]
-            self._keep_rows(keep)
+            self._remove_rows(np.array([not job.cancelled for job, _ in self._rows.owners]))
 
-    def _keep_rows(self, keep: np.ndarray) -> None:
-        if not keep.all():
-            if keep.any():
-                self._state = take_rows(self._state, keep)
-                self._ids = self._ids[keep]
-            else:
-                self._state, self._ids = None, np.zeros(0, dtype=np.int64)
+    def _remove_rows(self, keep: np.ndarray) -> None:
+        """Keep only the rows ``keep`` (a mask); the jobs that have ended leave the lists."""
+        if keep.all():
+            return
+        if keep.any():
+            self._state = take_rows(self._state, keep)
+        else:
+            self._state = None
+        self._rows.keep(keep)
+        self._jobs = [job for job in self._jobs if job.ended is None]
+        self._feeding = [job for job in self._feeding if job.ended is None]
 
     def _end(self, job: Job) -> None:
         job.ended = time.perf_counter()
@@ -409,78 +411,80 @@ class Engine:
             self._reserved -= job.n
 
     def _step(self) -> None:
-        logits, self._state = self.network.step(self._ids, self._state)
+        rows = self._rows
+        logits, self._state = self.network.step(rows.ids, self._state)
         self.steps += 1
-        self.rows_stepped += self._ids.size
-        # Which rows draw a symbol now: those whose job has fed its whole prefix.
-        sampling, spans, start = [], [], 0
-        for job in self._jobs:
-            rows = job.live.size
-            if job.fed < job.feed.size:
-                job.fed += 1
-            if job.fed == job.feed.size:
-                sampling.append(job)
-                spans.append((start, start + rows))
-            else:
-                self._ids[start:start + rows] = job.feed[job.fed]
-            start += rows
-        keep = np.ones(self._ids.size, dtype=bool)
-        if sampling:
-            index = np.concatenate([np.arange(a, b) for a, b in spans])
-            chosen = logits[index].astype(np.float64)
-            chosen[:, BANNED] = -np.inf
-            # One uniform per candidate per step, ended candidates included, in the order
-            # TweetGenerator draws them: the request's text does not depend on the batch.
-            uniforms = np.concatenate([job.rng.random(job.n)[job.live] for job in sampling])
-            sizes = [job.live.size for job in sampling]
-            symbols = sample_rows(
-                chosen, uniforms, np.repeat([job.temperature for job in sampling], sizes),
-                np.repeat([job.top_k for job in sampling], sizes),
-                np.repeat([job.top_p for job in sampling], sizes))
-            top = chosen.max(axis=1)
-            log_z = top + np.log(np.exp(chosen - top[:, None]).sum(axis=1))
-            symbol_log_prob = chosen[np.arange(symbols.size), symbols] - log_z
+        self.rows_stepped += rows.ids.size
+        if self._feeding:  # the next prefix symbol, or from now on a draw
+            start = 0
+            for job in self._jobs:
+                if job.fed < job.feed.size:
+                    job.fed += 1
+                    span = slice(start, start + job.live.size)
+                    if job.fed < job.feed.size:
+                        rows.ids[span] = job.feed[job.fed]
+                    else:
+                        rows.sampling[span] = True
+                start += job.live.size
+            self._feeding = [job for job in self._feeding if job.fed < job.feed.size]
+        index = np.flatnonzero(rows.sampling)
+        if index.size == 0:
+            return
+        chosen = logits[index].astype(np.float64)
+        chosen[:, BANNED] = -np.inf
+        drawing = [job for job in self._jobs if job.fed == job.feed.size]
+        # One uniform per candidate per step, ended candidates included, in the order
+        # TweetGenerator draws them: a request's text does not depend on the batch.
+        uniforms = np.concatenate([job.rng.random(job.n)[job.live] for job in drawing])
+        symbols = sample_rows(chosen, uniforms, rows.temperature[index], rows.top_k[index],
+                              rows.top_p[index])
+        top = chosen.max(axis=1)
+        log_z = top + np.log(np.exp(chosen - top[:, None]).sum(axis=1))
+        rows.log_prob[index] += chosen[np.arange(index.size), symbols] - log_z
+        rows.history[index, rows.length[index]] = symbols
+        rows.length[index] += 1
+        rows.ids[index] = symbols
+        ending = (symbols == END_ID) | (rows.length[index] == rows.limit[index])
+        if any(job.streamed for job in drawing):
+            texts = self._symbol_text[symbols].tolist()
             offset = 0
-            for job, (a, b) in zip(sampling, spans, strict=True):
-                mine = slice(offset, offset + b - a)
-                offset += b - a
-                self._advance(job, symbols[mine], symbol_log_prob[mine], keep[a:b])
-                self._ids[a:b] = symbols[mine]
-        ended = [job for job in self._jobs if job.ended is not None]
-        if ended:
-            self._jobs = [job for job in self._jobs if job.ended is None]
-        self._keep_rows(keep)
+            for job in drawing:
+                if job.streamed:
+                    chars = [""] * job.n
+                    for candidate, text in zip(job.live.tolist(),
+                                               texts[offset:offset + job.live.size],
+                                               strict=True):
+                        chars[candidate] = text
+                    job.events.put(("chars", chars))
+                offset += job.live.size
+        if ending.any():
+            self._finish_rows(index[ending])
 
-    def _advance(self, job: Job, symbols: np.ndarray, log_prob: np.ndarray,
-                 keep: np.ndarray) -> None:
-        """Record one step of a generating job; clear ``keep`` for its rows that leave."""
-        live = job.live
-        job.ids[live, job.position] = symbols
-        job.log_prob[live] += log_prob
-        ending = symbols == END_ID
-        job.done[live[ending]] = True
-        job.position += 1
-        if job.streamed:
-            chars = [""] * job.n
-            for candidate, text in zip(live.tolist(), self._symbol_text[symbols].tolist(),
-                                       strict=True):
-                chars[candidate] = text
-            job.events.put(("chars", chars))
-        if job.done.all() or job.position == job.positions:
-            keep[:] = False
-            self._end(job)
-            self.requests_done += 1
-            job.events.put(("generated", Generated(job.ids, job.log_prob, job.done.copy())))
-        elif ending.any():
-            keep[ending] = False
-            job.live = live[~ending]
+    def _finish_rows(self, ended: np.ndarray) -> None:
+        """Hand the rows that have ended to their jobs; end the jobs whose rows all have."""
+        rows = self._rows
+        for row in ended.tolist():
+            job, candidate = rows.owners[row]
+            length = rows.length[row]
+            job.ids[candidate, :length] = rows.history[row, :length]
+            job.log_prob[candidate] = rows.log_prob[row]
+            job.finished[candidate] = rows.history[row, length - 1] == END_ID
+            job.live = job.live[job.live != candidate]
+            if job.live.size == 0:
+                self._end(job)
+                self.requests_done += 1
+                job.events.put(("generated", Generated(job.ids, job.log_prob, job.finished)))
+        keep = np.ones(rows.ids.size, dtype=bool)
+        keep[ended] = False
+        self._remove_rows(keep)
 
     def _fail_all(self, message: str) -> None:
         for job in self._jobs:
             self._end(job)
             job.events.put(("error", message))
-        self._jobs = []
-        self._state, self._ids = None, np.zeros(0, dtype=np.int64)
+        self._jobs, self._feeding = [], []
+        self._state = None
+        self._rows = _Rows(self.generator.max_chars)
         with self._lock:
             self._waiting_rows = 0
             while self._waiting:
@@ -488,3 +492,42 @@ class Engine:
                 job.ended = time.perf_counter()
                 job.events.put(("error", message))
 
+
+class _Rows:
+    """What the engine keeps per row of the batch, in row order: the next input symbol, the
+    sampling parameters, whether the row draws yet, what it has written, its log-probability,
+    and which job and candidate it belongs to."""
+
+    def __init__(self, max_chars: int):
+        self.max_chars = max_chars
+        self.ids = np.zeros(0, dtype=np.int64)
+        self.temperature = np.zeros(0)
+        self.top_k = np.zeros(0, dtype=np.int64)
+        self.top_p = np.zeros(0)
+        self.sampling = np.zeros(0, dtype=bool)
+        self.history = np.zeros((0, max_chars), dtype=np.int64)
+        self.length = np.zeros(0, dtype=np.int64)
+        self.limit = np.zeros(0, dtype=np.int64)
+        self.log_prob = np.zeros(0)
+        self.owners: list[tuple[Job, int]] = []
+
+    _ARRAYS = ("ids", "temperature", "top_k", "top_p", "sampling", "history", "length",
+               "limit", "log_prob")
+
+    def add(self, job: Job) -> None:
+        n = job.n
+        fresh = {"ids": np.full(n, job.feed[0]), "temperature": np.full(n, job.temperature),
+                 "top_k": np.full(n, job.top_k), "top_p": np.full(n, job.top_p),
+                 "sampling": np.zeros(n, dtype=bool),
+                 "history": np.zeros((n, self.max_chars), dtype=np.int64),
+                 "length": np.zeros(n, dtype=np.int64), "limit": np.full(n, job.positions),
+                 "log_prob": np.zeros(n)}
+        for name in self._ARRAYS:
+            setattr(self, name, np.concatenate([getattr(self, name), fresh[name]]))
+        self.owners.extend((job, candidate) for candidate in range(n))
+
+    def keep(self, mask: np.ndarray) -> None:
+        for name in self._ARRAYS:
+            setattr(self, name, getattr(self, name)[mask])
+        self.owners = [owner for owner, kept in zip(self.owners, mask.tolist(), strict=True)
+                       if kept]
