@@ -1,5 +1,5 @@
-"""Benchmark: generating tweets, the v1 method vs our stateful generator; 1 vs 16 candidates;
-a serving worker's cold start and memory.
+"""Benchmark: generating tweets, the v1 method vs our stateful generator; 1 vs 16 candidates,
+alone and through the serving engine; a serving worker's cold start and memory.
 
 v1 (the original covfefe-flow) ran the last 50 characters through the network from a zero state
 for every new character. Ours runs the prefix once, then one recurrent step per character with
@@ -44,6 +44,13 @@ def stateful_steps(generator, length: int, n: int, seed: int) -> int:
     """Generate n candidates our way; return the number of steps (characters per candidate)."""
     return sum(kind == "chars" for kind, _ in generator.stream(
         "", max_length=length, n=n, seed=seed, temperature=0.8))
+
+
+def engine_steps(engine, length: int, n: int, seed: int) -> int:
+    """Generate n candidates through the serving engine, alone in it; return the steps (the
+    longest candidate's characters). Finished candidates leave the batch there."""
+    completions = engine.complete("", max_length=length, n=n, seed=seed, temperature=0.8)
+    return max(len(c.generated) + c.finished for c in completions)
 
 
 def per_char(function, repeat: int, rounds: int = 3) -> float:
@@ -97,6 +104,14 @@ def main() -> None:
                     args.tweets * 10) * args.length
     sixteen = per_char(lambda seed: stateful_steps(generator, args.length, 16, seed),
                        args.tweets * 10) * args.length
+    from covfefe.engine import Engine
+
+    engine = Engine(generator)
+    engine_one = per_char(lambda seed: engine_steps(engine, args.length, 1, seed),
+                          args.tweets * 10) * args.length
+    engine_sixteen = per_char(lambda seed: engine_steps(engine, args.length, 16, seed),
+                              args.tweets * 10) * args.length
+    engine.stop()
     index = TweetGenerator.from_artifact(model).novelty
     novelty = None
     if index is not None:
@@ -112,8 +127,14 @@ def main() -> None:
     print(f"  v1 method (re-run {WINDOW} chars per char): {v1 * 1000:9.1f} ms per tweet")
     print(f"  stateful, 1 candidate:                {ours * 1000:9.1f} ms per tweet")
     print(f"  stateful, 16 candidates in one batch: {sixteen * 1000:9.1f} ms for all 16")
+    print(f"  serving engine, 1 candidate alone:    {engine_one * 1000:9.1f} ms per tweet")
+    print(f"  serving engine, 16 candidates alone:  {engine_sixteen * 1000:9.1f} ms for all 16 "
+          f"(ended candidates leave the batch)")
     print(f"ratio v1/stateful per tweet: {v1 / ours:.0f}x faster")
     print(f"ratio 16 candidates / 1 candidate: {sixteen / ours:.2f}x the time")
+    print(f"ratio engine / stateful, 1 candidate: {engine_one / ours:.2f}x the time")
+    print(f"ratio engine, 16 candidates / 1 candidate: {engine_sixteen / engine_one:.2f}x the "
+          f"time")
     if novelty is not None:
         print(f"novelty check: {novelty * 1000:.2f} ms per tweet")
     print(f"cold start (fresh process: import, load, first tweet): {start['first_tweet_s']:.2f} s"

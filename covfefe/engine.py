@@ -427,15 +427,22 @@ class Engine:
                         rows.sampling[span] = True
                 start += job.live.size
             self._feeding = [job for job in self._feeding if job.fed < job.feed.size]
-        index = np.flatnonzero(rows.sampling)
-        if index.size == 0:
-            return
-        chosen = logits[index].astype(np.float64)
+        if self._feeding:
+            index = np.flatnonzero(rows.sampling)
+            if index.size == 0:
+                return
+            chosen = logits[index].astype(np.float64)
+            drawing = [job for job in self._jobs if job.fed == job.feed.size]
+        else:  # every row draws (the usual case): no gathering
+            index = np.arange(rows.ids.size)
+            chosen = np.ascontiguousarray(logits, dtype=np.float64)
+            drawing = self._jobs
         chosen[:, BANNED] = -np.inf
-        drawing = [job for job in self._jobs if job.fed == job.feed.size]
         # One uniform per candidate per step, ended candidates included, in the order
         # TweetGenerator draws them: a request's text does not depend on the batch.
-        uniforms = np.concatenate([job.rng.random(job.n)[job.live] for job in drawing])
+        uniforms = [job.rng.random(job.n) for job in drawing]
+        uniforms = np.concatenate([u if u.size == job.live.size else u[job.live]
+                                   for u, job in zip(uniforms, drawing, strict=True)])
         symbols = sample_rows(chosen, uniforms, rows.temperature[index], rows.top_k[index],
                               rows.top_p[index])
         top = chosen.max(axis=1)
