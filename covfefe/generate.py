@@ -85,16 +85,18 @@ class NumpyNetwork:
         """Rearrange the weights for one step: the first cell's input projection becomes a
         table (one row per symbol, so embedding and kernel cost a lookup), and in the other
         LSTM cells the input and recurrent kernels are stacked so that one matrix product does
-        both. Same arithmetic as Keras; fewer, larger products."""
+        both. Same arithmetic as Keras; fewer, larger products. Every product is row by row
+        in a fixed order (covfefe.rowwise): a sequence's numbers depend neither on the other
+        sequences of its batch nor on how many threads BLAS has."""
         plan = []
         for index, (kind, (kernel, recurrent, bias)) in enumerate(self.cells):
             if kind == "lstm":
                 if index == 0:
-                    plan.append(("lstm", self.embedding @ kernel + bias, recurrent, None))
+                    plan.append(("lstm", matmul(self.embedding, kernel, bias), recurrent, None))
                 else:
                     plan.append(("lstm", None, np.vstack([kernel, recurrent]), bias))
             else:
-                table = self.embedding @ kernel + bias[0] if index == 0 else None
+                table = matmul(self.embedding, kernel, bias[0]) if index == 0 else None
                 plan.append(("gru", table, (kernel, recurrent), bias))
         return plan
 

@@ -1,8 +1,17 @@
 """The serving engine (continuous batching) with the bundled model: the same tweets alone and
 in a crowd, rows freed when a client goes away, refusal when full, survival of bad requests."""
 
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.error
+import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +28,7 @@ from covfefe.engine import (
 from covfefe.errors import UserError
 from covfefe.generate import TweetGenerator, sample
 from covfefe.rowwise import matmul
+from tests.conftest import stop_process
 
 # Varied requests: prefixes of different lengths (fed while others generate), every sampling
 # option, 1 to 4 candidates, shorter and full lengths.
@@ -44,6 +54,12 @@ def engine(generator):
     engine = Engine(generator, max_rows=64, max_queue=64)
     yield engine
     engine.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def wait_until(condition, timeout: float = 30.0) -> None:
@@ -263,3 +279,136 @@ def test_a_failing_step_fails_its_requests_and_the_engine_keeps_serving(generato
         assert engine.complete("Hello", seed=2) == generator.complete("Hello", seed=2)
     finally:
         engine.stop()
+
+
+# Through gunicorn, as it runs in production: `covfefe serve`, one worker (so that every
+# request meets the same engine), the bundled model.
+
+
+def start_server(tmp_path, **settings) -> tuple[subprocess.Popen, str, Path]:
+    port = free_port()
+    log = tmp_path / "server.log"
+    env = {**os.environ, "COVFEFE_RATE_LIMIT": "100000 per minute",
+           **{f"COVFEFE_{name}": str(value) for name, value in settings.items()}}
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "covfefe", "serve", "--port", str(port), "--workers", "1"],
+            stdout=output, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{base}/api/health", timeout=2)
+            return process, base, log
+        except OSError:
+            assert process.poll() is None, log.read_text()
+            time.sleep(0.2)
+    stop_process(process, group=True)
+    pytest.fail(f"gunicorn did not answer within 90 s:\n{log.read_text()}")
+
+
+def post(url: str, body: dict) -> tuple[int, dict, dict]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, dict(response.headers), json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), json.loads(error.read())
+
+
+def health(base: str) -> dict:
+    with urllib.request.urlopen(f"{base}/api/health", timeout=10) as response:
+        return json.loads(response.read())["engine"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    process, base, log = start_server(tmp_path_factory.mktemp("engine-server"),
+                                      ENGINE_ROWS=64, ENGINE_QUEUE=16)
+    yield base, log
+    stop_process(process, group=True)
+
+
+@pytest.mark.network
+def test_through_gunicorn_32_requests_at_once_get_what_each_gets_alone(server, generator):
+    base, log = server
+    requests = [dict(REQUESTS[i % len(REQUESTS)], seed=500 + i) for i in range(32)]
+    for request in requests:
+        request.setdefault("max_length", 280)
+    answers = [None] * len(requests)
+    go = threading.Barrier(len(requests))
+
+    def run(index):
+        go.wait()
+        answers[index] = post(f"{base}/api/generate", requests[index])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(180)
+    for request, (status, _, body) in zip(requests, answers, strict=True):
+        assert status == 200, body
+        alone = generator.complete(**request)
+        assert [c["text"] for c in body["completions"]] == [c.text for c in alone]
+        assert [c["log_prob"] for c in body["completions"]] == [round(c.log_prob, 4)
+                                                                 for c in alone]
+    stats = health(base)
+    assert stats["requests_done"] >= 32 and stats["max_rows"] == 64 and stats["max_queue"] == 16
+    # Every answer's access log line says how long it waited for rows and how long it ran.
+    lines = [json.loads(line) for line in log.read_text().splitlines()
+             if line.startswith("{") and '"/api/generate"' in line]
+    assert len(lines) >= 32
+    assert all(line["queue_ms"] >= 0 and line["generation_ms"] > 0 for line in lines)
+
+
+@pytest.mark.network
+def test_through_gunicorn_a_client_that_hangs_up_frees_its_rows(server):
+    base, _ = server
+    cancelled = health(base)["requests_cancelled"]
+    connection = http.client.HTTPConnection(base.removeprefix("http://"), timeout=30)
+    # Wild candidates rarely end before 280 characters: the request runs for a while.
+    connection.request("GET", "/api/generate/stream?n=16&temperature=2&seed=3")
+    response = connection.getresponse()
+    assert response.status == 200
+    assert response.readline().startswith(b"event: prefix")
+    assert health(base)["rows_in_flight"] == 16  # streamed as generated, not buffered
+    connection.sock.shutdown(socket.SHUT_RDWR)
+    response.close()
+    connection.close()
+    wait_until(lambda: health(base)["rows_in_flight"] == 0)
+    assert health(base)["requests_cancelled"] == cancelled + 1
+
+
+@pytest.mark.network
+def test_through_gunicorn_a_full_engine_answers_503_at_once(tmp_path):
+    process, base, _ = start_server(tmp_path, ENGINE_ROWS=16, ENGINE_QUEUE=0)
+    try:
+        answers = [None] * 6
+        go = threading.Barrier(len(answers))
+
+        def run(index):
+            go.wait()
+            started = time.perf_counter()
+            answer = post(f"{base}/api/generate", {"n": 16, "seed": index, "prefix": "I"})
+            answers[index] = (*answer, time.perf_counter() - started)
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(answers))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(180)
+        refused = [a for a in answers if a[0] == 503]
+        served = [a for a in answers if a[0] == 200]
+        assert refused and served and len(refused) + len(served) == len(answers)
+        for _, headers, body, _ in refused:
+            assert int(headers["Retry-After"]) >= 1
+            assert list(body) == ["error"] and "the server is busy" in body["error"]
+        # Refused at once: before the request that holds the rows has its answer.
+        assert max(a[3] for a in refused) < min(a[3] for a in served)
+        assert health(base)["requests_refused"] == len(refused)
+        status, _, body = post(f"{base}/api/generate", {"prefix": "Great ", "seed": 1})
+        assert status == 200 and body["completions"][0]["text"].startswith("Great ")
+    finally:
+        stop_process(process, group=True)
