@@ -53,6 +53,30 @@ def engine_steps(engine, length: int, n: int, seed: int) -> int:
     return max(len(c.generated) + c.finished for c in completions)
 
 
+def sampling_per_step(generator, rows: int, repeat: int = 200) -> tuple[float, float]:
+    """Seconds to draw one symbol for each of ``rows`` rows with their own parameters: the
+    engine's vectorised sampling, against `sample` called once per row."""
+    from covfefe.engine import sample_rows
+    from covfefe.generate import sample
+
+    logits, _ = generator.network.step(np.arange(rows) % 80 + 3,
+                                       generator.network.initial_state(rows))
+    logits = logits.astype(np.float64)
+    rng = np.random.default_rng(0)
+    temperature, top_k = rng.uniform(0.5, 1.5, rows), rng.choice([0, 40], rows)
+    top_p = rng.choice([1.0, 0.9], rows)
+    started = time.perf_counter()
+    for _ in range(repeat):
+        sample_rows(logits.copy(), rng.random(rows), temperature, top_k, top_p)
+    together = (time.perf_counter() - started) / repeat
+    started = time.perf_counter()
+    for _ in range(repeat):
+        for row in range(rows):
+            sample(logits[row:row + 1], rng, temperature=temperature[row], top_k=top_k[row],
+                   top_p=top_p[row])
+    return together, (time.perf_counter() - started) / repeat
+
+
 def per_char(function, repeat: int, rounds: int = 3) -> float:
     """Return the seconds per generated character (per step for a batch) over ``repeat`` runs,
     the best of ``rounds`` rounds (as timeit does: the others were slowed by something else)."""
@@ -112,6 +136,7 @@ def main() -> None:
     engine_sixteen = per_char(lambda seed: engine_steps(engine, args.length, 16, seed),
                               args.tweets * 10) * args.length
     engine.stop()
+    rows_sampling, one_by_one = sampling_per_step(generator, 32)
     index = TweetGenerator.from_artifact(model).novelty
     novelty = None
     if index is not None:
@@ -135,6 +160,9 @@ def main() -> None:
     print(f"ratio engine / stateful, 1 candidate: {engine_one / ours:.2f}x the time")
     print(f"ratio engine, 16 candidates / 1 candidate: {engine_sixteen / engine_one:.2f}x the "
           f"time")
+    print(f"sampling 32 rows with their own temperature, top-k, top-p: "
+          f"{rows_sampling * 1000:.2f} ms per step vectorised, {one_by_one * 1000:.2f} ms row by "
+          f"row ({one_by_one / rows_sampling:.0f}x)")
     if novelty is not None:
         print(f"novelty check: {novelty * 1000:.2f} ms per tweet")
     print(f"cold start (fresh process: import, load, first tweet): {start['first_tweet_s']:.2f} s"
