@@ -9,6 +9,7 @@ Layout::
         saved_model/      the same network as a TensorFlow SavedModel (TF Serving signature)
         weights.npz       the weights as NumPy arrays, for the generator (no Keras needed)
         novelty.npz       hashed shingles of the training tweets (covfefe.novelty), optional
+        ngram.npz.xz      the Kneser-Ney table mixed with the network (covfefe.mixture), optional
 
 ``metadata.json`` lists every other file with its size and SHA-256, and is written last, into a
 temporary folder that is renamed into place: a folder without it, or whose files do not match
@@ -30,9 +31,9 @@ from covfefe.text import Vocabulary
 
 FORMAT = "covfefe-model"
 FORMAT_VERSION = 1
-METADATA, VOCABULARY, KERAS_MODEL, SAVED_MODEL, NOVELTY, NUMPY_WEIGHTS = (
+METADATA, VOCABULARY, KERAS_MODEL, SAVED_MODEL, NOVELTY, NUMPY_WEIGHTS, NGRAM = (
     "metadata.json", "vocabulary.json", "model.keras", "saved_model", "novelty.npz",
-    "weights.npz",
+    "weights.npz", "ngram.npz.xz",
 )
 
 
@@ -86,6 +87,17 @@ class ModelArtifact:
         path = self.path / NOVELTY
         return NoveltyIndex.load(path) if NOVELTY in self.metadata["files"] else None
 
+    @property
+    def mixture(self) -> dict | None:
+        """The metadata of the n-gram mixture (weight, order...), or None without one."""
+        return self.metadata.get("mixture") if NGRAM in self.metadata["files"] else None
+
+    def ngram_model(self):
+        """Return the artifact's `covfefe.ngram.KneserNeyModel`, or None if it has none."""
+        from covfefe.ngram import KneserNeyModel
+
+        return KneserNeyModel.load(self.path / NGRAM) if self.mixture else None
+
     def load_model(self):
         """Return the Keras network (loaded once)."""
         if self._model is None:
@@ -133,6 +145,54 @@ def save_artifact(folder: str | os.PathLike, model, vocabulary: Vocabulary, meta
             "covfefe_version": __version__,
             "files": _file_table(staging),
         }
+        (staging / METADATA).write_text(json.dumps(metadata, indent=1, ensure_ascii=False)
+                                        + "\n", encoding="utf-8")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return load_artifact(folder)
+
+
+def add_mixture(artifact: ModelArtifact, ngram, weight: float, report: dict,
+                output: str | os.PathLike | None = None) -> ModelArtifact:
+    """Write the artifact with an n-gram table and its mixture weight (into ``output``, or in
+    place) and return it loaded back. The metadata records the table, the weight and how it
+    was fitted."""
+    return update_metadata(
+        artifact, {"mixture": {"kind": "linear", "network_weight": round(float(weight), 6),
+                               "ngram_order": ngram.order, "ngram_name": ngram.name,
+                               "ngrams": int(ngram.ngrams), **report}},
+        output, files={NGRAM: ngram.save})
+
+
+def update_metadata(artifact: ModelArtifact, changes: dict,
+                    output: str | os.PathLike | None = None, files: dict | None = None
+                    ) -> ModelArtifact:
+    """Write the artifact with metadata ``changes`` and added ``files`` (name -> a function
+    writing it to a path) into ``output`` or in place, atomically as `save_artifact` does;
+    return it loaded back. The version changes: what the model gives does."""
+    folder = Path(output) if output is not None else artifact.path
+    if output is not None and folder.exists():
+        raise UserError(f"{folder} already exists: choose another folder")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        staging.chmod(0o755)
+        shutil.copytree(artifact.path, staging, dirs_exist_ok=True)
+        for name, write in (files or {}).items():
+            write(staging / name)
+        now = datetime.now(UTC)
+        metadata = {
+            **artifact.metadata,
+            **changes,
+            "version": new_version(now),
+            "created": now.isoformat(timespec="seconds"),
+            "covfefe_version": __version__,
+        }
+        metadata["files"] = _file_table(staging)
         (staging / METADATA).write_text(json.dumps(metadata, indent=1, ensure_ascii=False)
                                         + "\n", encoding="utf-8")
         if folder.exists():

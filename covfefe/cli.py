@@ -107,8 +107,18 @@ def _run_evaluate(args) -> None:
     print(evaluate_command(
         model=args.model, text=args.text, archive=args.archive, dataset=args.dataset,
         since=args.since, until=args.until, everything=args.all,
-        baseline_order=args.baseline_order, progress=not args.no_progress,
+        baseline_order=args.baseline_order, samples=args.samples,
+        temperature=args.temperature, top_p=args.top_p, sweep=args.sweep,
+        save_defaults=args.save_defaults, progress=not args.no_progress,
     ))
+
+
+def _run_mix(args) -> None:
+    from covfefe.evaluate import mix_command
+
+    print(mix_command(model=args.model, order=args.order, holdout=args.holdout,
+                      output=args.output, archive=args.archive, dataset=args.dataset,
+                      progress=not args.no_progress))
 
 
 def _run_generate(args) -> None:
@@ -246,8 +256,49 @@ def _add_evaluate(commands) -> None:
     evaluate.add_argument("--baseline-order", type=int, metavar="N",
                           help="also score a Kneser-Ney N-gram model fitted on the dataset's "
                           "tweets before the model's validation period")
+    samples = evaluate.add_argument_group(
+        "sample quality", "With --samples N: generate N tweets from fixed prefixes and seeds, "
+        "and print the share of real words, of near copies (40+ characters from one training "
+        "tweet), the mean length and the share cut at 280, for the model and for an n-gram "
+        "table alone (the model's own, or --baseline-order's).")
+    samples.add_argument("--samples", type=int, metavar="N", help="tweets to generate")
+    samples.add_argument("--temperature", type=float, metavar="T",
+                         help="sampling temperature (default: the model's default)")
+    samples.add_argument("--top-p", type=float, metavar="P",
+                         help="nucleus size (default: the model's default)")
+    samples.add_argument("--sweep", action="store_true",
+                         help="every temperature 0.5-1.1 and top-p 1, 0.95, 0.9; pick the best")
+    samples.add_argument("--save-defaults", action="store_true",
+                         help="with --sweep: save the best setting as the model's defaults")
     evaluate.add_argument("--no-progress", action="store_true", help="hide progress bars")
     evaluate.set_defaults(run=_run_evaluate)
+
+
+def _add_mix(commands) -> None:
+    mix = commands.add_parser(
+        "mix", help="add a Kneser-Ney table to a model, mixed with its network",
+        description="Count a Kneser-Ney n-gram table on the model's training tweets and mix it "
+        "with the network (p = w p_network + (1 - w) p_table): w is fitted on held-out "
+        "training tweets (the last --holdout before the fine-tuning window) by a table counted "
+        "without them. Writes the model with the table as a new version (in place, or into "
+        "--output); generation and evaluation then use the mixture.",
+    )
+    _add_model_option(mix)
+    source = mix.add_mutually_exclusive_group()
+    source.add_argument("--archive", nargs="?", const="", metavar="SOURCE",
+                        help="the tweets from an archive file, folder, glob or URL (no value: "
+                        "$COVFEFE_ARCHIVE)")
+    source.add_argument("--dataset", metavar="PATH",
+                        help="the tweets from a collected dataset (the default source: "
+                        "$COVFEFE_DATA_DIR/tweets.parquet)")
+    mix.add_argument("--order", type=int, default=9, metavar="N",
+                     help="the n-gram order (default: 9)")
+    mix.add_argument("--holdout", type=int, default=1500, metavar="TWEETS",
+                     help="training tweets held out to fit the weight (default: 1500)")
+    mix.add_argument("--output", "-o", metavar="FOLDER",
+                     help="write the mixed model here (default: replace the model)")
+    mix.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    mix.set_defaults(run=_run_mix)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -286,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     collect.set_defaults(run=_run_collect)
     _add_train(commands)
     _add_evaluate(commands)
+    _add_mix(commands)
     _add_generate(commands)
     _add_serve(commands)
     return parser

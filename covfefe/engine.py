@@ -332,6 +332,9 @@ class Engine:
                                   bool(end))
                        for row, log_prob, end in zip(generated.ids, generated.log_prob,
                                                      generated.finished, strict=True)]
+        unknown = vocabulary.unknown(job.prefix)  # prefix characters read as UNK
+        for completion in completions:
+            completion.unknown = list(unknown)
         if novelty is not None:
             for completion in completions:
                 completion.longest_shared = novelty.longest_shared(completion.text)

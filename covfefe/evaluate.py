@@ -9,8 +9,9 @@ nothing, which measures how tweets begin rather than how well the model writes.
 
 import math
 import os
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ import pandas as pd
 
 from covfefe.corpus import Corpus, SequenceBatches, encode_tweets
 from covfefe.errors import UserError
+from covfefe.mixture import log_softmax, mix_log_probs
 from covfefe.text import MAX_TWEET_CHARS, Vocabulary
 
 LN2 = math.log(2)
@@ -31,6 +33,11 @@ class Evaluation:
     texts: list[str]
     nats: np.ndarray  # -ln p summed over each tweet's scored characters
     chars: np.ndarray  # characters scored per tweet (its length: chars 2..n plus END)
+    parts: dict = field(default_factory=dict)  # a mixture's parts alone: name -> nats per tweet
+
+    def part(self, name: str) -> "Evaluation":
+        """Return the evaluation of one part of a mixture alone ("network" or "ngram")."""
+        return Evaluation(self.texts, self.parts[name], self.chars)
 
     @property
     def bits_per_char(self) -> float:
@@ -55,8 +62,10 @@ def _per_tweet(sequences: list[np.ndarray], target_nats: np.ndarray) -> np.ndarr
 
 def score_model(model, vocabulary: Vocabulary, texts: Sequence[str], *,
                 batch_size: int = 64, max_chars: int = MAX_TWEET_CHARS,
-                progress: bool = False) -> Evaluation:
-    """Score each text exactly as given with a Keras network of this vocabulary."""
+                progress: bool = False, ngram=None, weight: float | None = None
+                ) -> Evaluation:
+    """Score each text exactly as given with a Keras network of this vocabulary, mixed with an
+    n-gram model when one is given (``weight``: the network's share, `covfefe.mixture`)."""
     texts = [text for text in texts if text]
     if not texts:
         raise UserError("there are no (non-empty) tweets to evaluate")
@@ -64,18 +73,23 @@ def score_model(model, vocabulary: Vocabulary, texts: Sequence[str], *,
     batches = SequenceBatches(sequences, batch_size, shuffle=False, score_first=False)
     nats = np.zeros(len(texts))
     chars = np.zeros(len(texts), dtype=np.int64)
+    parts = {"network": np.zeros(len(texts)), "ngram": np.zeros(len(texts))} if ngram else {}
     from tqdm.auto import tqdm
 
     indices = batches.batch_indices(0)
     for batch in tqdm(indices, desc="scoring", unit="batch", disable=not progress):
         inputs, targets, weights = batches.pad(batch)
-        logits = np.asarray(model(inputs, training=False), dtype=np.float64)
-        logits -= logits.max(axis=-1, keepdims=True)
-        log_z = np.log(np.exp(logits).sum(axis=-1))
-        target_logit = np.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-        nats[batch] = ((log_z - target_logit) * weights).sum(axis=1)
+        log_probs = log_softmax(np.asarray(model(inputs, training=False)))
+        target = np.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+        if ngram is not None:  # the same targets: positions 1 .. len - 2 of each row
+            ngram_target = np.zeros_like(target)
+            ngram_target[weights > 0] = ngram.log_probs([sequences[i] for i in batch])
+            parts["network"][batch] = -(target * weights).sum(axis=1)
+            parts["ngram"][batch] = -(ngram_target * weights).sum(axis=1)
+            target = mix_log_probs(target, ngram_target, weight)
+        nats[batch] = -(target * weights).sum(axis=1)
         chars[batch] = weights.sum(axis=1).astype(np.int64)
-    return Evaluation(texts, nats, chars)
+    return Evaluation(texts, nats, chars, parts)
 
 
 def score_ngram(ngram, vocabulary: Vocabulary, texts: Sequence[str], *,
@@ -202,8 +216,15 @@ def split_like_model(metadata: dict, tweets: pd.DataFrame
 def evaluate_command(*, model: str | None = None, text: str | None = None,
                      archive: str | None = None, dataset: str | None = None, since=None,
                      until=None, everything: bool = False, baseline_order: int | None = None,
-                     progress: bool = True) -> str:
+                     samples: int | None = None, temperature: float | None = None,
+                     top_p: float | None = None, sweep: bool = False,
+                     save_defaults: bool = False, progress: bool = True) -> str:
     """Run ``covfefe evaluate`` and return what it prints (see the CLI's help)."""
+    if samples is not None:
+        return sample_command(model=model, archive=archive, dataset=dataset, samples=samples,
+                              temperature=temperature, top_p=top_p, sweep=sweep,
+                              save_defaults=save_defaults, baseline_order=baseline_order,
+                              progress=progress)
     from covfefe import config
     from covfefe.artifact import load_artifact
     from covfefe.data.collect import as_utc
@@ -231,17 +252,153 @@ def evaluate_command(*, model: str | None = None, text: str | None = None,
         lines.append(f"tweets: {'archive' if archive is not None else 'dataset'}, cleaned, "
                      f"from {since.date() if since is not None else 'the first'} "
                      f"to {until.date() if until is not None else 'the last'}")
+    mixture = artifact.mixture
     evaluation = score_model(artifact.load_model(), artifact.vocabulary, texts,
-                             max_chars=max_chars, progress=progress)
+                             max_chars=max_chars, progress=progress,
+                             ngram=artifact.ngram_model() if mixture else None,
+                             weight=mixture["network_weight"] if mixture else None)
     lines.append(evaluation.summary())
+    if mixture:
+        lines[-1] += (f" (the network mixed with its {mixture['ngram_name']} table, weight "
+                      f"{mixture['network_weight']:.3f})")
+        lines.append(f"network alone: {evaluation.part('network').summary()}")
+        lines.append(f"its n-gram table alone: {evaluation.part('ngram').summary()}")
     if baseline_order is not None:
-        from covfefe.explore import load_dataset
         from covfefe.ngram import KneserNeyModel
 
-        history, _ = split_like_model(artifact.metadata, load_dataset(dataset))
+        history, _ = split_like_model(artifact.metadata, _tweets_to_score(archive, dataset))
         ngram = KneserNeyModel(baseline_order, len(artifact.vocabulary)).fit(
             encode_tweets(history["text"], artifact.vocabulary, max_chars))
         baseline = score_ngram(ngram, artifact.vocabulary, texts, max_chars=max_chars)
         lines.append(f"baseline {ngram.name} (fitted on {len(history)} tweets before "
                      f"{validation_since.date()}): {baseline.summary()}")
+    return "\n".join(lines)
+
+
+def mixture_holdout(metadata: dict, train: pd.DataFrame, holdout: int) -> np.ndarray:
+    """Return the indices of the training tweets to fit a mixture weight on: the last
+    ``holdout`` before the network's fine-tuning window (which it trained on most), or the
+    last ``holdout`` training tweets when it had none."""
+    from covfefe.data.collect import as_utc
+
+    since = metadata.get("training", {}).get("finetune_since")
+    candidates = np.arange(len(train))
+    if since and metadata.get("training", {}).get("finetune_epochs"):
+        candidates = candidates[(train["created_at"] < as_utc(since)).to_numpy()]
+    if not 0 < holdout < len(candidates):
+        raise UserError(f"holdout must be between 1 and {len(candidates) - 1} tweets, "
+                        f"not {holdout}")
+    return candidates[-holdout:]
+
+
+def mix_command(*, model: str | None = None, order: int = 9, holdout: int = 1500,
+                output: str | None = None, archive: str | None = None,
+                dataset: str | None = None, progress: bool = True) -> str:
+    """Run ``covfefe mix``: add a Kneser-Ney table of ``order`` to a model, mixed with its
+    network by a weight fitted on held-out training tweets (`covfefe.mixture`)."""
+    from covfefe import config
+    from covfefe.artifact import NUMPY_WEIGHTS, add_mixture, load_artifact
+    from covfefe.generate import NumpyNetwork
+    from covfefe.mixture import fit_mixture
+
+    started = time.monotonic()
+    artifact = load_artifact(config.resolve(model) if model else config.model_dir())
+    max_chars = artifact.metadata.get("model", {}).get("max_chars", MAX_TWEET_CHARS)
+    train, _ = split_like_model(artifact.metadata, _tweets_to_score(archive, dataset))
+    held = mixture_holdout(artifact.metadata, train, holdout)
+    network = (NumpyNetwork.load(artifact.path / NUMPY_WEIGHTS)
+               if NUMPY_WEIGHTS in artifact.metadata["files"]
+               else NumpyNetwork.from_keras(artifact.load_model()))
+    ngram, weight, report = fit_mixture(
+        network, encode_tweets(train["text"], artifact.vocabulary, max_chars), held, order,
+        len(artifact.vocabulary), progress=progress)
+    report["holdout_period"] = [train["created_at"].iloc[held[0]].isoformat(),
+                                train["created_at"].iloc[held[-1]].isoformat()]
+    mixed = add_mixture(artifact, ngram, weight, report,
+                        config.resolve(output) if output else None)
+    bits = report["holdout_bits_per_char"]
+    return (f"model {mixed.name} {mixed.version} ({mixed.path}): the network mixed with a "
+            f"{ngram.name} table ({ngram.ngrams:,} n-grams, "
+            f"{mixed.metadata['files']['ngram.npz.xz']['bytes'] / 1e6:.1f} MB), network weight "
+            f"{weight:.3f}, fitted on {report['holdout_tweets']} held-out training tweets "
+            f"({report['holdout_period'][0][:10]} to {report['holdout_period'][1][:10]}): "
+            f"network {bits['network']:.4f}, table {bits['ngram']:.4f}, mixture "
+            f"{bits['mixture']:.4f} bits/char there; {time.monotonic() - started:.0f} s")
+
+
+SWEEP_TEMPERATURES = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1)
+SWEEP_TOP_PS = (1.0, 0.95, 0.9)
+
+
+def _quality_line(name: str, figures) -> str:
+    return (f"samples {name} (temperature {figures.temperature:g}, top_p {figures.top_p:g}): "
+            f"real_words={figures.real_word_share:.2%} near_copies={figures.near_copy_share:.2%}"
+            f" mean_length={figures.mean_length:.1f} at_limit={figures.at_limit_share:.2%} "
+            f"tweets={figures.samples}")
+
+
+def sample_command(*, model: str | None = None, archive: str | None = None,
+                   dataset: str | None = None, samples: int = 200,
+                   temperature: float | None = None, top_p: float | None = None,
+                   sweep: bool = False, save_defaults: bool = False,
+                   baseline_order: int | None = None, progress: bool = True) -> str:
+    """Run ``covfefe evaluate --samples N``: the sample figures (`covfefe.quality`) of the
+    model and of an n-gram table alone (the model's own, else one of ``baseline_order``), at the
+    model's default settings, the given ones, or over a sweep whose best setting can be saved
+    as the model's defaults."""
+    from covfefe import config
+    from covfefe.artifact import load_artifact, update_metadata
+    from covfefe.generate import TweetGenerator
+    from covfefe.ngram import KneserNeyModel
+    from covfefe.quality import choose_defaults, sample_quality, text_figures, vocabulary_of
+
+    if samples < 1:
+        raise UserError(f"samples must be a positive whole number, not {samples}")
+    if save_defaults and not sweep:
+        raise UserError("--save-defaults needs --sweep: defaults are chosen over a sweep")
+    artifact = load_artifact(config.resolve(model) if model else config.model_dir())
+    novelty = artifact.novelty_index()
+    if novelty is None:
+        raise UserError(f"model artifact {artifact.path} has no novelty index: near copies "
+                        "cannot be counted")
+    train, validation = split_like_model(artifact.metadata, _tweets_to_score(archive, dataset))
+    known = vocabulary_of(train["text"])
+    ngram = artifact.ngram_model()
+    if ngram is None or baseline_order is not None:
+        ngram = KneserNeyModel(baseline_order or 9, len(artifact.vocabulary)).fit(
+            encode_tweets(train["text"], artifact.vocabulary))
+    generators = {"model": TweetGenerator.from_artifact(artifact),
+                  f"{ngram.name} alone": TweetGenerator(ngram, artifact.vocabulary)}
+    defaults = artifact.metadata.get("defaults", {})
+    lines = [f"model {artifact.name} {artifact.version} ({artifact.path})",
+             "validation tweets: " + " ".join(f"{k}={v}" for k, v in
+                                              text_figures(list(validation["text"])).items())]
+    if not sweep:
+        settings = {"temperature": temperature or defaults.get("temperature", 1.0),
+                    "top_p": top_p or defaults.get("top_p", 1.0)}
+        for name, generator in generators.items():
+            lines.append(_quality_line(name, sample_quality(generator, known, novelty,
+                                                            samples=samples, **settings)))
+        return "\n".join(lines)
+    from covfefe.quality import sweep as run_sweep
+
+    chosen = {}
+    for name, generator in generators.items():
+        results = run_sweep(generator, known, novelty, temperatures=SWEEP_TEMPERATURES,
+                            top_ps=SWEEP_TOP_PS, samples=samples, progress=progress)
+        lines += [_quality_line(name, figures) for figures in results]
+        chosen[name] = choose_defaults(results)
+        lines.append(_quality_line(f"{name}, best", chosen[name]))
+    if save_defaults:
+        best = chosen["model"]
+        updated = update_metadata(artifact, {
+            "defaults": {"temperature": best.temperature, "top_p": best.top_p},
+            "samples": {"chosen_by": "highest real-word share with at most 2% near copies "
+                                     f"over {len(SWEEP_TEMPERATURES) * len(SWEEP_TOP_PS)} "
+                                     "settings",
+                        "model": best.as_dict(),
+                        "ngram": {"name": ngram.name, **chosen[f"{ngram.name} alone"].as_dict()},
+                        "validation": text_figures(list(validation["text"]))}})
+        lines.append(f"saved the defaults temperature {best.temperature:g}, top_p "
+                     f"{best.top_p:g} in {updated.path} (version {updated.version})")
     return "\n".join(lines)

@@ -10,7 +10,7 @@ Sampling (temperature, top-k, top-p) is a set of small pure functions over logit
 """
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -186,22 +186,21 @@ class Completion:
     log_prob: float  # natural log of the model's probability of the generated part (and END)
     finished: bool  # True when the model ended the tweet itself (END), not the length limit
     longest_shared: int | None = None  # longest run shared with a training tweet (novelty)
+    unknown: list[str] = field(default_factory=list)  # prefix characters read as UNK
 
     @property
     def text(self) -> str:
         return self.prefix + self.generated
 
 
-def normalise_prefix(prefix: str, vocabulary: Vocabulary) -> str:
+def normalise_prefix(prefix: str) -> str:
     """Clean a prefix as training text was cleaned (keeping a trailing space, which matters to
-    what comes next); UserError naming any character the vocabulary still cannot represent."""
+    what comes next). Characters the vocabulary does not hold stay in it: the network reads
+    them as the unknown symbol, as it read the archive's rare characters in training
+    (`Vocabulary.encode`), and the completion keeps the user's own characters."""
     cleaned = clean_tweet(prefix)
     if cleaned and prefix[-1:].isspace():
         cleaned += " "
-    unknown = vocabulary.unknown(cleaned)
-    if unknown:
-        raise UserError(f"the prefix holds characters the model does not know: "
-                        f"{' '.join(repr(c) for c in unknown)}")
     return cleaned
 
 
@@ -220,9 +219,12 @@ class TweetGenerator:
              for i in range(len(vocabulary))], dtype=object)
 
     @classmethod
-    def from_artifact(cls, artifact) -> "TweetGenerator":
-        """Build the generator of a `covfefe.artifact.ModelArtifact` (or its folder)."""
+    def from_artifact(cls, artifact, *, mixture: bool = True) -> "TweetGenerator":
+        """Build the generator of a `covfefe.artifact.ModelArtifact` (or its folder): the
+        network mixed with the artifact's n-gram table when it has one (unless ``mixture`` is
+        False: the network alone)."""
         from covfefe.artifact import NUMPY_WEIGHTS, ModelArtifact, load_artifact
+        from covfefe.mixture import MixedModel
 
         if not isinstance(artifact, ModelArtifact):
             artifact = load_artifact(artifact)
@@ -230,6 +232,9 @@ class TweetGenerator:
             network = NumpyNetwork.load(artifact.path / NUMPY_WEIGHTS)
         else:
             network = NumpyNetwork.from_keras(artifact.load_model())
+        if mixture and artifact.mixture:
+            network = MixedModel(network, artifact.ngram_model(),
+                                 artifact.mixture["network_weight"])
         return cls(network, artifact.vocabulary,
                    artifact.metadata.get("model", {}).get("max_chars", MAX_TWEET_CHARS),
                    artifact.novelty_index())
@@ -251,10 +256,12 @@ class TweetGenerator:
                top_p: float = 1.0) -> Iterator[tuple[str, object]]:
         """Generate as `complete` does, yielding as it goes: ``("prefix", str)`` (the cleaned
         prefix), then ``("chars", [str] * n)`` per step ("" for a finished candidate), then
-        ``("done", [Completion] * n)``. Checks the arguments before yielding anything."""
+        ``("done", [Completion] * n)``. Checks the arguments before yielding anything. A
+        prefix character outside the vocabulary is fed as the unknown symbol and listed in
+        each completion's ``unknown``."""
         if not temperature > 0:
             raise UserError(f"temperature must be above 0, not {temperature!r}")
-        prefix = normalise_prefix(prefix, self.vocabulary)
+        prefix = normalise_prefix(prefix)
         max_length = min(max_length, self.max_chars)
         if len(prefix) >= max_length:
             raise UserError(f"the prefix is {len(prefix)} characters long; it must be shorter "
@@ -289,6 +296,9 @@ class TweetGenerator:
             logits, state = self.network.step(np.where(done, END_ID, symbols), state)
         completions = [Completion(prefix, self.vocabulary.decode(row), float(lp), bool(end))
                        for row, lp, end in zip(generated, log_prob, done, strict=True)]
+        unknown = self.vocabulary.unknown(prefix)
+        for completion in completions:
+            completion.unknown = list(unknown)
         if self.novelty is not None:
             for completion in completions:
                 completion.longest_shared = self.novelty.longest_shared(completion.text)

@@ -1,24 +1,39 @@
-"""The baseline: an interpolated Kneser-Ney character n-gram model (what Markov tweet bots use).
+"""The n-gram side: an interpolated Kneser-Ney character model (what Markov tweet bots use).
 
 It reads the same id sequences as the network (``[END] + ids + [END]`` per tweet, see
 `covfefe.corpus.encode_tweets`), with the start of each tweet padded by ``order - 1`` END
-symbols, so it scores exactly the same characters and the two can be compared.
+symbols, so it scores exactly the same characters and the two can be compared, or mixed
+(`covfefe.mixture`).
 
 Counting and scoring are vectorised with NumPy: every n-gram is one int64 key (its ids in base
-``vocab_size``), counted with ``np.unique`` and looked up with ``np.searchsorted``. The highest
+``vocab_size``), counted with ``np.unique``. A level (one order) keeps only its sorted keys and
+the running total of their counts: the n-grams that continue a context ``c`` are the keys in
+``[c * base, (c + 1) * base)``, found with two ``np.searchsorted``, so the context's total and
+its number of distinct next characters are differences, not tables of their own. The highest
 order uses raw counts; lower orders use continuation counts (how many distinct characters
 precede the n-gram), with one absolute discount per order, ``D = n1 / (n1 + 2 n2)``
 (Chen & Goodman 1998, interpolated Kneser-Ney). The lowest level is uniform over the vocabulary,
 so every character has a probability above zero.
+
+The model can also generate: `initial_state` and `step` make it a drop-in for the network in
+`covfefe.generate.TweetGenerator` (the state is the last ``order - 1`` symbols of each row).
+`save` writes it compactly (a 9-gram table of the archive, 4.5 million n-grams, takes about
+4 MB): the keys of order k are stored as the index of their context among the keys of order
+k - 1 (small steps, mostly 0 or 1) plus the last symbol, and the counts as bytes, then LZMA.
 """
 
+import io
+import lzma
 import math
-from dataclasses import dataclass
+import os
+from pathlib import Path
 
 import numpy as np
 
 from covfefe.errors import UserError
 from covfefe.text import END_ID
+
+NGRAM_FORMAT_VERSION = 1
 
 
 def _windows(sequences: list[np.ndarray], order: int, *, score_first: bool
@@ -44,87 +59,234 @@ def _keys(ids: np.ndarray, positions: np.ndarray, length: int, base: int) -> np.
     return keys
 
 
-@dataclass
-class _Level:
-    """The counts of one order: n-gram keys, their counts, and per context the totals."""
-
-    keys: np.ndarray  # sorted n-gram keys
-    counts: np.ndarray  # count (raw or continuation) of each key
-    contexts: np.ndarray  # sorted context keys (key // base)
-    context_totals: np.ndarray  # sum of counts per context
-    context_types: np.ndarray  # number of distinct next characters per context
-    discount: float
-
-    @classmethod
-    def build(cls, keys: np.ndarray, counts: np.ndarray, base: int) -> "_Level":
-        n1, n2 = np.sum(counts == 1), np.sum(counts == 2)
-        discount = float(n1 / (n1 + 2 * n2)) if n1 + n2 else 0.5
-        context_of = keys // base
-        contexts, starts = np.unique(context_of, return_index=True)
-        totals = np.add.reduceat(counts, starts) if len(keys) else counts
-        types = np.diff(np.append(starts, len(keys)))
-        return cls(keys, counts, contexts, totals, types, discount)
+def _discount(counts: np.ndarray) -> float:
+    # Without singletons (a tiny or repeated corpus) the estimate would be 0, and unseen
+    # characters impossible: take 0.5 then.
+    n1, n2 = np.sum(counts == 1), np.sum(counts == 2)
+    return float(n1 / (n1 + 2 * n2)) if n1 else 0.5
 
 
-def _lookup(sorted_keys: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-    """Return the value for each wanted key, 0 where the key is absent."""
-    if len(sorted_keys) == 0:
-        return np.zeros(len(wanted), dtype=values.dtype)
-    index = np.minimum(np.searchsorted(sorted_keys, wanted), len(sorted_keys) - 1)
-    return np.where(sorted_keys[index] == wanted, values[index], 0)
+LEVEL_SHIFT = 58  # a key of order k is stored as (k << LEVEL_SHIFT) | its ids in base vocab
+_UNTAG = np.int64((1 << LEVEL_SHIFT) - 1)
 
 
 class KneserNeyModel:
-    """An interpolated Kneser-Ney character n-gram model of a given order over id sequences."""
+    """An interpolated Kneser-Ney character n-gram model of a given order over id sequences.
+
+    All orders live in one sorted int64 array, each key tagged with its order in the top bits,
+    beside the running total of the counts: one ``np.searchsorted`` finds, for every order at
+    once, the n-grams that continue a context, and the interpolation of the orders is a
+    weighted sum (the weight of order k is the product of the back-off weights above it), the
+    same arithmetic for scoring (`log_probs`) and generating (`next_probs`).
+    """
 
     def __init__(self, order: int, vocab_size: int):
         if not isinstance(order, int) or order < 1:
             raise UserError(f"the n-gram order must be a positive whole number, not {order!r}")
-        if order * math.log2(vocab_size) >= 63:
+        if order * math.log2(vocab_size) >= LEVEL_SHIFT:
             raise UserError(f"order {order} is too high for a vocabulary of {vocab_size}: "
-                            "its n-gram keys would not fit 64 bits")
+                            f"its n-gram keys would not fit {LEVEL_SHIFT} bits")
         self.order = order
         self.vocab_size = vocab_size
-        self.levels: list[_Level] = []
+        self.keys = np.zeros(0, dtype=np.int64)  # every order's sorted keys, order-tagged
+        self.cumulative = np.zeros(1, dtype=np.int64)  # counts of keys[:i] summed, at i
+        self.discounts = np.zeros(0)  # one per order, lowest first
+        self.bounds = np.zeros(order + 1, dtype=np.int64)  # keys of order k: bounds[k-1:k+1]
 
     @property
     def name(self) -> str:
         return f"kneser-ney-{self.order}gram"
 
+    @property
+    def ngrams(self) -> int:
+        """The number of distinct n-grams of all orders that the model holds."""
+        return len(self.keys)
+
+    @property
+    def nbytes(self) -> int:
+        """The memory its arrays take."""
+        return self.keys.nbytes + self.cumulative.nbytes
+
     def fit(self, sequences: list[np.ndarray]) -> "KneserNeyModel":
         """Count the n-grams of every order up to ``order`` in the training sequences."""
         ids, positions = _windows(sequences, self.order, score_first=True)
         base = self.vocab_size
-        top_keys, top_counts = np.unique(_keys(ids, positions, self.order, base),
-                                         return_counts=True)
-        levels = [_Level.build(top_keys, top_counts, base)]
-        higher = top_keys
+        keys, counts = np.unique(_keys(ids, positions, self.order, base), return_counts=True)
+        levels = [(keys, counts)]
         for length in range(self.order - 1, 0, -1):
             # Continuation count of a k-gram: distinct (k+1)-grams that end with it.
-            suffixes = higher % base**length
-            keys, counts = np.unique(suffixes, return_counts=True)
-            levels.append(_Level.build(keys, counts, base))
-            higher = keys
-        self.levels = levels[::-1]  # levels[k - 1] holds the k-grams
+            keys, counts = np.unique(keys % base**length, return_counts=True)
+            levels.append((keys, counts))
+        self._set_levels(levels[::-1])
         return self
+
+    def _set_levels(self, levels: list[tuple[np.ndarray, np.ndarray]],
+                    discounts: list[float] | None = None) -> None:
+        """Keep the (keys, counts) of each order, lowest first, in the combined arrays."""
+        self.keys = np.concatenate([
+            keys.astype(np.int64) | np.int64(length << LEVEL_SHIFT)
+            for length, (keys, _) in enumerate(levels, start=1)])
+        counts = np.concatenate([counts for _, counts in levels]).astype(np.int64)
+        cumulative = np.zeros(len(counts) + 1, dtype=np.int64)
+        np.cumsum(counts, out=cumulative[1:])
+        self.cumulative = cumulative.astype(np.uint32 if cumulative[-1] < 2**32 else np.int64)
+        self.discounts = np.array(discounts if discounts is not None
+                                  else [_discount(counts) for _, counts in levels])
+        self.bounds = np.concatenate([[0], np.cumsum([len(keys) for keys, _ in levels])])
+
+    def level(self, length: int) -> tuple[np.ndarray, np.ndarray]:
+        """Return the (keys, counts) of the n-grams of one order (copies, untagged)."""
+        start, stop = self.bounds[length - 1], self.bounds[length]
+        keys = self.keys[start:stop] & _UNTAG
+        return keys, np.diff(self.cumulative[start:stop + 1].astype(np.int64))
+
+    def _check_fitted(self) -> None:
+        if not len(self.keys):
+            raise RuntimeError("fit the model before scoring")
+
+    def _contexts(self, contexts: np.ndarray):
+        """For contexts ``[rows, order]`` (column k - 1: the context of order k, untagged),
+        return the first index of their continuations, how many there are, the back-off
+        weight of each order and its normaliser (the context's total count; 1 if unseen)."""
+        tags = np.arange(1, self.order + 1, dtype=np.int64) << LEVEL_SHIFT
+        low = tags + contexts * self.vocab_size
+        start = np.searchsorted(self.keys, low)
+        stop = np.searchsorted(self.keys, low + self.vocab_size)
+        sizes = stop - start
+        totals = (self.cumulative[stop].astype(np.float64)
+                  - self.cumulative[start].astype(np.float64))
+        seen = sizes > 0
+        totals = np.where(seen, totals, 1.0)
+        backoff = np.where(seen, self.discounts * sizes / totals, 1.0)
+        return start, sizes, backoff, totals
+
+    def _interpolate(self, discounted: np.ndarray, backoff: np.ndarray) -> np.ndarray:
+        """Return the interpolated probability from each order's discounted share
+        (``[rows, order, ...]``) and back-off weight (``[rows, order]``): order k's share
+        counts times the product of the back-off weights of the orders above it, and the
+        uniform distribution times all of them."""
+        above = np.cumprod(backoff[:, ::-1], axis=1)[:, ::-1]  # product of orders >= k
+        weights = np.concatenate([above[:, 1:], np.ones((len(backoff), 1))], axis=1)
+        weights = weights.reshape(weights.shape + (1,) * (discounted.ndim - 2))
+        return (weights * discounted).sum(axis=1) + above[:, :1].reshape(
+            (-1,) + (1,) * (discounted.ndim - 2)) / self.vocab_size
 
     def log_probs(self, sequences: list[np.ndarray]) -> np.ndarray:
         """Return the natural-log probability of every target (each tweet's chars after the
         first, then its END), in order."""
-        if not self.levels:
-            raise RuntimeError("fit the model before scoring")
+        self._check_fitted()
         ids, positions = _windows(sequences, self.order, score_first=False)
         base = self.vocab_size
-        probability = np.full(len(positions), 1.0 / base)
-        for length, level in enumerate(self.levels, start=1):
-            keys = _keys(ids, positions, length, base)
-            contexts = keys // base
-            totals = _lookup(level.contexts, level.context_totals, contexts).astype(np.float64)
-            types = _lookup(level.contexts, level.context_types, contexts).astype(np.float64)
-            counts = _lookup(level.keys, level.counts, keys).astype(np.float64)
-            seen = totals > 0
-            safe = np.where(seen, totals, 1.0)
-            interpolated = (np.maximum(counts - level.discount, 0.0) / safe
-                            + level.discount * types / safe * probability)
-            probability = np.where(seen, interpolated, probability)
-        return np.log(probability)
+        keys = np.stack([_keys(ids, positions, length, base)
+                         for length in range(1, self.order + 1)], axis=1)
+        start, sizes, backoff, totals = self._contexts(keys // base)
+        index = np.searchsorted(self.keys, keys | (np.arange(1, self.order + 1, dtype=np.int64)
+                                                   << LEVEL_SHIFT))
+        index = np.minimum(index, len(self.keys) - 1)
+        found = (index < start + sizes) & (
+            (self.keys[index] & _UNTAG) == keys)
+        counts = np.where(found, self.cumulative[index + 1].astype(np.float64)
+                          - self.cumulative[index].astype(np.float64), 0.0)
+        discounted = np.maximum(counts - self.discounts, 0.0) / totals
+        return np.log(self._interpolate(discounted, backoff))
+
+    # Generation: the same probabilities, for every next symbol of a batch of histories.
+
+    def initial_state(self, n: int) -> list[np.ndarray]:
+        """Return the state of ``n`` new tweets: ``order - 1`` END symbols each (the padding)."""
+        return [np.full((n, self.order - 1), END_ID, dtype=np.int64)]
+
+    def step(self, ids: np.ndarray, state: list[np.ndarray]
+             ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Feed one symbol per row; return the log-probability of every next symbol and the new
+        state (the same interface as `covfefe.generate.NumpyNetwork.step`)."""
+        (history,) = state
+        history = np.concatenate([history, np.asarray(ids, np.int64)[:, None]], axis=1)[:, 1:]
+        return np.log(self.next_probs(history)), [history]
+
+    def next_probs(self, history: np.ndarray) -> np.ndarray:
+        """Return the probability of each next symbol ``[rows, vocab]`` after each row of the
+        last ``order - 1`` symbols (the padded history, oldest first)."""
+        self._check_fitted()
+        rows, base = len(history), self.vocab_size
+        # The context of order k is the last k - 1 symbols, the newest least significant.
+        powers = base ** np.arange(self.order - 1, dtype=np.int64)
+        contexts = np.zeros((rows, self.order), dtype=np.int64)
+        contexts[:, 1:] = np.cumsum(history[:, ::-1] * powers, axis=1)
+        start, sizes, backoff, totals = self._contexts(contexts)
+        flat_sizes = sizes.ravel()
+        offsets = np.repeat(start.ravel() - np.cumsum(flat_sizes) + flat_sizes, flat_sizes)
+        flat = offsets + np.arange(flat_sizes.sum())
+        counts = np.zeros((rows * self.order, base))
+        symbols = (self.keys[flat] & _UNTAG) % base
+        counts[np.repeat(np.arange(rows * self.order), flat_sizes), symbols] = (
+            self.cumulative[flat + 1].astype(np.float64)
+            - self.cumulative[flat].astype(np.float64))
+        counts = counts.reshape(rows, self.order, base)
+        discounted = (np.maximum(counts - self.discounts[:, None], 0.0)
+                      / totals[:, :, None])
+        return self._interpolate(discounted, backoff)
+
+    # Storage.
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the model compactly (see the module docstring); `load` reads it back."""
+        self._check_fitted()
+        arrays = {"format_version": np.array(NGRAM_FORMAT_VERSION),
+                  "order": np.array(self.order), "vocab_size": np.array(self.vocab_size),
+                  "discounts": self.discounts}
+        previous = None
+        for length in range(1, self.order + 1):
+            keys, counts = self.level(length)
+            arrays[f"symbols{length}"] = (keys % self.vocab_size).astype(np.uint8)
+            if previous is not None:
+                contexts = keys // self.vocab_size
+                parent = np.searchsorted(previous, contexts)
+                found = previous[np.minimum(parent, len(previous) - 1)] == contexts
+                # A context that is not an n-gram of the order below (rare: the start of a cut
+                # tweet) keeps its whole key.
+                arrays[f"missing{length}"] = np.flatnonzero(~found).astype(np.uint32)
+                arrays[f"missing_keys{length}"] = keys[~found]
+                _put_small(arrays, f"steps{length}", np.diff(parent, prepend=0))
+            _put_small(arrays, f"counts{length}", counts)
+            previous = keys
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        Path(path).write_bytes(lzma.compress(buffer.getvalue(), preset=6))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "KneserNeyModel":
+        """Read a model written by `save`; UserError if the file is not one."""
+        try:
+            data = np.load(io.BytesIO(lzma.decompress(Path(path).read_bytes())))
+            version = int(data["format_version"])
+        except (OSError, lzma.LZMAError, ValueError, KeyError, EOFError) as error:
+            raise UserError(f"n-gram table {path} cannot be read ({error})") from None
+        if version != NGRAM_FORMAT_VERSION:
+            raise UserError(f"n-gram table {path} has format version {version}")
+        model = cls(int(data["order"]), int(data["vocab_size"]))
+        base, previous, levels = model.vocab_size, None, []
+        for length in range(1, model.order + 1):
+            symbols = data[f"symbols{length}"].astype(np.int64)
+            if previous is None:
+                keys = symbols
+            else:
+                parent = np.cumsum(_get_small(data, f"steps{length}"))
+                keys = previous[np.minimum(parent, len(previous) - 1)] * base + symbols
+                keys[data[f"missing{length}"]] = data[f"missing_keys{length}"]
+            levels.append((keys, _get_small(data, f"counts{length}")))
+            previous = keys
+        model._set_levels(levels, data["discounts"].tolist())
+        return model
+
+
+def _put_small(arrays: dict, name: str, values: np.ndarray) -> None:
+    """Store non-negative integers as bytes, with the few of 255 or more apart."""
+    arrays[name] = np.minimum(values, 255).astype(np.uint8)
+    arrays[name + "_large"] = values[values >= 255].astype(np.int64)
+
+
+def _get_small(data, name: str) -> np.ndarray:
+    values = data[name].astype(np.int64)
+    values[values == 255] = data[name + "_large"]
+    return values

@@ -9,11 +9,12 @@ mistakes; CORS is answered only for the configured origins.
 import json
 import logging
 import time
+import zipfile
 
 from flask import Flask, g, jsonify, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from covfefe import config
@@ -24,12 +25,18 @@ from serve.validation import RequestError
 from serve.web import web, webapp_dir
 
 MAX_BODY_BYTES = 16 * 1024
-DEFAULT_RATE_LIMIT = "60 per minute"  # per client address, on the generating routes
+DEFAULT_RATE_LIMIT = "60 per minute"  # per client address, one budget for the generating routes
 
 
 def _json_error(error: HTTPException):
-    """Answer every HTTP error with a one-line JSON body instead of an HTML page."""
-    return jsonify(error=f"{error.name}: {error.description}"), error.code
+    """Answer every HTTP error with a one-line JSON body instead of an HTML page, keeping the
+    headers the error carries (Allow on 405, as RFC 9110 requires)."""
+    response = jsonify(error=f"{error.name}: {error.description}")
+    response.status_code = error.code
+    for name, value in error.get_headers():
+        if name.lower() != "content-type":
+            response.headers.add(name, value)
+    return response
 
 
 def _request_error(error: RequestError):
@@ -44,6 +51,7 @@ def _busy(error: EngineBusy):
     response = jsonify(error=str(error))
     response.status_code = 503
     response.headers["Retry-After"] = str(error.retry_after)
+    g.busy_retry_after = error.retry_after  # kept over the rate limiter's own value
     return response
 
 
@@ -90,9 +98,16 @@ def init_app(app: Flask) -> None:
     _limit_blas_threads(app.config["BLAS_THREADS"])
     artifact = load_artifact(config.resolve(app.config["MODEL_DIR"]) if app.config.get("MODEL_DIR")
                              else config.model_dir())
+    try:
+        generator = TweetGenerator.from_artifact(artifact)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        # Checksums match what export wrote, yet the weights do not load: a damaged export.
+        raise UserError(f"the weights of the model artifact {artifact.path} cannot be read "
+                        f"({type(error).__name__}: {str(error)[:200]}); export it again"
+                        ) from None
     app.extensions["covfefe.artifact"] = artifact
-    app.extensions["covfefe.generator"] = TweetGenerator.from_artifact(artifact)
-    _start_engine(app, app.extensions["covfefe.generator"])
+    app.extensions["covfefe.generator"] = generator
+    _start_engine(app, generator)
 
 
 def _allowed_origins(app: Flask) -> set[str]:
@@ -125,26 +140,68 @@ def _start_timer():
     g.started = time.perf_counter()
 
 
-def _engine_times() -> dict:
-    """The engine's queue wait and generation time of this request, when it used the engine."""
-    job = g.get("engine_job")
-    if job is None:
-        return {}
+def _engine_times(job) -> dict:
+    """A request's queue wait and generation time in the engine (a `covfefe.engine.Job`)."""
     return {"queue_ms": None if job.queue_wait_s is None else round(job.queue_wait_s * 1000, 1),
             "generation_ms": None if job.generation_s is None
             else round(job.generation_s * 1000, 1)}
 
 
 def _log_access(response):
-    """One JSON line per request: what, who, how it went, how long it took."""
-    if access_log.isEnabledFor(logging.INFO):
-        started = g.get("started")
-        access_log.info(json.dumps({
-            "method": request.method, "path": request.path, "status": response.status_code,
-            "ms": round((time.perf_counter() - started) * 1000, 1) if started else None,
-            "client": request.remote_addr, "bytes": response.calculate_content_length(),
-            "agent": request.user_agent.string[:200] or None, **_engine_times(),
-        }))
+    """One JSON line per request: what, who, how it went, how long it took. A streamed
+    response is logged when it closes (sent in full, or its client gone), with the time and
+    bytes of the whole stream; measuring it here would consume the stream before it is sent."""
+    if not access_log.isEnabledFor(logging.INFO):
+        return response
+    started, job = g.get("started"), g.get("engine_job")
+    entry = {"method": request.method, "path": request.path, "status": response.status_code,
+             "ms": None, "client": request.remote_addr, "bytes": None,
+             "agent": request.user_agent.string[:200] or None}
+
+    def write(sent):
+        if started:
+            entry["ms"] = round((time.perf_counter() - started) * 1000, 1)
+        entry["bytes"] = sent
+        if job is not None:  # it ran in the engine: how long it waited, how long it ran
+            entry.update(_engine_times(job))
+        access_log.info(json.dumps(entry))
+
+    if not response.is_streamed:
+        write(response.calculate_content_length())
+        return response
+    sent = [0]
+
+    def counted(chunks):
+        try:
+            for chunk in chunks:
+                sent[0] += len(chunk.encode() if isinstance(chunk, str) else chunk)
+                yield chunk
+        finally:
+            if hasattr(chunks, "close"):
+                chunks.close()  # stops the generation when the client has hung up
+
+    response.response = counted(response.response)
+    response.call_on_close(lambda: write(sent[0]))
+    return response
+
+
+def _refuse_long_chunked_bodies():
+    """413 for a chunked body over the limit. It has no Content-Length to check up front, and
+    Werkzeug only stops reading at the limit: the body would be cut there and parsed."""
+    limit = request.max_content_length
+    if limit and "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+        body = request.get_data(cache=True)  # at most `limit` bytes
+        if len(body) >= limit:
+            raise RequestEntityTooLarge()
+
+
+def _retry_after_only_when_limited(response):
+    """Flask-Limiter sends Retry-After with every response; it belongs on 429 alone, and on
+    the engine's 503 with the engine's own value."""
+    if response.status_code == 503 and g.get("busy_retry_after"):
+        response.headers["Retry-After"] = str(g.busy_retry_after)
+    elif response.status_code != 429:
+        response.headers.pop("Retry-After", None)
     return response
 
 
@@ -194,15 +251,20 @@ def create_app(test_config: dict | None = None) -> Flask:
     if folder is not None:
         app.extensions["covfefe.webapp"] = folder
         app.register_blueprint(web)
+    # Registered before the limiter's own hook so that it runs after it (Flask runs them in
+    # reverse), once the limiter has added its headers.
+    app.after_request(_retry_after_only_when_limited)
     limiter = Limiter(get_remote_address, app=app)
+    # One budget per client for the three generating routes together (not one each).
+    generating = limiter.shared_limit(app.config["RATE_LIMIT"], scope="generate")
     for endpoint in LIMITED_ENDPOINTS:
-        app.view_functions[endpoint] = limiter.limit(app.config["RATE_LIMIT"])(
-            app.view_functions[endpoint])
+        app.view_functions[endpoint] = generating(app.view_functions[endpoint])
     app.register_error_handler(HTTPException, _json_error)
     app.register_error_handler(RequestError, _request_error)
     app.register_error_handler(EngineBusy, _busy)
     app.after_request(_cors(app))
     app.before_request(_start_timer)
+    app.before_request(_refuse_long_chunked_bodies)
     app.after_request(_log_access)
     if not access_log.handlers:
         handler = logging.StreamHandler()

@@ -1,7 +1,8 @@
 """gunicorn settings for the API: ``gunicorn -c python:serve.gunicorn_conf "serve:create_app()"``.
 
 Every setting can be overridden from the environment (``COVFEFE_BIND``, ``COVFEFE_WORKERS``...)
-or on the command line. Each worker loads the model once when it starts (serve.init_app).
+or on the command line. Each worker loads the model once when it starts (serve.init_app); a
+model that does not load stops the server (serve.worker).
 """
 
 import os
@@ -18,10 +19,16 @@ _engine = os.environ.get("COVFEFE_ENGINE", "1").lower() not in ("0", "false", "n
 _engine_threads = (int(os.environ.get("COVFEFE_ENGINE_ROWS", _covfefe.ENGINE_ROWS))
                    + int(os.environ.get("COVFEFE_ENGINE_QUEUE", _covfefe.ENGINE_QUEUE)) + 4)
 threads = int(os.environ.get("COVFEFE_THREADS", _engine_threads if _engine else 4))
-worker_class = "gthread"
+# gthread with a thread of its own for /api/health, request heads read by the main loop (a
+# slow client holds no thread; COVFEFE_REQUEST_READ_TIMEOUT, 5 s, to send one) and JSON error
+# pages: see serve/worker.py.
+worker_class = "serve.worker.ApiWorker"
 timeout = int(os.environ.get("COVFEFE_TIMEOUT", "30"))
 graceful_timeout = 10
-keepalive = 5
+keepalive = 5  # seconds an idle connection is kept (and a new one may wait for its request)
+# No control socket (gunicornc): nothing here uses it, and every server on a machine would
+# share its one default path.
+control_socket_disable = True
 accesslog = None  # serve.create_app writes structured JSON access logs itself
 errorlog = "-"
 loglevel = os.environ.get("COVFEFE_LOG_LEVEL", "info")

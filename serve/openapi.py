@@ -22,14 +22,15 @@ def field_schema(field: Field) -> dict:
     return schema
 
 
-def object_schema(fields: dict[str, Field]) -> dict:
-    """Return the JSON schema of a request body; an optional field may be null (its default)."""
+def object_schema(fields: dict[str, Field], *, closed: bool = True) -> dict:
+    """Return the JSON schema of a request body; an optional field may be null (its default)
+    unless it says otherwise; ``closed``: other fields are refused (else ignored)."""
     properties = {}
     for name, field in fields.items():
         properties[name] = field_schema(field)
-        if not field.required:
+        if not field.required and field.nullable:
             properties[name]["nullable"] = True
-    schema = {"type": "object", "additionalProperties": False, "properties": properties}
+    schema = {"type": "object", "additionalProperties": not closed, "properties": properties}
     required = [name for name, field in fields.items() if field.required]
     if required:
         schema["required"] = required
@@ -52,6 +53,9 @@ def openapi_document(generate_fields: dict, autocomplete_fields: dict) -> dict:
         "text": {"type": "string"}, "prefix": {"type": "string"},
         "generated": {"type": "string"}, "log_prob": {"type": "number"},
         "finished": {"type": "boolean", "description": "the model ended the tweet itself"},
+        "unknown": {"type": "array", "items": {"type": "string"},
+                    "description": "characters of the prefix the model does not know, read "
+                                   "as its unknown symbol (kept in the text)"},
         "novelty": {"type": "object", "properties": {
             "longest_shared": {"type": "integer", "nullable": True,
                                "description": "longest run shared with a training tweet"},
@@ -90,24 +94,29 @@ def openapi_document(generate_fields: dict, autocomplete_fields: dict) -> dict:
                             "event": {"type": "string", "description":
                                       "'prefix' first, 'done' last; none on the steps"},
                             "data": {"type": "string", "description":
-                                     "JSON: {prefix, seed}; then {chars: [one string per "
-                                     "candidate]} per step; then, for 'done', the same "
+                                     "JSON: {prefix, seed, unknown}; then {chars: [one "
+                                     "string per candidate]} per step; then, for 'done', the same "
                                      "object as POST /api/generate returns"}}}}}},
                     **_errors(400, 429)}}},
             "/api/autocomplete": {"post": {
                 "summary": "covfefe-flow v2: one completion of beginningOfTweet",
                 "requestBody": {**json_body, "content": {"application/json": {
-                    "schema": object_schema(autocomplete_fields)}}},
+                    "schema": object_schema(autocomplete_fields, closed=False)}}},
                 "responses": {"200": {"description": "the completion", "content": {
                     "application/json": {"schema": {"type": "object", "properties": {
                         "beginningOfTweet": {"type": "string"},
                         "temperature": {"type": "number"},
                         "autocompletedTweet": {"type": "string"},
-                        "timestamp": {"type": "string", "format": "date-time"}}}}}},
+                        "timestamp": {"type": "string", "format": "date-time"},
+                        "unknownCharacters": {"type": "array", "items": {"type": "string"},
+                                              "description": "characters of the prefix read "
+                                                             "as the unknown symbol"}}}}}},
                     **_errors(400, 413, 429)}}},
             "/api/model": {"get": {"summary": "The model card: metadata, metrics, baseline",
                                    "responses": {"200": ok}}},
-            "/api/health": {"get": {"summary": "Liveness and version", "responses": {"200": ok}}},
+            "/api/health": {"get": {"summary": "Liveness, version, and the character steps this "
+                                               "worker's streams generated",
+                                    "responses": {"200": ok}}},
             "/api/openapi.json": {"get": {"summary": "This document",
                                           "responses": {"200": ok}}},
         },

@@ -1,6 +1,7 @@
 """Request validation: every field named, typed and bounded; a mistake is a 400 naming it."""
 
 import math
+import re
 from dataclasses import dataclass
 
 from flask import Request
@@ -30,6 +31,7 @@ class Field:
     high: float | None = None  # inclusive
     low_open: bool = False
     max_length: int | None = None  # for strings
+    nullable: bool = True  # JSON null means the default (False: null is refused)
 
     def describe(self) -> str:
         if self.kind is str:
@@ -51,10 +53,11 @@ class Field:
             return value
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise wrong
-        if self.kind is int and not (isinstance(value, int) or float(value).is_integer()):
+        if isinstance(value, float) and not math.isfinite(value):
             raise wrong
-        if not math.isfinite(value):
+        if self.kind is int and not isinstance(value, int):  # 3.0 too: the schema says integer
             raise wrong
+        # Bounds compare exactly (an int of 400 digits is fine to compare, not to float()).
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
             raise wrong
         if self.high is not None and value > self.high:
@@ -62,25 +65,35 @@ class Field:
         return self.kind(value)
 
 
-def read_json(request: Request, fields: dict[str, Field]) -> dict:
-    """Return the request's JSON object with every field checked and defaults filled in."""
+# Plain ASCII numbers only: int() and float() would also take "1_6", full-width digits, "nan".
+_INTEGER = re.compile(r"[+-]?[0-9]{1,30}")
+_NUMBER = re.compile(r"[+-]?(?:[0-9]{1,30}(?:\.[0-9]{0,30})?|\.[0-9]{1,30})"
+                     r"(?:[eE][+-]?[0-9]{1,3})?")
+
+
+def read_json(request: Request, fields: dict[str, Field], *, ignore_unknown: bool = False) -> dict:
+    """Return the request's JSON object with every field checked and defaults filled in
+    (fields it does not know are refused, or left out with ``ignore_unknown``)."""
     if not request.is_json:
         raise RequestError("send a JSON object with Content-Type: application/json")
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # nested too deep for the parser; not a ValueError, so not silent
+        body = None
     if body is None:
         raise RequestError("the request body is not valid JSON")
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
     unknown = sorted(set(body) - set(fields))
-    if unknown:
+    if unknown and not ignore_unknown:
         raise RequestError(f"unknown field {unknown[0]!r}; the fields are "
                            f"{', '.join(fields)}")
     values = {}
     for name, field in fields.items():
-        if name in body and body[name] is not None:
+        if name in body and (body[name] is not None or not field.nullable):
             values[name] = field.check(name, body[name])
         elif field.required:
-            raise RequestError(f"{name} is required")
+            raise RequestError(f"{name} is required", name)
         else:
             values[name] = field.default
     return values
@@ -103,10 +116,7 @@ def read_query(request: Request, fields: dict[str, Field]) -> dict:
         if field.kind is str:
             values[name] = field.check(name, raw)
             continue
-        try:
-            number = int(raw) if field.kind is int else float(raw)
-        except ValueError:
-            raise RequestError(f"{name} must be {field.describe()}, not {raw!r}"[:300],
-                               name) from None
-        values[name] = field.check(name, number)
+        if not (_INTEGER if field.kind is int else _NUMBER).fullmatch(raw):
+            raise RequestError(f"{name} must be {field.describe()}, not {raw!r}"[:300], name)
+        values[name] = field.check(name, int(raw) if field.kind is int else float(raw))
     return values

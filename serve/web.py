@@ -7,6 +7,7 @@ In production nginx serves the same folder and Flask answers only ``/api``; with
 from pathlib import Path
 
 from flask import Blueprint, current_app, send_from_directory
+from werkzeug.routing import PathConverter
 
 DEFAULT_WEBAPP = Path(__file__).resolve().parent.parent / "webapp"
 
@@ -29,7 +30,19 @@ def index():
     return send_from_directory(current_app.extensions["covfefe.webapp"], "index.html")
 
 
-@web.get("/<path:filename>")
+class PagePathConverter(PathConverter):
+    """A path outside ``/api``: so that ``GET`` on a POST-only API route is a 405 naming the
+    methods it allows, not a 404 from this catch-all."""
+
+    regex = r"(?!api(?:/|$))[^/].*?"
+
+
+@web.record_once
+def _register_converter(state):
+    state.app.url_map.converters["page_path"] = PagePathConverter
+
+
+@web.get("/<page_path:filename>")
 def static_file(filename: str):
     """A file of the page (404 as JSON for anything else; never a path outside the folder)."""
     return send_from_directory(current_app.extensions["covfefe.webapp"], filename)

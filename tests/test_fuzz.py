@@ -24,6 +24,27 @@ def fuzz_schema(tiny_model):
     return schemathesis.openapi.from_wsgi("/api/openapi.json", app)
 
 
+def extreme_cases(schema):
+    """Examples that Hypothesis rarely reaches and that once got 500s: integers of 400 digits
+    (OverflowError on the way to a float) in JSON and in the query, and JSON nested deeper
+    than the parser's recursion limit."""
+    generate = schema["/api/generate"]["POST"]
+    stream = schema["/api/generate/stream"]["GET"]
+    autocomplete = schema["/api/autocomplete"]["POST"]
+    huge = 10**400
+    json_body = "application/json"
+    yield generate.Case(body={"seed": huge}, media_type=json_body), {}
+    yield generate.Case(body={"temperature": huge}, media_type=json_body), {}
+    yield autocomplete.Case(body={"beginningOfTweet": "x", "temperature": huge},
+                            media_type=json_body), {}
+    yield stream.Case(query={"seed": str(huge)}), {}
+    yield stream.Case(query={"temperature": str(huge)}), {}
+    yield stream.Case(query={"n": "1_6"}), {}
+    # Sent as text: Python's own JSON writer would hit its recursion limit first.
+    deep = '{"prefix": ' + "[" * 5000 + "]" * 5000 + "}"
+    yield generate.Case(body={}, media_type=json_body), {"data": deep}
+
+
 def test_a_thousand_generated_requests_get_no_server_error(fuzz_schema):
     statuses: dict[int, int] = {}
     operations = [result.ok() for result in fuzz_schema.get_all_operations()]
@@ -35,10 +56,10 @@ def test_a_thousand_generated_requests_get_no_server_error(fuzz_schema):
                       suppress_health_check=list(HealthCheck))
             def call(case):
                 # Every other check runs (server errors, status codes, response schemas, content
-                # types, negative data rejected). Not "schema-valid data is accepted": some
-                # limits cannot be written in OpenAPI (the prefix's characters must be in the
-                # model's vocabulary; the prefix must be shorter than max_length), and those
-                # requests get a 400 naming the field, which test_serve checks.
+                # types, negative data rejected). Not "schema-valid data is accepted": one
+                # limit cannot be written in OpenAPI (the prefix must be shorter than
+                # max_length), and those requests get a 400 naming the field, which test_serve
+                # checks.
                 response = case.call_and_validate(excluded_checks=[positive_data_acceptance])
                 statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
                 assert response.status_code < 500, (case.method, case.path, case.body,
@@ -48,6 +69,11 @@ def test_a_thousand_generated_requests_get_no_server_error(fuzz_schema):
                 call()
             except Unsatisfiable:  # no parameters and no body: nothing to make invalid
                 assert mode == GenerationMode.NEGATIVE and operation.method.upper() == "GET"
+    for case, raw in extreme_cases(fuzz_schema):
+        response = case.call_and_validate(excluded_checks=[positive_data_acceptance], **raw)
+        statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+        assert response.status_code == 400, (case.path, case.body, case.query, response.text)
+        assert response.json()["error"], response.text
     total = sum(statuses.values())
     print(f"fuzz: {total} requests, statuses {dict(sorted(statuses.items()))}")
     assert total >= MIN_REQUESTS, statuses

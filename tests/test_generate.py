@@ -92,12 +92,22 @@ def test_max_length_bounds_the_whole_tweet(tiny_model):
         assert len(completion.text) <= 12
 
 
-def test_a_prefix_is_cleaned_and_unknown_characters_are_named(tiny_model):
+def test_a_prefix_is_cleaned_and_unknown_characters_are_read_as_the_unknown_symbol(tiny_model):
+    from covfefe.text import UNK_CHAR
+
     generator = TweetGenerator.from_artifact(tiny_model)
     (completion,) = generator.complete("Fake &amp; “News” ", seed=1)
-    assert completion.prefix == 'Fake & "News" '
-    with pytest.raises(UserError, match="does not know: 'ж'"):
-        generator.complete("Great ж ")
+    assert completion.prefix == 'Fake & "News" ' and completion.unknown == []
+    assert "ж" not in generator.vocabulary and "中" not in generator.vocabulary
+    zhe = generator.complete("Great ж ", seed=3, n=4)
+    chinese = generator.complete("Great 中 ", seed=3, n=4)
+    for ours, other in zip(zhe, chinese, strict=True):
+        assert ours.text.startswith("Great ж ") and ours.unknown == ["ж"]
+        # Both read as the one unknown symbol: the same state, so the same continuation.
+        assert ours.generated == other.generated and ours.log_prob == other.log_prob
+        assert UNK_CHAR not in ours.generated  # the unknown symbol is never written
+    (alone,) = generator.complete("жж", seed=1)  # nothing but unknown characters
+    assert alone.prefix == "жж" and alone.unknown == ["ж"] and alone.generated
     with pytest.raises(UserError, match="temperature must be above 0"):
         generator.complete("Hi", temperature=0)
 

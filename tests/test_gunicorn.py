@@ -1,14 +1,21 @@
 """The API as it runs in production: `covfefe serve` starts gunicorn on 127.0.0.1."""
 
+import hashlib
 import json
+import os
+import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 
 import pytest
+
+from covfefe import config
+from tests.conftest import ROOT, stop_process
 
 pytestmark = pytest.mark.network
 
@@ -80,3 +87,273 @@ def test_serve_refuses_a_missing_model_before_starting(tmp_path):
                             timeout=60)
     assert result.returncode == 2
     assert "does not exist" in result.stderr
+
+
+# gunicorn as Dockerfile.serve starts it: plain `gunicorn -c python:serve.gunicorn_conf`, one
+# worker (so that /api/health reports the counter of the worker that streamed), the bundled
+# model (slow enough per step for arrival times to mean something).
+THREADS = 4
+
+
+def start_gunicorn(log, **env):
+    port = free_port()
+    settings = {"COVFEFE_BIND": f"127.0.0.1:{port}", "COVFEFE_WORKERS": "1",
+                "COVFEFE_THREADS": str(THREADS), **env}
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "python:serve.gunicorn_conf",
+             "serve:create_app()"], env={**os.environ, **settings}, cwd=ROOT,
+            stdout=output, stderr=subprocess.STDOUT)
+    return process, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def bundled(tmp_path_factory):
+    log = tmp_path_factory.mktemp("gunicorn-bundled") / "server.log"
+    process, base = start_gunicorn(log, COVFEFE_MODEL=str(config.BUNDLED_MODEL),
+                                   COVFEFE_RATE_LIMIT="100000 per minute",
+                                   COVFEFE_REQUEST_READ_TIMEOUT="1")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{base}/api/health", timeout=1)
+            break
+        except OSError:
+            assert process.poll() is None, log.read_text()
+            time.sleep(0.2)
+    else:
+        stop_process(process)
+        pytest.fail(f"gunicorn did not answer within 60 s:\n{log.read_text()}")
+    yield base, log
+    stop_process(process)
+
+
+LONG_STREAM = "/api/generate/stream?n=16&temperature=2&seed={seed}"
+
+
+def health(base) -> dict:
+    with urllib.request.urlopen(f"{base}/api/health", timeout=5) as response:
+        return json.loads(response.read())
+
+
+def timed_events(url) -> tuple[dict, list[tuple[float, str]]]:
+    """The response headers and each event's (arrival time from the request, first line)."""
+    started = time.perf_counter()
+    events = []
+    with urllib.request.urlopen(url, timeout=60) as response:
+        headers = dict(response.headers)
+        previous = b""
+        for line in response:  # an event: "event: NAME" (optional), "data: JSON", a blank
+            if line.startswith(b"event:") or (line.startswith(b"data:")
+                                              and not previous.startswith(b"event:")):
+                events.append((time.perf_counter() - started, line.decode().strip()))
+            previous = line
+    return headers, events
+
+
+def logged(log, path) -> dict:
+    """The access log's entry for ``path`` (a stream's is written as it closes, just after
+    the client has read its end)."""
+    deadline = time.monotonic() + 10
+    while True:
+        entries = [json.loads(line) for line in log.read_text().splitlines()
+                   if f'"path": "{path}"' in line]
+        if entries or time.monotonic() > deadline:
+            assert entries, log.read_text()
+            return entries[-1]
+        time.sleep(0.1)
+
+
+def test_the_stream_arrives_event_by_event_through_gunicorn(bundled):
+    base, log = bundled
+    headers, events = timed_events(base + LONG_STREAM.format(seed=1))
+    assert "Content-Length" not in headers and headers["Transfer-Encoding"] == "chunked"
+    assert events[0][1] == "event: prefix" and events[-1][1] == "event: done"
+    steps = [at for at, line in events if line.startswith("data:")]
+    first, last = events[1][0], events[-1][0]  # the first character step, and "done"
+    assert len(steps) > 50
+    # Sent as generated: the first step well before the end (buffered, they arrive together).
+    assert first < last / 2, (first, last)
+    entry = logged(log, "/api/generate/stream")
+    # Logged when the stream closed: its status, and the time of the whole stream.
+    assert entry["status"] == 200 and entry["ms"] >= (last - first) * 1000
+    assert entry["bytes"] > 1000
+
+
+def test_a_stream_whose_client_hangs_up_stops_generating(bundled):
+    base, _ = bundled
+    _, complete = timed_events(base + LONG_STREAM.format(seed=2))
+    full = sum(1 for _, line in complete if line.startswith("data:"))
+    before = health(base)["stream_steps"]
+    hung_up = 4
+    for seed in range(hung_up):
+        with socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1]))) as client:
+            client.sendall(f"GET {LONG_STREAM.format(seed=seed)} HTTP/1.1\r\n"
+                           f"Host: x\r\n\r\n".encode())
+            received = b""
+            while b"data: {\"chars\"" not in received:  # the first character step
+                received += client.recv(4096)
+    time.sleep(2)  # time enough for 4 whole generations, were they still running
+    steps = health(base)["stream_steps"] - before
+    assert full > 50 and steps < hung_up * full / 3, (steps, full)
+    time.sleep(1)
+    assert health(base)["stream_steps"] - before == steps  # and nothing runs on
+
+
+def test_health_answers_within_a_second_while_every_thread_generates(bundled):
+    base, _ = bundled
+    stop = threading.Event()
+    streams = []
+
+    def keep_streaming(seed):
+        while not stop.is_set():
+            timed_events(base + LONG_STREAM.format(seed=seed))
+            streams.append(seed)
+
+    clients = [threading.Thread(target=keep_streaming, args=(seed,))
+               for seed in range(3 * THREADS)]
+    for client in clients:
+        client.start()
+    try:
+        time.sleep(1)
+        waits = []
+        for _ in range(5):
+            before = len(streams)
+            started = time.perf_counter()
+            assert health(base)["status"] == "ok"
+            waits.append(time.perf_counter() - started)
+            time.sleep(0.3)
+        # A request that takes the thread pool waits behind the generation.
+        started = time.perf_counter()
+        urllib.request.urlopen(f"{base}/api/model", timeout=60).close()
+        model_wait = time.perf_counter() - started
+    finally:
+        stop.set()
+        for client in clients:
+            client.join(timeout=60)
+    assert before > 0 and len(streams) > before  # generation ran all along
+    assert max(waits) < 1.0, waits
+    assert max(waits) < model_wait, (waits, model_wait)
+
+
+def test_a_client_trickling_its_headers_does_not_hold_a_thread(bundled):
+    base, _ = bundled
+    address = ("127.0.0.1", int(base.rsplit(":", 1)[1]))
+    slow = [socket.create_connection(address) for _ in range(2 * THREADS)]
+    closed = []
+    try:
+        for client in slow:
+            client.sendall(b"GET /api/model HTTP/1.1\r\nHost: x\r\n")
+        tricklers = [threading.Thread(target=lambda c=client: closed.append(trickle(c)))
+                     for client in slow]
+        for trickler in tricklers:
+            trickler.start()
+        time.sleep(0.5)  # in gthread, every thread of the pool now reads a trickling request
+        assert health(base)["status"] == "ok"
+        started = time.perf_counter()
+        with urllib.request.urlopen(f"{base}/api/model", timeout=30) as response:
+            assert response.status == 200
+        # No thread waits on them (in gthread: until they stop, here 20 s).
+        assert time.perf_counter() - started < 5
+        for trickler in tricklers:
+            trickler.join(timeout=30)
+    finally:
+        for client in slow:
+            client.close()
+    # Each was closed at the deadline for its request's head (1 s here), not left to trickle.
+    assert closed == [True] * len(slow)
+
+
+def trickle(client, seconds: float = 20.0) -> bool:
+    """Send a header byte every 0.2 s until the server closes the connection (True) or the
+    time is up (False)."""
+    deadline = time.monotonic() + seconds
+    client.settimeout(0.2)
+    while time.monotonic() < deadline:
+        try:
+            client.sendall(b"X")
+            if client.recv(1024) == b"":
+                return True
+        except TimeoutError:
+            continue
+        except OSError:
+            return True
+    return False
+
+
+def bad_model_run(tmp_path, model) -> subprocess.CompletedProcess:
+    log = tmp_path / "server.log"
+    process, _ = start_gunicorn(log, COVFEFE_MODEL=str(model))
+    try:
+        process.wait(timeout=30)
+    finally:
+        stop_process(process)
+    return subprocess.CompletedProcess(process.args, process.returncode, log.read_text())
+
+
+def test_plain_gunicorn_stops_at_once_on_a_missing_model(tmp_path):
+    started = time.monotonic()
+    result = bad_model_run(tmp_path, "/nope")
+    assert time.monotonic() - started < 30  # not workers booted again and again
+    assert result.returncode == 3, result.stdout
+    assert "covfefe serve: model artifact /nope does not exist" in result.stdout
+    assert "Traceback" not in result.stdout and result.stdout.count("Booting worker") <= 2
+
+
+def test_plain_gunicorn_stops_on_weights_that_do_not_load(tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(config.BUNDLED_MODEL, model)
+    weights = model / "weights.npz"
+    weights.write_bytes(os.urandom(4096))
+    metadata = json.loads((model / "metadata.json").read_text())
+    # The checksums match: the damage is in what the file holds.
+    metadata["files"]["weights.npz"] = {"bytes": 4096,
+                                        "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
+    (model / "metadata.json").write_text(json.dumps(metadata))
+    result = bad_model_run(tmp_path, model)
+    assert result.returncode == 3, result.stdout
+    assert f"the weights of the model artifact {model} cannot be read" in result.stdout
+    assert "Traceback" not in result.stdout
+
+
+def raw_request(base, request: bytes) -> tuple[int, dict, bytes]:
+    """Send bytes as they are; return the status, headers and body of the answer."""
+    with socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1])),
+                                  timeout=30) as client:
+        client.sendall(request)
+        answer = b""
+        while chunk := client.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value for name, value in (line.split(": ", 1) for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+def chunked(body: bytes, size: int = 4096) -> bytes:
+    parts = [body[i:i + size] for i in range(0, len(body), size)]
+    return b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in parts) + b"0\r\n\r\n"
+
+
+def test_a_chunked_body_over_the_limit_is_413_not_cut_and_parsed(bundled):
+    base, _ = bundled
+    head = (b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+    big = json.dumps({"prefix": "x" * 20000}).encode()
+    status, _, body = raw_request(base, head + chunked(big))
+    assert status == 413 and json.loads(body)["error"].startswith("Request Entity Too Large")
+    small = json.dumps({"prefix": "Make ", "max_length": 20}).encode()
+    status, _, body = raw_request(base, head + chunked(small, 5))
+    assert status == 200, body
+
+
+@pytest.mark.parametrize(("request_bytes", "status"), [
+    (b"GET /api/health HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", 400),
+    (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    (b"GET /api/health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", 431),
+])
+def test_requests_gunicorn_cannot_parse_get_json_errors(bundled, request_bytes, status):
+    base, _ = bundled
+    answer_status, headers, body = raw_request(base, request_bytes)
+    assert answer_status == status and headers["content-type"] == "application/json"
+    assert len(body.splitlines()) == 1 and json.loads(body)["error"]

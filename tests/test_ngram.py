@@ -50,3 +50,47 @@ def test_unseen_characters_still_get_a_probability(vocabulary):
 def test_an_order_whose_keys_do_not_fit_64_bits_is_refused():
     with pytest.raises(UserError, match="order 12 is too high for a vocabulary of 90"):
         KneserNeyModel(12, 90)
+
+
+@pytest.mark.parametrize("order", [1, 3, 6])
+def test_stepping_gives_the_probabilities_it_scores(vocabulary, order):
+    """Generation (one step at a time, every next symbol) and scoring agree exactly."""
+    ngram = KneserNeyModel(order, len(vocabulary)).fit(encode_tweets(TEXTS[1:], vocabulary))
+    sequences = encode_tweets(["Make America Great!", "The people of Iowa"], vocabulary)
+    expected = ngram.log_probs(sequences)
+    stepped = []
+    for sequence in sequences:
+        state = ngram.initial_state(1)
+        for position in range(len(sequence) - 1):
+            log_probs, state = ngram.step(sequence[position:position + 1], state)
+            assert np.exp(log_probs).sum() == pytest.approx(1.0, abs=1e-12)
+            if position:  # the first character is not scored
+                stepped.append(log_probs[0, sequence[position + 1]])
+    np.testing.assert_allclose(stepped, expected, rtol=0, atol=1e-12)
+
+
+def test_a_batch_of_histories_gives_each_row_its_own_distribution(vocabulary):
+    ngram = KneserNeyModel(4, len(vocabulary)).fit(encode_tweets(TEXTS, vocabulary))
+    histories = np.array([vocabulary.encode(text) for text in ("Mak", "The", "zzq")])
+    batch = ngram.next_probs(histories)
+    for row, history in enumerate(histories):
+        np.testing.assert_array_equal(ngram.next_probs(history[None]), batch[row:row + 1])
+    assert batch[0].argmax() == vocabulary.encode("e")[0]  # "Mak" -> "e"
+
+
+def test_a_saved_model_loads_back_the_same_and_small(vocabulary, tmp_path):
+    sequences = encode_tweets(TEXTS, vocabulary)
+    ngram = KneserNeyModel(7, len(vocabulary)).fit(sequences)
+    ngram.save(tmp_path / "ngram.npz.xz")
+    loaded = KneserNeyModel.load(tmp_path / "ngram.npz.xz")
+    assert (loaded.order, loaded.vocab_size, loaded.ngrams) == (7, len(vocabulary), ngram.ngrams)
+    np.testing.assert_array_equal(loaded.keys, ngram.keys)
+    np.testing.assert_array_equal(loaded.log_probs(sequences), ngram.log_probs(sequences))
+    assert (tmp_path / "ngram.npz.xz").stat().st_size < ngram.nbytes / 4
+
+
+def test_a_damaged_table_is_one_sentence(tmp_path):
+    path = tmp_path / "ngram.npz.xz"
+    path.write_bytes(b"not a table")
+    with pytest.raises(UserError, match=r"n-gram table .* cannot be read"):
+        KneserNeyModel.load(path)

@@ -14,6 +14,7 @@ def test_health_reports_ok_and_version(client):
     body = response.get_json()
     assert body["status"] == "ok" and body["version"] == __version__
     assert {"rows_in_flight", "queued", "steps_per_second"} <= set(body["engine"])
+    assert isinstance(body["stream_steps"], int)
 
 
 def test_errors_are_one_line_json(client):
@@ -23,6 +24,20 @@ def test_errors_are_one_line_json(client):
     response = client.post("/api/health")
     assert response.status_code == 405
     assert "Method Not Allowed" in response.get_json()["error"]
+
+
+@pytest.mark.parametrize(("method", "path", "allowed"), [
+    ("GET", "/api/generate", {"POST", "OPTIONS"}),  # not the web page's catch-all 404
+    ("GET", "/api/autocomplete", {"POST", "OPTIONS"}),
+    ("TRACE", "/api/autocomplete", {"POST", "OPTIONS"}),
+    ("DELETE", "/api/health", {"GET", "HEAD", "OPTIONS"}),
+    ("POST", "/api/generate/stream", {"GET", "HEAD", "OPTIONS"}),
+])
+def test_a_method_a_route_does_not_take_is_405_with_allow(client, method, path, allowed):
+    response = client.open(path, method=method)
+    assert response.status_code == 405
+    assert set(response.headers["Allow"].split(", ")) == allowed  # RFC 9110 requires it
+    assert response.get_json()["error"].startswith("Method Not Allowed")
 
 
 def test_generate_completes_the_prefix_with_n_candidates(client, tiny_model):
@@ -57,12 +72,15 @@ def test_the_same_seed_reproduces_and_the_seed_used_is_returned(client):
     ({"n": 0}, "n must be a whole number at least 1 and at most 16, not 0"),
     ({"n": 17}, "n must be a whole number at least 1 and at most 16, not 17"),
     ({"n": 2.5}, "n must be a whole number"),
+    ({"n": 2.0}, "n must be a whole number"),  # as its schema says: an integer
     ({"top_p": 1.5}, "top_p must be a number above 0 and at most 1.0"),
     ({"top_k": -1}, "top_k must be a whole number at least 0"),
     ({"seed": -3}, "seed must be a whole number at least 0"),
     ({"max_length": 281}, "max_length must be a whole number at least 1 and at most 280"),
     ({"colour": "red"}, "unknown field 'colour'; the fields are prefix, temperature"),
-    ({"prefix": "Great ж"}, "the prefix holds characters the model does not know: 'ж'"),
+    ({"seed": 10**400}, "seed must be a whole number at least 0"),  # no OverflowError
+    ({"temperature": -(10**400)}, "temperature must be a number above 0"),
+    ({"n": 1e308 * 10}, "n must be a whole number"),  # Infinity, as Python's JSON writes it
     ([1, 2], "the request body must be a JSON object"),
 ])
 def test_bad_generate_requests_are_400_naming_the_field(client, body, message):
@@ -77,6 +95,11 @@ def test_bad_generate_requests_are_400_naming_the_field(client, body, message):
 
 @pytest.mark.parametrize(("data", "content_type", "status", "message"), [
     ("{not json", "application/json", 400, "the request body is not valid JSON"),
+    ("[" * 1000 + "]" * 1000, "application/json", 400, "the request body is not valid JSON"),
+    ('{"prefix": ' + "[" * 5000 + "]" * 5000 + "}", "application/json", 400,
+     "the request body is not valid JSON"),  # nested too deep: no RecursionError
+    ('{"temperature": ' + "9" * 400 + "}", "application/json", 400,
+     "temperature must be a number above 0 and at most 2.0"),
     ("prefix=x", "application/x-www-form-urlencoded", 400, "Content-Type: application/json"),
     ('{"prefix": "' + "x" * 20000 + '"}', "application/json", 413, "Request Entity Too Large"),
 ])
@@ -91,22 +114,61 @@ def test_v2_autocomplete_keeps_its_contract(client):
                            json={"beginningOfTweet": "Crooked ", "temperature": 0.5})
     assert response.status_code == 200
     body = response.get_json()
-    assert set(body) == {"beginningOfTweet", "temperature", "autocompletedTweet", "timestamp"}
+    assert set(body) == {"beginningOfTweet", "temperature", "autocompletedTweet", "timestamp",
+                         "unknownCharacters"}
     assert body["beginningOfTweet"] == "Crooked " and body["temperature"] == 0.5
     assert body["autocompletedTweet"].startswith("Crooked ")
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", body["timestamp"])
     default = client.post("/api/autocomplete", json={"beginningOfTweet": ""}).get_json()
     assert default["temperature"] == 1.0
+    # v2 took temperature 0 (the likeliest character each time) and ignored unknown fields.
+    greedy = [client.post("/api/autocomplete", json={"beginningOfTweet": "The ",
+                                                     "temperature": 0, "colour": "red"})
+              for _ in range(2)]
+    assert [r.status_code for r in greedy] == [200, 200]
+    assert greedy[0].get_json()["temperature"] == 0
+    assert greedy[0].get_json()["autocompletedTweet"] == greedy[1].get_json()[
+        "autocompletedTweet"]
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    ({}, "beginningOfTweet is required"),
-    ({"beginningOfTweet": "x" * 51}, "it must be at most 50"),
-    ({"beginningOfTweet": "x", "temperature": 1.3}, "at most 1.2"),
+@pytest.mark.parametrize(("body", "field", "message"), [
+    ({}, "beginningOfTweet", "beginningOfTweet is required"),
+    ({"beginningOfTweet": None}, "beginningOfTweet", "beginningOfTweet is required"),
+    ({"beginningOfTweet": "x" * 51}, "beginningOfTweet", "it must be at most 50"),
+    ({"beginningOfTweet": "x", "temperature": 1.3}, "temperature", "at most 1.2"),
+    ({"beginningOfTweet": "x", "temperature": None}, "temperature", "not None"),  # not in v2
+    ({"beginningOfTweet": "x", "temperature": 10**400}, "temperature", "at most 1.2"),
 ])
-def test_bad_v2_requests_are_400(client, body, message):
+def test_bad_v2_requests_are_400(client, body, field, message):
     response = client.post("/api/autocomplete", json=body)
-    assert response.status_code == 400 and message in response.get_json()["error"]
+    assert response.status_code == 400
+    assert message in response.get_json()["error"] and response.get_json()["field"] == field
+
+
+UNKNOWN_PREFIX = "I <3 Ärzte 中 "  # none of these in the tiny model's vocabulary
+
+
+def test_a_prefix_with_unknown_characters_completes_on_every_route(client, tiny_model):
+    vocabulary = tiny_model.vocabulary
+    unknown = sorted({char for char in UNKNOWN_PREFIX if char not in vocabulary})
+    assert {"<", "Ä", "中"} <= set(unknown)
+    posted = client.post("/api/generate", json={"prefix": UNKNOWN_PREFIX, "n": 2, "seed": 4})
+    assert posted.status_code == 200
+    for completion in posted.get_json()["completions"]:
+        assert completion["text"].startswith(UNKNOWN_PREFIX)  # the user's own characters
+        assert completion["unknown"] == unknown and "\ufffd" not in completion["generated"]
+    streamed = client.get("/api/generate/stream",
+                          query_string={"prefix": UNKNOWN_PREFIX, "n": "2", "seed": "4"})
+    events = parse_events(streamed.get_data(as_text=True))
+    assert events[0] == ("prefix", {"prefix": UNKNOWN_PREFIX, "seed": 4, "unknown": unknown})
+    assert events[-1][1]["completions"] == posted.get_json()["completions"]
+    v2 = client.post("/api/autocomplete", json={"beginningOfTweet": UNKNOWN_PREFIX})
+    assert v2.status_code == 200
+    assert v2.get_json()["autocompletedTweet"].startswith(UNKNOWN_PREFIX)
+    assert v2.get_json()["unknownCharacters"] == unknown
+    only = client.post("/api/generate", json={"prefix": "中中", "seed": 1})
+    assert only.status_code == 200  # nothing but unknown characters: still an answer
+    assert only.get_json()["completions"][0]["text"].startswith("中中")
 
 
 def test_cors_is_answered_for_configured_origins_only(client):
@@ -152,7 +214,7 @@ def test_the_stream_sends_characters_as_they_come_then_the_result(client):
     assert response.status_code == 200
     assert response.mimetype == "text/event-stream"
     events = parse_events(response.get_data(as_text=True))
-    assert events[0] == ("prefix", {"prefix": "Make ", "seed": 11})
+    assert events[0] == ("prefix", {"prefix": "Make ", "seed": 11, "unknown": []})
     kind, result = events[-1]
     assert kind == "done"
     steps = [data["chars"] for kind, data in events[1:-1]]
@@ -169,6 +231,11 @@ def test_the_stream_sends_characters_as_they_come_then_the_result(client):
     ({"n": "many"}, "n must be a whole number at least 1 and at most 16, not 'many'"),
     ({"temperature": "-1"}, "temperature must be a number above 0"),
     ({"mood": "angry"}, "unknown parameter 'mood'"),
+    ({"seed": "9" * 400}, "seed must be a whole number"),  # no OverflowError
+    ({"temperature": "9" * 400}, "temperature must be a number"),
+    ({"n": "1_6"}, "n must be a whole number"),  # int() would take it
+    ({"n": "\uff11\uff16"}, "n must be a whole number"),  # full-width digits
+    ({"temperature": "nan"}, "temperature must be a number"),
 ])
 def test_bad_stream_requests_are_400_before_streaming(client, query, message):
     response = client.get("/api/generate/stream", query_string=query)
@@ -183,12 +250,10 @@ def test_a_client_over_the_rate_limit_gets_429(tiny_model):
     statuses = [client.post("/api/generate", json={"max_length": 5}).status_code
                 for _ in range(4)]
     assert statuses == [200, 200, 200, 429]
-    limited = client.post("/api/autocomplete", json={"beginningOfTweet": "x"})
-    assert limited.status_code == 200  # each route has its own budget
     response = client.post("/api/generate", json={})
     assert response.status_code == 429
     assert response.get_json()["error"].startswith("Too Many Requests: 3 per 1 minute")
-    assert response.headers["Retry-After"]
+    assert 0 < int(response.headers["Retry-After"]) <= 60
     other_client = client.post("/api/generate", json={"max_length": 5},
                                environ_base={"REMOTE_ADDR": "10.0.0.9"})
     assert other_client.status_code == 200
@@ -292,3 +357,22 @@ def test_a_bad_blas_threads_setting_stops_the_app(tiny_model):
 
     with pytest.raises(SystemExit, match="BLAS_THREADS must be a whole number"):
         create_app({"MODEL_DIR": str(tiny_model.path), "BLAS_THREADS": "many"})
+
+
+def test_the_generating_routes_share_one_budget_per_client(tiny_model):
+    from serve import create_app
+
+    client = create_app({"TESTING": True, "MODEL_DIR": str(tiny_model.path),
+                         "RATE_LIMIT": "3 per minute"}).test_client()
+    calls = [lambda: client.post("/api/generate", json={"max_length": 5}),
+             lambda: client.get("/api/generate/stream", query_string={"max_length": "5"}),
+             lambda: client.post("/api/autocomplete", json={"beginningOfTweet": "x"})]
+    answers = [call() for call in calls]
+    assert [answer.status_code for answer in answers] == [200, 200, 200]
+    # Retry-After belongs to a 429 (the X-RateLimit headers say where the budget stands).
+    assert all("Retry-After" not in answer.headers for answer in answers)
+    assert [answers[-1].headers[name] for name in ("X-RateLimit-Limit",
+                                                   "X-RateLimit-Remaining")] == ["3", "0"]
+    refused = [call() for call in calls]  # the budget is spent, whichever the route
+    assert [answer.status_code for answer in refused] == [429, 429, 429]
+    assert all(int(answer.headers["Retry-After"]) > 0 for answer in refused)

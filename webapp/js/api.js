@@ -79,7 +79,7 @@ export async function readEvents(body, onEvent) {
 }
 
 /**
- * Generate completions, streaming: handlers.onStart({prefix, seed}),
+ * Generate completions, streaming: handlers.onStart({prefix, seed, unknown}),
  * handlers.onChars([char per candidate]), and the result (as POST /api/generate returns it)
  * resolves the promise.
  */

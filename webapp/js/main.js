@@ -43,6 +43,7 @@ function showCount() {
 function clearErrors() {
   banner.hidden = true;
   banner.textContent = "";
+  $("prefix-note").textContent = "";
   for (const id of Object.values(FIELDS)) {
     $(id).removeAttribute("aria-invalid");
     $(`${id}-error`).textContent = "";
@@ -72,6 +73,14 @@ function showError(error) {
   }
 }
 
+// Characters the model never learned are read as "some rare character": say so, quietly.
+function showUnknown(unknown) {
+  if (!unknown.length) return;
+  const list = unknown.map((char) => `“${char}”`).join(", ");
+  $("prefix-note").textContent = `The model does not know ${list}: it reads ` +
+    `${unknown.length > 1 ? "them" : "it"} as a rare character.`;
+}
+
 function setBusy(busy) {
   form.setAttribute("aria-busy", String(busy));
   button.disabled = busy;
@@ -98,7 +107,10 @@ async function run({ prefix, temperature, n, seed, highlight = null }) {
   results.replaceChildren(...cards.map((card) => card.root));
   try {
     const result = await generate({ prefix, temperature, n, seed }, {
-      onStart: (start) => cards.forEach((card) => card.setPrefix(start.prefix)),
+      onStart: (start) => {
+        cards.forEach((card) => card.setPrefix(start.prefix));
+        showUnknown(start.unknown || []);
+      },
       onChars: (chars) => chars.forEach((char, index) => cards[index].append(char)),
     }, controller.signal);
     const state = { prefix, temperature, n, seed: result.seed, model: result.model.version };

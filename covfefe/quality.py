@@ -1,0 +1,107 @@
+"""Sample quality: what a reader sees in generated tweets, measured.
+
+For a fixed set of prefixes and seeds, a generator writes ``samples`` tweets; the figures are:
+
+- ``real_word_share``: of the words it wrote (runs of letters with inner apostrophes, compared
+  case-insensitively), the share that occur in the training tweets. "understanded" is not one.
+- ``near_copy_share``: the share of tweets holding a run of ``NEAR_COPY_RUN`` characters or
+  more from one training tweet (the artifact's novelty index knows the runs).
+- ``mean_length`` and ``at_limit_share``: characters per tweet, and the share that did not end
+  by themselves but ran into the 280-character limit.
+
+The same figures for any generator (the network, the mixture, the n-gram table alone: each
+is a `covfefe.generate.TweetGenerator`), so they stand side by side; `sweep` runs them over
+temperatures and nucleus sizes, and `choose_defaults` picks the settings a user gets.
+"""
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from covfefe.text import MAX_TWEET_CHARS
+
+WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)*")
+NEAR_COPY_RUN = 40  # characters in a row from one training tweet
+MAX_NEAR_COPY_SHARE = 0.02  # what the chosen defaults may copy at most
+PREFIXES = ("", "The ", "I will ", "Crooked Hillary ", "Make America ", "The Fake News ",
+            "Democrats ", "Thank you ", "China ", "Great ")
+
+
+def words(text: str) -> list[str]:
+    """Return the words of a text, lower-cased."""
+    return [word.lower() for word in WORD.findall(text)]
+
+
+def vocabulary_of(texts: Iterable[str]) -> set[str]:
+    """Return the set of words (lower-cased) of a collection of tweets."""
+    known: set[str] = set()
+    for text in texts:
+        known.update(words(text))
+    return known
+
+
+@dataclass
+class SampleQuality:
+    """The figures of one set of samples (see the module docstring)."""
+
+    samples: int
+    temperature: float
+    top_p: float
+    real_word_share: float
+    near_copy_share: float
+    mean_length: float
+    at_limit_share: float
+    words: int
+
+    def as_dict(self) -> dict:
+        return {key: round(value, 4) if isinstance(value, float) else value
+                for key, value in asdict(self).items()}
+
+
+def sample_quality(generator, known_words: set[str], novelty, *, samples: int = 200,
+                   temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
+                   prefixes: Sequence[str] = PREFIXES) -> SampleQuality:
+    """Generate ``samples`` tweets (an equal share per prefix, seeded) and measure them."""
+    per_prefix = max(1, samples // len(prefixes))
+    written, known, copies, lengths, at_limit = 0, 0, 0, [], 0
+    for number, prefix in enumerate(prefixes):
+        for completion in generator.complete(prefix, temperature=temperature, top_p=top_p,
+                                             n=per_prefix, seed=seed + number):
+            generated = words(completion.generated)
+            written += len(generated)
+            known += sum(word in known_words for word in generated)
+            copies += novelty.longest_shared(completion.text) >= NEAR_COPY_RUN
+            lengths.append(len(completion.text))
+            at_limit += not completion.finished and len(completion.text) >= MAX_TWEET_CHARS
+    total = len(lengths)
+    return SampleQuality(total, temperature, top_p, known / max(written, 1), copies / total,
+                         float(np.mean(lengths)), at_limit / total, written)
+
+
+def text_figures(texts: Sequence[str]) -> dict:
+    """Return the length figures of real tweets (for the samples to be compared with)."""
+    lengths = np.array([len(text) for text in texts])
+    return {"tweets": len(lengths), "mean_length": round(float(lengths.mean()), 1),
+            "at_limit_share": round(float((lengths >= MAX_TWEET_CHARS).mean()), 4)}
+
+
+def sweep(generator, known_words: set[str], novelty, *, temperatures: Sequence[float],
+          top_ps: Sequence[float] = (1.0,), samples: int = 200, seed: int = 0,
+          progress: bool = False) -> list[SampleQuality]:
+    """Return the sample figures at every temperature and nucleus size given."""
+    from tqdm.auto import tqdm
+
+    settings = [(t, p) for p in top_ps for t in temperatures]
+    return [sample_quality(generator, known_words, novelty, samples=samples, temperature=t,
+                           top_p=p, seed=seed)
+            for t, p in tqdm(settings, desc="sampling", unit="setting", disable=not progress)]
+
+
+def choose_defaults(results: Sequence[SampleQuality],
+                    max_near_copies: float = MAX_NEAR_COPY_SHARE) -> SampleQuality:
+    """Return the setting with the highest real-word share among those that copy at most
+    ``max_near_copies`` of their tweets (the warmest such one on a tie)."""
+    allowed = [r for r in results if r.near_copy_share <= max_near_copies] or list(results)
+    return max(allowed, key=lambda r: (r.real_word_share, r.temperature))

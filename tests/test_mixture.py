@@ -1,0 +1,123 @@
+"""The network mixed with an n-gram table: fitted on held-out tweets, scored and generated alike."""
+
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+
+from covfefe.artifact import NGRAM, load_artifact
+from covfefe.corpus import encode_tweets
+from covfefe.evaluate import score_model
+from covfefe.generate import TweetGenerator
+from covfefe.mixture import MixedModel, fit_weight, mix_log_probs
+from tests.test_cli import covfefe
+
+SUMMARY = re.compile(r"^bits_per_char=(\d+\.\d{4}) chars=(\d+) tweets=(\d+)", re.MULTILINE)
+
+
+@pytest.fixture(scope="module")
+def mixed_model(tiny_model, tiny_tweets, tmp_path_factory):
+    """The tiny model with a 5-gram table, made by the `covfefe mix` command."""
+    output = tmp_path_factory.mktemp("mixed") / "model"
+    result = covfefe("mix", "--model", str(tiny_model.path), "--dataset", str(tiny_tweets),
+                     "--order", "5", "--holdout", "60", "--output", str(output),
+                     "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "kneser-ney-5gram" in result.stdout
+    return load_artifact(output)
+
+
+def test_the_weight_is_the_one_of_highest_likelihood():
+    rng = np.random.default_rng(0)
+    network, ngram = np.log(rng.uniform(0.01, 1, 5000)), np.log(rng.uniform(0.01, 1, 5000))
+    weight = fit_weight(network, ngram)
+    grid = np.linspace(0.01, 0.99, 981)
+    best = grid[np.argmax([mix_log_probs(network, ngram, w).sum() for w in grid])]
+    assert weight == pytest.approx(best, abs=2e-3)
+
+
+def test_mix_writes_a_new_version_with_the_table_and_its_weight(mixed_model, tiny_model):
+    mixture = mixed_model.mixture
+    assert NGRAM in mixed_model.metadata["files"]
+    assert mixed_model.version != tiny_model.version
+    assert 0 < mixture["network_weight"] < 1
+    assert mixture["ngram_order"] == 5 and mixture["holdout_tweets"] == 60
+    bits = mixture["holdout_bits_per_char"]
+    # The weight maximises the likelihood there: the mixture beats both of its parts.
+    assert bits["mixture"] <= min(bits["network"], bits["ngram"])
+    assert tiny_model.mixture is None  # the original is untouched
+
+
+def test_generation_and_evaluation_give_a_tweet_the_same_probability(mixed_model):
+    """The generator's steps (NumPy network + table) and `covfefe evaluate`'s scoring (Keras
+    network + table) are the same mixture."""
+    text = "Make America Great Again, the Fake News says."
+    evaluation = score_model(mixed_model.load_model(), mixed_model.vocabulary, [text],
+                             ngram=mixed_model.ngram_model(),
+                             weight=mixed_model.mixture["network_weight"])
+    generator = TweetGenerator.from_artifact(mixed_model)
+    assert isinstance(generator.network, MixedModel)
+    (sequence,) = encode_tweets([text], mixed_model.vocabulary)
+    state, nats = generator.network.initial_state(1), 0.0
+    for position in range(len(sequence) - 1):
+        log_probs, state = generator.network.step(sequence[position:position + 1], state)
+        assert np.exp(log_probs).sum() == pytest.approx(1.0, abs=1e-6)
+        if position:
+            nats -= log_probs[0, sequence[position + 1]]
+    assert nats == pytest.approx(evaluation.nats[0], rel=1e-5)
+    # The network alone (a part of the same evaluation) is another, worse-or-equal story.
+    assert evaluation.part("network").nats[0] != pytest.approx(nats, rel=1e-5)
+
+
+def test_a_generated_tweet_scores_what_the_generator_said(mixed_model):
+    generator = TweetGenerator.from_artifact(mixed_model)
+    (completion,) = generator.complete("M", temperature=0.8, seed=3)
+    assert completion.finished
+    evaluation = score_model(mixed_model.load_model(), mixed_model.vocabulary,
+                             [completion.text], ngram=mixed_model.ngram_model(),
+                             weight=mixed_model.mixture["network_weight"])
+    # Generation renormalises over the symbols it may write (never padding or unknown), so
+    # its log-probability is a little higher (by the small mass of those), never lower.
+    assert -evaluation.nats[0] <= completion.log_prob <= -0.99 * evaluation.nats[0]
+
+
+def test_evaluate_reports_the_mixture_and_its_parts(mixed_model, tiny_tweets):
+    result = covfefe("evaluate", "--model", str(mixed_model.path), "--dataset",
+                     str(tiny_tweets), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    mixed, network, ngram = (float(bits) for bits, _, _ in SUMMARY.findall(
+        result.stdout.replace(": bits_per_char", ":\nbits_per_char")))
+    assert "mixed with its kneser-ney-5gram table" in result.stdout
+    assert mixed < network and mixed < ngram
+
+
+def test_the_table_alone_generates_too(mixed_model):
+    generator = TweetGenerator(mixed_model.ngram_model(), mixed_model.vocabulary)
+    completions = generator.complete("The ", temperature=0.5, n=3, seed=1)
+    assert all(c.text.startswith("The ") and len(c.generated) > 0 for c in completions)
+    assert completions == generator.complete("The ", temperature=0.5, n=3, seed=1)
+
+
+def test_a_mixture_weight_outside_0_1_is_refused(mixed_model):
+    from covfefe.errors import UserError
+
+    with pytest.raises(UserError, match="between 0 and 1"):
+        MixedModel(None, None, 1.0)
+
+
+def test_mix_refuses_a_holdout_as_big_as_the_training_tweets(tiny_model, tiny_tweets, tmp_path):
+    result = covfefe("mix", "--model", str(tiny_model.path), "--dataset", str(tiny_tweets),
+                     "--holdout", "100000", "--output", str(tmp_path / "m"))
+    assert result.returncode == 2
+    assert re.fullmatch(r"covfefe mix: error: holdout must be between 1 and \d+ tweets, "
+                        r"not 100000\n", result.stderr)
+    assert not (tmp_path / "m").exists()
+
+
+def test_the_metadata_records_how_the_weight_was_fitted(mixed_model):
+    recorded = json.loads((mixed_model.path / "metadata.json").read_text())["mixture"]
+    assert set(recorded) >= {"kind", "network_weight", "ngram_order", "ngrams",
+                             "holdout_tweets", "holdout_period", "holdout_bits_per_char"}
+    assert recorded["kind"] == "linear" and math.isfinite(recorded["network_weight"])
