@@ -289,13 +289,12 @@ class Engine:
         return self._thread is not None and self._thread.is_alive()
 
     def stats(self) -> dict:
-        """Rows in flight, requests waiting, steps per second (over the last second or so)."""
+        """Rows in flight, requests waiting, steps per second (over the last whole second of
+        stepping; 0 once idle), and counts of steps and of requests done, cancelled, refused."""
+        start, _, rate = self._rate
+        if time.perf_counter() - start > 2.0:  # no step has closed a window lately: idle
+            rate = 0.0
         with self._lock:
-            start, steps, rate = self._rate
-            now = time.perf_counter()
-            if now - start >= 1.0:
-                rate = (self.steps - steps) / (now - start)
-                self._rate = (now, self.steps, rate)
             return {"rows_in_flight": self._reserved, "max_rows": self.max_rows,
                     "queued": len(self._waiting), "max_queue": self.max_queue,
                     "steps_per_second": round(rate, 1), "steps": self.steps,
@@ -418,6 +417,10 @@ class Engine:
         logits, self._state = self.network.step(rows.ids, self._state)
         self.steps += 1
         self.rows_stepped += rows.ids.size
+        now = time.perf_counter()
+        start, steps, _ = self._rate
+        if now - start >= 1.0:
+            self._rate = (now, self.steps, (self.steps - steps) / (now - start))
         if self._feeding:  # the next prefix symbol, or from now on a draw
             start = 0
             for job in self._jobs:
