@@ -20,7 +20,17 @@ from numba import njit
 GROUP = 8  # products summed as one fixed tree before they are added to the total
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+def _compiled(function):
+    """Compile with numba, cached on disk where numba finds a writable folder (beside this
+    file, or the user's cache folder); where there is none (a read-only install without a
+    home), compiled anew in each process rather than not at all."""
+    try:
+        return njit(nogil=True, cache=True, error_model="numpy")(function)
+    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
+        return njit(nogil=True, error_model="numpy")(function)
+
+
+@_compiled
 def _accumulate(x, w, out):
     """Add ``x @ w`` to ``out`` in place, row by row in a fixed order (see the module)."""
     rows, depth = x.shape

@@ -81,6 +81,19 @@ def test_rowwise_products_do_not_depend_on_the_other_rows():
     assert matmul(x[:2], w).flags.c_contiguous
 
 
+def test_rowwise_products_work_where_numba_has_no_folder_to_cache_in():
+    """A read-only install without a home: numba cannot cache, the kernel compiles anyway."""
+    script = ("import numba.core.caching as caching\n"
+              "caching.CacheImpl._locator_classes = []  # no writable folder anywhere\n"
+              "import numpy as np\n"
+              "from covfefe.rowwise import matmul\n"
+              "print(matmul(np.ones((5, 9), np.float32), np.ones((9, 2), np.float32)).sum())")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "90.0"
+
+
 def test_the_network_gives_a_row_the_same_logits_alone_as_in_a_batch(generator):
     network = generator.network
     ids = np.random.default_rng(1).integers(3, len(generator.vocabulary), size=(12, 33))
