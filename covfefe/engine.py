@@ -89,11 +89,16 @@ def sample_rows(logits: np.ndarray, uniforms: np.ndarray, temperature: np.ndarra
     and top-p, from the uniform ``uniforms[i]`` in [0, 1): as `covfefe.generate.sample` does
     for a whole batch with one set of parameters."""
     greedy = temperature < GREEDY_BELOW
-    scaled = logits / np.where(greedy, 1.0, temperature)[:, None]
     if greedy.any():  # the limit as the temperature goes to 0: the most likely symbol
+        scaled = logits / np.where(greedy, 1.0, temperature)[:, None]
         rows = logits[greedy]
         scaled[greedy] = np.where(rows >= rows.max(axis=-1, keepdims=True), 0.0, -np.inf)
-    scaled = top_p_rows(top_k_rows(scaled, top_k), top_p)
+    else:
+        scaled = logits / temperature[:, None]
+    if top_k.any():  # (the filters cost a sort; most requests use neither)
+        scaled = top_k_rows(scaled, top_k)
+    if (top_p < 1.0).any():
+        scaled = top_p_rows(scaled, top_p)
     weights = np.exp(scaled - scaled.max(axis=-1, keepdims=True))
     cumulative = np.cumsum(weights, axis=-1)
     draws = uniforms[:, None] * cumulative[:, -1:]
