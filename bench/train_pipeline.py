@@ -31,7 +31,7 @@ def peak_rss_mb() -> float:
 def load_texts(tweets: int | None) -> list[str]:
     """The most recent ``tweets`` cleaned tweets of the dataset (None: all of them)."""
     from covfefe.corpus import Corpus
-    from covfefe.explore import load_dataset
+    from covfefe.data.store import load_dataset
 
     corpus = Corpus.from_tweets(load_dataset(), 0.05)
     texts = list(corpus.train["text"])

@@ -3,12 +3,7 @@
 The package holds all the logic; the notebooks, the CLI and the API call it.
 """
 
-import os
 from importlib.metadata import PackageNotFoundError, version
-
-# TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) hides what matters; its warnings and
-# errors still show. Set before anything imports TensorFlow; an explicit setting wins.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 try:
     __version__ = version("covfefe")

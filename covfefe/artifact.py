@@ -26,7 +26,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from covfefe import __version__
+from covfefe.backend import import_keras
 from covfefe.errors import UserError
+from covfefe.novelty import NoveltyIndex
+from covfefe.numpy_network import NumpyNetwork
 from covfefe.text import Vocabulary
 
 FORMAT = "covfefe-model"
@@ -82,8 +85,6 @@ class ModelArtifact:
 
     def novelty_index(self):
         """Return the artifact's `covfefe.novelty.NoveltyIndex`, or None if it has none."""
-        from covfefe.novelty import NoveltyIndex
-
         path = self.path / NOVELTY
         return NoveltyIndex.load(path) if NOVELTY in self.metadata["files"] else None
 
@@ -101,8 +102,7 @@ class ModelArtifact:
     def load_model(self):
         """Return the Keras network (loaded once)."""
         if self._model is None:
-            import keras
-
+            keras = import_keras()
             try:
                 self._model = keras.saving.load_model(self.path / KERAS_MODEL, compile=False)
             except (OSError, ValueError) as error:
@@ -128,8 +128,6 @@ def save_artifact(folder: str | os.PathLike, model, vocabulary: Vocabulary, meta
         staging.chmod(0o755)  # mkdtemp makes it private; a served model is read by other users
         vocabulary.save(staging / VOCABULARY)
         model.save(staging / KERAS_MODEL)
-        from covfefe.generate import NumpyNetwork
-
         NumpyNetwork.from_keras(model).save(staging / NUMPY_WEIGHTS)
         if saved_model:
             model.export(staging / SAVED_MODEL, format="tf_saved_model", verbose=False)

@@ -4,9 +4,10 @@ import math
 import os
 from pathlib import Path
 
-import keras
+from covfefe.backend import import_keras
+from covfefe.run_state import Patience, RunState
 
-from covfefe.files import write_json
+keras = import_keras()
 
 LN2 = math.log(2)
 
@@ -39,6 +40,41 @@ class LearningRateDecay(keras.callbacks.Callback):
             self.model.optimizer.learning_rate = current * self.decay
 
 
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """Early stopping that starts from a run's saved counters: a resumed run keeps the patience
+    it had used up (Keras resets the counters when training begins)."""
+
+    def __init__(self, saved: Patience, **kwargs):
+        super().__init__(**kwargs)
+        self.saved = saved
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self.saved.best is not None:
+            self.wait, self.best = self.saved.wait, self.saved.best
+
+    def counters(self) -> Patience:
+        return Patience(wait=self.wait, best=None if self.best is None else float(self.best))
+
+
+class ResumableReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
+    """ReduceLROnPlateau that starts from a run's saved counters (see `ResumableEarlyStopping`)."""
+
+    def __init__(self, saved: Patience, **kwargs):
+        super().__init__(**kwargs)
+        self.saved = saved
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self.saved.best is not None:
+            self.wait, self.best = self.saved.wait, self.saved.best
+            self.cooldown_counter = self.saved.cooldown_counter
+
+    def counters(self) -> Patience:
+        return Patience(wait=self.wait, best=None if self.best is None else float(self.best),
+                        cooldown_counter=self.cooldown_counter)
+
+
 class RunCheckpoint(keras.callbacks.Callback):
     """After every epoch: save the model with its optimizer, the best model, and the run state.
 
@@ -47,7 +83,8 @@ class RunCheckpoint(keras.callbacks.Callback):
     early-stopping and learning-rate callbacks, so a resumed run continues where it stopped.
     """
 
-    def __init__(self, run_dir: Path, state: dict, early_stopping, reduce_lr):
+    def __init__(self, run_dir: Path, state: RunState, early_stopping: ResumableEarlyStopping,
+                 reduce_lr: ResumableReduceLROnPlateau):
         super().__init__()
         self.run_dir = run_dir
         self.state = state
@@ -64,42 +101,16 @@ class RunCheckpoint(keras.callbacks.Callback):
         logs = logs or {}
         score = float(logs["val_bits_per_char"])
         state = self.state
-        state["epochs_done"] = epoch + 1
-        if state.get("best_val_bits_per_char") is None or score < state["best_val_bits_per_char"]:
-            state["best_val_bits_per_char"] = score
-            state["best_epoch"] = epoch + 1
+        state.epochs_done = epoch + 1
+        if state.best_val_bits_per_char is None or score < state.best_val_bits_per_char:
+            state.best_val_bits_per_char, state.best_epoch = score, epoch + 1
             self._save("best.keras")
         self._save("last.keras")
-        state["callbacks"] = {
-            "early_stopping": {"wait": self.early_stopping.wait,
-                               "best": float(self.early_stopping.best)},
-            "reduce_lr": {"wait": self.reduce_lr.wait, "best": float(self.reduce_lr.best),
-                          "cooldown_counter": self.reduce_lr.cooldown_counter},
-        }
+        state.early_stopping = self.early_stopping.counters()
+        state.reduce_lr = self.reduce_lr.counters()
         if self.model.stop_training:
-            state["finished"], state["stop_reason"] = True, "early stopping"
-        write_json(self.run_dir / "state.json", state)
-
-
-def restore_callbacks(state: dict, early_stopping, reduce_lr) -> None:
-    """Give resumed early-stopping and learning-rate callbacks their saved counters."""
-    saved = state.get("callbacks")
-    if not saved:
-        return
-    # on_train_begin resets these counters, so set them again once training has begun.
-    original_begin = early_stopping.on_train_begin
-
-    def on_train_begin(logs=None):
-        original_begin(logs)
-        early_stopping.wait = saved["early_stopping"]["wait"]
-        early_stopping.best = saved["early_stopping"]["best"]
-        reduce_lr.wait = saved["reduce_lr"]["wait"]
-        reduce_lr.best = saved["reduce_lr"]["best"]
-        reduce_lr.cooldown_counter = saved["reduce_lr"]["cooldown_counter"]
-
-    early_stopping.on_train_begin = on_train_begin
-
-
+            state.finished, state.stop_reason = True, "early stopping"
+        state.save(self.run_dir)
 
 
 class KerasBatches(keras.utils.PyDataset):

@@ -1,4 +1,8 @@
-"""The ``covfefe`` command line: ``collect``, ``train``, ``evaluate``, ``generate``, ``serve``.
+"""covfefe-flow: collect tweets, train a model, evaluate it, generate tweets, serve the API.
+
+Each command imports what it needs when it runs, and only that (training pulls in TensorFlow,
+collecting pandas and the X client), so ``covfefe serve`` and ``covfefe generate`` work with the
+serve extra alone, and ``--help`` is quick.
 
 A user mistake (a missing file, a malformed archive, a missing token, a bad option value) is
 printed as one sentence and exits with status 2; an interrupted run exits with status 130
@@ -8,20 +12,27 @@ after saying that what it collected or trained is kept and that rerunning resume
 import argparse
 import dataclasses
 import inspect
+import os
 import re
+import shutil
 import sys
 from datetime import datetime
 from pathlib import Path
 
 from covfefe import __version__, config
 from covfefe.errors import UserError
+from covfefe.train_config import TrainConfig
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line naming the bad value, then exit 2."""
+    """An argument parser whose errors are one line naming the bad value, then exit 2, and
+    that takes no abbreviations (``--temp`` is not ``--temperature``)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
 
     def error(self, message: str):
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
@@ -37,21 +48,17 @@ def _date(value: str) -> datetime:
 
 
 def _run_collect(args) -> None:
-    from covfefe.data.collect import collect_archive, collect_twitter
+    from covfefe.data.collect import collect
 
-    options = dict(
-        output=args.output, keep_replies=not args.drop_replies, since=args.since,
-        until=args.until, progress=not args.no_progress,
-    )
-    if args.twitter:
-        report = collect_twitter(args.twitter, **options)
-    else:
-        report = collect_archive(args.archive, keep_retweets=args.keep_retweets, **options)
+    report = collect("twitter" if args.twitter else "archive", archive=args.archive,
+                     screen_name=args.twitter, output=args.output,
+                     keep_replies=not args.drop_replies, keep_retweets=args.keep_retweets,
+                     since=args.since, until=args.until, progress=not args.no_progress)
     print(report.summary())
 
 
-TRAIN_NOTEBOOK = "03-train-model"  # the params-file section that `covfefe train --params` reads
-NOTEBOOK_ONLY_PARAMETERS = ("sample_prefixes", "sample_temperatures")  # what it skips there
+# Notebook 03's parameters that `covfefe train --params` skips: they only shape its samples.
+NOTEBOOK_ONLY_PARAMETERS = ("sample_prefixes", "sample_temperatures")
 INTERRUPTED = {
     "collect": "everything collected so far is kept and the next run resumes",
     "train": "every finished epoch is checkpointed and rerunning with the same --run-dir resumes",
@@ -74,26 +81,24 @@ def _bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"invalid boolean {value!r}: use true or false")
 
 
-def _read_params(path: str, section: str) -> dict:
-    import yaml
-
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise UserError(f"parameters file {path} does not exist") from None
-    except yaml.YAMLError as error:
-        raise UserError(f"parameters file {path} is not valid YAML ({error})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"parameters file {path} must hold a mapping of parameters")
-    data = data.get(section, data)
-    return {key: value for key, value in data.items()
-            if key not in NOTEBOOK_ONLY_PARAMETERS}
+def _model(args) -> Path:
+    """The model artifact folder a command uses (--model, else $COVFEFE_MODEL or the bundled)."""
+    path = config.resolve(args.model) if args.model else config.model_dir()
+    if path.is_file():
+        raise UserError(f"model {path} is a file: give the model's folder, the one that "
+                        "holds metadata.json")
+    return path
 
 
 def _run_train(args) -> None:
-    from covfefe.train import TrainConfig, train
+    from covfefe.parameters import read_parameters
+    from covfefe.train import train
 
-    values = _read_params(args.params, TRAIN_NOTEBOOK) if args.params else {}
+    values = {}
+    if args.params:
+        parameters = read_parameters(Path(args.params).absolute())
+        values = {name: value for name, value in parameters.items()
+                  if name not in NOTEBOOK_ONLY_PARAMETERS}
     names = [field.name for field in dataclasses.fields(TrainConfig)]
     values.update({name: getattr(args, name) for name in names
                    if getattr(args, name) is not None})
@@ -105,7 +110,7 @@ def _run_evaluate(args) -> None:
     from covfefe.evaluate import evaluate_command
 
     print(evaluate_command(
-        model=args.model, text=args.text, archive=args.archive, dataset=args.dataset,
+        model=str(_model(args)), text=args.text, archive=args.archive, dataset=args.dataset,
         since=args.since, until=args.until, everything=args.all,
         baseline_order=args.baseline_order, samples=args.samples,
         temperature=args.temperature, top_p=args.top_p, sweep=args.sweep,
@@ -124,8 +129,7 @@ def _run_mix(args) -> None:
 def _run_generate(args) -> None:
     from covfefe.generate import TweetGenerator
 
-    generator = TweetGenerator.from_artifact(config.resolve(args.model) if args.model
-                                             else config.model_dir())
+    generator = TweetGenerator.from_artifact(_model(args))
     completions = generator.complete(args.prefix, temperature=args.temperature, n=args.n,
                                      max_length=args.max_length, seed=args.seed,
                                      top_k=args.top_k, top_p=args.top_p)
@@ -139,12 +143,9 @@ def _run_generate(args) -> None:
 
 
 def _run_serve(args) -> None:
-    import os
-    import shutil
-
-    model = config.resolve(args.model) if args.model else config.model_dir()
     from covfefe.artifact import load_artifact
 
+    model = _model(args)
     artifact = load_artifact(model)  # a clear error now rather than in every worker
     gunicorn = shutil.which("gunicorn", path=os.path.dirname(sys.executable)) or shutil.which(
         "gunicorn")
@@ -188,14 +189,16 @@ def _add_generate(commands) -> None:
         description="Print tweets that the model writes after PREFIX, one per line.",
     )
     generate.add_argument("prefix", nargs="?", default="", help="the beginning (may be empty)")
-    generate.add_argument("-t", "--temperature", type=_positive_float, default=1.0,
-                          help="below 1: safer, above 1: wilder (default: 1.0)")
+    generate.add_argument("-t", "--temperature", type=_positive_float,
+                          help="below 1: safer, above 1: wilder (default: the model's, "
+                          "else 1.0)")
     generate.add_argument("-n", type=int, default=1, help="how many tweets (default: 1)")
     generate.add_argument("--seed", type=int, help="the same seed gives the same tweets")
     generate.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest "
                           "characters (default: 0, all)")
-    generate.add_argument("--top-p", type=float, default=1.0, help="sample among the likeliest "
-                          "characters that make up this probability (default: 1.0, all)")
+    generate.add_argument("--top-p", type=float, help="sample among the likeliest "
+                          "characters that make up this probability (default: the model's, "
+                          "else 1.0, all)")
     generate.add_argument("--max-length", type=int, default=280,
                           help="most characters per tweet, prefix included (default: 280)")
     _add_model_option(generate)
@@ -205,8 +208,6 @@ def _add_generate(commands) -> None:
 
 
 def _add_train(commands) -> None:
-    from covfefe.train import TrainConfig  # pandas, not Keras: Keras loads only to train
-
     train = commands.add_parser(
         "train", help="train (or resume) a model and export it as an artifact",
         description="Train the character-level network on the dataset, checkpointing every "
@@ -215,8 +216,8 @@ def _add_train(commands) -> None:
         "model artifact. Parameters come from the defaults, then --params, then the options.",
     )
     train.add_argument("--params", metavar="YAML",
-                       help=f"parameters file (its '{TRAIN_NOTEBOOK}' section if it has one), "
-                       "e.g. notebooks/params/full.yaml")
+                       help="a flat file of notebook 03's parameters, e.g. "
+                       "notebooks/params/full/03-train-model.yaml")
     helps = _parameter_help(TrainConfig)
     for field in dataclasses.fields(TrainConfig):
         kind = type(field.default)

@@ -11,7 +11,7 @@ Every environment variable the project reads is read here:
 - ``COVFEFE_MODEL``: the model artifact that evaluation, generation and the API use by default
   (default ``<home>/models/covfefe``, the bundled model).
 - ``TWITTER_BEARER_TOKEN``: the X/Twitter API v2 bearer token (a secret: only ever read from
-  the environment or a git-ignored ``.env``, never written anywhere).
+  the environment, never written anywhere).
 """
 
 import os

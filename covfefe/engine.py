@@ -248,11 +248,15 @@ class Engine:
 
     # The request side (any thread).
 
-    def submit(self, prefix: str = "", *, temperature: float = 1.0, n: int = 1,
+    def submit(self, prefix: str = "", *, temperature: float | None = None, n: int = 1,
                max_length: int = MAX_TWEET_CHARS, seed: int | None = None, top_k: int = 0,
-               top_p: float = 1.0, streamed: bool = True) -> Job:
-        """Check the arguments as `TweetGenerator.stream` does (UserError), then queue the
-        request; EngineBusy at once when neither the batch nor the queue has room."""
+               top_p: float | None = None, streamed: bool = True) -> Job:
+        """Check the arguments as `TweetGenerator.stream` does (UserError; a temperature or
+        top-p of None is the model's default), then queue the request; EngineBusy at once
+        when neither the batch nor the queue has room."""
+        defaults = self.generator.defaults
+        temperature = defaults["temperature"] if temperature is None else temperature
+        top_p = defaults["top_p"] if top_p is None else top_p
         # The generator's own checks and prefix cleaning: its stream checks before yielding
         # and yields the cleaned prefix first, before any step.
         checked = self.generator.stream(prefix, temperature=temperature, n=n,

@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 
 from covfefe.corpus import Corpus, SequenceBatches, encode_tweets
+from covfefe.data.schema import as_utc, select_period
+from covfefe.data.store import load_dataset
 from covfefe.errors import UserError
 from covfefe.mixture import log_softmax, mix_log_probs
 from covfefe.text import MAX_TWEET_CHARS, Vocabulary
@@ -184,8 +186,6 @@ def _tweets_to_score(archive: str | None, dataset: str | None) -> pd.DataFrame:
 
         tweets, _ = select_tweets(TweetArchive(archive or None, progress=False).read())
         return tweets
-    from covfefe.explore import load_dataset
-
     return load_dataset(dataset)
 
 
@@ -196,14 +196,8 @@ def split_like_model(metadata: dict, tweets: pd.DataFrame
     On the data the model trained on (same fingerprint), this is the model's own split, exactly;
     on other data, the tweets before and from the validation period's first second.
     """
-    from covfefe.data.collect import as_utc
-
     training = metadata.get("training", {})
-    selected = tweets
-    if training.get("since"):
-        selected = selected[selected["created_at"] >= as_utc(training["since"])]
-    if training.get("until"):
-        selected = selected[selected["created_at"] < as_utc(training["until"])]
+    selected = select_period(tweets, training.get("since"), training.get("until"))
     corpus = Corpus.from_tweets(selected, training.get("validation_fraction", 0.05))
     if corpus.fingerprint()["sha256"] == metadata["data"]["sha256"]:
         return corpus.train, corpus.validation
@@ -227,7 +221,6 @@ def evaluate_command(*, model: str | None = None, text: str | None = None,
                               progress=progress)
     from covfefe import config
     from covfefe.artifact import load_artifact
-    from covfefe.data.collect import as_utc
 
     artifact = load_artifact(config.resolve(model) if model else config.model_dir())
     max_chars = artifact.metadata.get("model", {}).get("max_chars", MAX_TWEET_CHARS)
@@ -243,11 +236,8 @@ def evaluate_command(*, model: str | None = None, text: str | None = None,
                      f"model's validation period (from {validation_since.date()})")
     else:
         tweets = Corpus.clean(_tweets_to_score(archive, dataset))
-        since = as_utc(since) if since is not None else None
-        if since is not None:
-            tweets = tweets[tweets["created_at"] >= since]
-        if until is not None:
-            tweets = tweets[tweets["created_at"] < as_utc(until)]
+        since, until = as_utc(since), as_utc(until)
+        tweets = select_period(tweets, since, until)
         texts = list(tweets["text"])
         lines.append(f"tweets: {'archive' if archive is not None else 'dataset'}, cleaned, "
                      f"from {since.date() if since is not None else 'the first'} "
@@ -279,8 +269,6 @@ def mixture_holdout(metadata: dict, train: pd.DataFrame, holdout: int) -> np.nda
     """Return the indices of the training tweets to fit a mixture weight on: the last
     ``holdout`` before the network's fine-tuning window (which it trained on most), or the
     last ``holdout`` training tweets when it had none."""
-    from covfefe.data.collect import as_utc
-
     since = metadata.get("training", {}).get("finetune_since")
     candidates = np.arange(len(train))
     if since and metadata.get("training", {}).get("finetune_epochs"):

@@ -12,7 +12,6 @@ hashtag) and HTML entities are decoded (so ``&#8220;`` is a quotation mark, not 
 """
 
 import functools
-import os
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -25,8 +24,6 @@ from matplotlib.patches import Patch
 
 from covfefe import config
 from covfefe.data.clean import clean_tweet
-from covfefe.data.store import TweetStore
-from covfefe.errors import UserError
 from covfefe.text import Vocabulary
 
 # Twitter's limit on a tweet's length: 140 characters until November 2017, 280 after. It counts
@@ -42,17 +39,6 @@ MENTION = re.compile(r"(?<![A-Za-z0-9_@])@([A-Za-z0-9_]{1,15})(?![A-Za-z0-9_])")
 
 # Characters the vocabulary holds, and those it maps to the unknown symbol.
 KNOWN_COLOR, UNKNOWN_COLOR = "tab:blue", "tab:red"
-
-
-def load_dataset(path: str | os.PathLike | None = None) -> pd.DataFrame:
-    """Return the dataset to explore (``""`` or None: the default dataset); UserError if absent."""
-    store = TweetStore(config.resolve(path) if path else config.dataset_path())
-    if not store.exists():
-        raise UserError(
-            f"dataset {store.path} does not exist: collect tweets first "
-            "(notebooks/01-collect-tweets.ipynb or `covfefe collect --archive`)"
-        )
-    return store.load()
 
 
 def dataset_summary(tweets: pd.DataFrame) -> pd.Series:
@@ -237,25 +223,36 @@ def plot_length_distribution(distribution: pd.Series) -> Figure:
     return figure
 
 
+# Characters per row of the character chart: enough room for each label upright at a legible size.
+CHARACTERS_PER_ROW = 50
+
+
 def plot_character_frequencies(frequencies: pd.DataFrame, top_n: int | None = None) -> Figure:
-    """Return the counts of `character_frequencies` (log scale), unknown characters in red.
+    """Return the counts of `character_frequencies` (log scale), unknown characters in red,
+    most frequent first, in rows of `CHARACTERS_PER_ROW` characters so that every label reads.
 
     ``top_n`` limits the chart to the most frequent characters (None: all of them).
     """
     shown = frequencies if top_n is None else frequencies.head(top_n)
-    figure = Figure(figsize=(max(9, 0.12 * len(shown)), 4.5), layout="constrained")
-    axes = figure.add_subplot()
-    colors = np.where(shown["known"].to_numpy(), KNOWN_COLOR, UNKNOWN_COLOR)
-    positions = np.arange(len(shown))
-    axes.bar(positions, shown["count"].to_numpy(), color=colors, width=0.8)
-    axes.set_xticks(positions, [_character_label(char) for char in shown.index],
-                    fontsize=7, rotation=90)
-    axes.set_xlim(-1, len(shown))
-    axes.set_yscale("log")
-    axes.set(title="Character counts in the cleaned tweets", ylabel="occurrences (log scale)")
-    axes.legend(handles=[Patch(color=KNOWN_COLOR, label="in the vocabulary"),
-                         Patch(color=UNKNOWN_COLOR, label="mapped to the unknown symbol")],
-                loc="upper right")
+    rows = max(1, -(-len(shown) // CHARACTERS_PER_ROW))
+    figure = Figure(figsize=(11, 1.2 + 2.6 * rows), layout="constrained")
+    all_axes = figure.subplots(rows, 1, sharey=True, squeeze=False)[:, 0]
+    for row, axes in enumerate(all_axes):
+        part = shown.iloc[row * CHARACTERS_PER_ROW:(row + 1) * CHARACTERS_PER_ROW]
+        colors = np.where(part["known"].to_numpy(), KNOWN_COLOR, UNKNOWN_COLOR)
+        positions = np.arange(len(part))
+        axes.bar(positions, part["count"].to_numpy(), color=colors, width=0.8)
+        axes.set_xticks(positions, [_character_label(char) for char in part.index], fontsize=9)
+        for label in axes.get_xticklabels():
+            if len(label.get_text()) > 2:  # a code point (U+4E2D) for a glyph the font lacks
+                label.set_rotation(90)
+        axes.set_xlim(-1, CHARACTERS_PER_ROW if rows > 1 else len(part))
+        axes.set_yscale("log")
+        axes.set_ylabel("occurrences")
+    all_axes[0].set_title("Character counts in the cleaned tweets (log scale), most frequent first")
+    all_axes[0].legend(handles=[Patch(color=KNOWN_COLOR, label="in the vocabulary"),
+                                Patch(color=UNKNOWN_COLOR, label="mapped to the unknown symbol")],
+                       loc="upper right")
     return figure
 
 

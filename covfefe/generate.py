@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from covfefe.artifact import NUMPY_WEIGHTS, ModelArtifact, load_artifact
 from covfefe.data.clean import clean_tweet
 from covfefe.errors import UserError
-from covfefe.rowwise import matmul
+from covfefe.mixture import MixedModel
+from covfefe.numpy_network import NumpyNetwork
 from covfefe.text import END_ID, MAX_TWEET_CHARS, PAD_ID, UNK_ID, Vocabulary
 
 
@@ -67,116 +69,6 @@ def sample(logits: np.ndarray, rng: np.random.Generator, *, temperature: float =
     return np.minimum((cumulative < draws).sum(axis=-1), logits.shape[-1] - 1)
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (np.tanh(0.5 * x) + 1.0)  # the same function, without overflow warnings
-
-
-class NumpyNetwork:
-    """The trained network's inference path in NumPy: embedding, recurrent cells, logits."""
-
-    def __init__(self, embedding: np.ndarray, cells: list[tuple[str, list[np.ndarray]]],
-                 dense: tuple[np.ndarray, np.ndarray]):
-        self.embedding = embedding
-        self.cells = cells
-        self.dense_kernel, self.dense_bias = dense
-        self._plan = self._compile()
-
-    def _compile(self) -> list[tuple]:
-        """Rearrange the weights for one step: the first cell's input projection becomes a
-        table (one row per symbol, so embedding and kernel cost a lookup), and in the other
-        LSTM cells the input and recurrent kernels are stacked so that one matrix product does
-        both. Same arithmetic as Keras; fewer, larger products. Every product is row by row
-        in a fixed order (covfefe.rowwise): a sequence's numbers depend neither on the other
-        sequences of its batch nor on how many threads BLAS has."""
-        plan = []
-        for index, (kind, (kernel, recurrent, bias)) in enumerate(self.cells):
-            if kind == "lstm":
-                if index == 0:
-                    plan.append(("lstm", matmul(self.embedding, kernel, bias), recurrent, None))
-                else:
-                    plan.append(("lstm", None, np.vstack([kernel, recurrent]), bias))
-            else:
-                table = matmul(self.embedding, kernel, bias[0]) if index == 0 else None
-                plan.append(("gru", table, (kernel, recurrent), bias))
-        return plan
-
-    @classmethod
-    def from_keras(cls, model) -> "NumpyNetwork":
-        """Copy the weights of a network built by `covfefe.model.build_model`."""
-        cells = []
-        for layer in model.layers:
-            kind = type(layer).__name__.lower()
-            if kind in ("lstm", "gru"):
-                if kind == "gru" and not layer.reset_after:
-                    raise UserError("GRU layers with reset_after=False are not supported")
-                cells.append((kind, [np.asarray(w, dtype=np.float32)
-                                     for w in layer.get_weights()]))
-        embedding = np.asarray(model.get_layer("embedding").get_weights()[0], dtype=np.float32)
-        kernel, bias = model.get_layer("logits").get_weights()
-        return cls(embedding, cells, (np.asarray(kernel, np.float32), np.asarray(bias, np.float32)))
-
-    def save(self, path) -> None:
-        """Write the weights as one ``.npz`` file, which `load` reads without Keras."""
-        arrays = {"embedding": self.embedding, "dense_kernel": self.dense_kernel,
-                  "dense_bias": self.dense_bias,
-                  "cells": np.array([kind for kind, _ in self.cells])}
-        for index, (_, weights) in enumerate(self.cells):
-            for number, weight in enumerate(weights):
-                arrays[f"cell{index}_{number}"] = weight
-        with open(path, "wb") as stream:
-            np.savez(stream, **arrays)
-
-    @classmethod
-    def load(cls, path) -> "NumpyNetwork":
-        """Read weights written by `save`."""
-        with np.load(path) as data:
-            cells = []
-            for index, kind in enumerate(data["cells"].tolist()):
-                # LSTM and GRU layers both hold a kernel, a recurrent kernel and a bias.
-                cells.append((kind, [data[f"cell{index}_{n}"] for n in range(3)]))
-            return cls(data["embedding"], cells, (data["dense_kernel"], data["dense_bias"]))
-
-    def initial_state(self, n: int) -> list[tuple[np.ndarray, ...]]:
-        """Return the zero state of ``n`` sequences."""
-        state = []
-        for kind, weights in self.cells:
-            units = weights[1].shape[0]
-            zeros = np.zeros((n, units), dtype=np.float32)
-            state.append((zeros, zeros.copy()) if kind == "lstm" else (zeros,))
-        return state
-
-    def step(self, ids: np.ndarray, state: list) -> tuple[np.ndarray, list]:
-        """Feed one symbol per sequence; return the next symbol's logits and the new state."""
-        x = None
-        new_state = []
-        for (kind, table, weights, bias), cell_state in zip(self._plan, state, strict=True):
-            if kind == "lstm":
-                h, c = cell_state
-                # Row by row (covfefe.rowwise): a row's result must not depend on its batch.
-                if table is not None:
-                    z = matmul(h, weights, table[ids])
-                else:
-                    z = matmul(np.concatenate([x, h], axis=-1), weights, bias)
-                units = h.shape[-1]  # gates i, f, g, o side by side; slices are views
-                input_forget = _sigmoid(z[:, :2 * units])
-                c = (input_forget[:, units:] * c
-                     + input_forget[:, :units] * np.tanh(z[:, 2 * units:3 * units]))
-                h = _sigmoid(z[:, 3 * units:]) * np.tanh(c)
-                new_state.append((h, c))
-            else:
-                kernel, recurrent = weights
-                (h,) = cell_state
-                x_in = table[ids] if table is not None else matmul(x, kernel, bias[0])
-                units = h.shape[-1]  # gates z, r, h side by side
-                h_in = matmul(h, recurrent, bias[1])
-                update_reset = _sigmoid(x_in[:, :2 * units] + h_in[:, :2 * units])
-                z, r = update_reset[:, :units], update_reset[:, units:]
-                h = z * h + (1 - z) * np.tanh(x_in[:, 2 * units:] + r * h_in[:, 2 * units:])
-                new_state.append((h,))
-            x = h
-        return matmul(x, self.dense_kernel, self.dense_bias), new_state
-
-
 @dataclass
 class Completion:
     """One generated tweet: the prefix, what the model wrote after it, and its probability."""
@@ -208,11 +100,14 @@ class TweetGenerator:
     """Completes tweets with a trained network: ``complete(prefix, temperature=..., n=...)``."""
 
     def __init__(self, network: NumpyNetwork, vocabulary: Vocabulary,
-                 max_chars: int = MAX_TWEET_CHARS, novelty=None):
+                 max_chars: int = MAX_TWEET_CHARS, novelty=None, defaults: dict | None = None):
         self.network = network
         self.vocabulary = vocabulary
         self.max_chars = max_chars
         self.novelty = novelty  # a covfefe.novelty.NoveltyIndex, or None
+        # The settings a request that names none gets: the model's measured defaults
+        # (`covfefe evaluate --sweep --save-defaults`), else plain sampling.
+        self.defaults = {"temperature": 1.0, "top_p": 1.0, **(defaults or {})}
         # What each symbol adds to the text ("" for END and padding), looked up per step.
         self._symbol_text = np.array(
             [vocabulary.decode([i]) if i not in (END_ID, PAD_ID) else ""
@@ -223,9 +118,6 @@ class TweetGenerator:
         """Build the generator of a `covfefe.artifact.ModelArtifact` (or its folder): the
         network mixed with the artifact's n-gram table when it has one (unless ``mixture`` is
         False: the network alone)."""
-        from covfefe.artifact import NUMPY_WEIGHTS, ModelArtifact, load_artifact
-        from covfefe.mixture import MixedModel
-
         if not isinstance(artifact, ModelArtifact):
             artifact = load_artifact(artifact)
         if NUMPY_WEIGHTS in artifact.metadata["files"]:  # no Keras, no TensorFlow needed
@@ -237,13 +129,14 @@ class TweetGenerator:
                                  artifact.mixture["network_weight"])
         return cls(network, artifact.vocabulary,
                    artifact.metadata.get("model", {}).get("max_chars", MAX_TWEET_CHARS),
-                   artifact.novelty_index())
+                   artifact.novelty_index(), artifact.metadata.get("defaults"))
 
-    def complete(self, prefix: str = "", *, temperature: float = 1.0, n: int = 1,
+    def complete(self, prefix: str = "", *, temperature: float | None = None, n: int = 1,
                  max_length: int = MAX_TWEET_CHARS, seed: int | None = None, top_k: int = 0,
-                 top_p: float = 1.0) -> list[Completion]:
+                 top_p: float | None = None) -> list[Completion]:
         """Return ``n`` completions of ``prefix``, each at most ``max_length`` characters long
-        in all; the same seed and parameters give the same tweets."""
+        in all; the same seed and parameters give the same tweets. A temperature or top-p of
+        None is the model's default (``defaults``)."""
         for kind, value in self.stream(prefix, temperature=temperature, n=n,
                                        max_length=max_length, seed=seed, top_k=top_k,
                                        top_p=top_p):
@@ -251,14 +144,16 @@ class TweetGenerator:
                 return value
         raise AssertionError("stream() always ends with its completions")
 
-    def stream(self, prefix: str = "", *, temperature: float = 1.0, n: int = 1,
+    def stream(self, prefix: str = "", *, temperature: float | None = None, n: int = 1,
                max_length: int = MAX_TWEET_CHARS, seed: int | None = None, top_k: int = 0,
-               top_p: float = 1.0) -> Iterator[tuple[str, object]]:
+               top_p: float | None = None) -> Iterator[tuple[str, object]]:
         """Generate as `complete` does, yielding as it goes: ``("prefix", str)`` (the cleaned
         prefix), then ``("chars", [str] * n)`` per step ("" for a finished candidate), then
         ``("done", [Completion] * n)``. Checks the arguments before yielding anything. A
         prefix character outside the vocabulary is fed as the unknown symbol and listed in
         each completion's ``unknown``."""
+        temperature = self.defaults["temperature"] if temperature is None else temperature
+        top_p = self.defaults["top_p"] if top_p is None else top_p
         if not temperature > 0:
             raise UserError(f"temperature must be above 0, not {temperature!r}")
         prefix = normalise_prefix(prefix)

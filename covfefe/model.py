@@ -13,6 +13,7 @@ on cuDNN whenever a GPU is present.
 
 from dataclasses import asdict, dataclass, fields
 
+from covfefe.backend import import_keras
 from covfefe.errors import UserError
 
 CELLS = ("lstm", "gru")
@@ -54,8 +55,7 @@ class ModelConfig:
 
 def build_model(config: ModelConfig, vocab_size: int):
     """Return the uncompiled network: ids (batch, time) -> logits (batch, time, vocab)."""
-    import keras
-
+    keras = import_keras()
     cell = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[config.cell]
     ids = keras.Input(shape=(None,), dtype="int32", name="ids")
     x = keras.layers.Embedding(vocab_size, config.embedding_dim, name="embedding")(ids)
@@ -74,8 +74,7 @@ def compile_model(model, learning_rate: float, clipnorm: float = 1.0):
     The pipeline weights every real target 1 and padding 0, and the ``xent`` metric is the
     weighted mean, so ``xent / ln 2`` is exactly bits per (real) character.
     """
-    import keras
-
+    keras = import_keras()
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate, clipnorm=clipnorm),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

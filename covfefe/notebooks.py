@@ -1,8 +1,11 @@
-"""Run the notebooks headless with papermill, each with its own section of a parameter set.
+"""Run a parameter profile's notebooks headless with papermill, in order.
 
-``python -m covfefe.notebooks notebooks/params/full.yaml`` (what ``make train`` runs) executes
-collect -> train -> evaluate into a new ``$COVFEFE_RUNS_DIR/<time>/`` folder; the executed
-notebooks stay there as the record of the run (parameters, curves, metrics).
+``python -m covfefe.notebooks full`` (what ``make train`` runs) executes, for each file of
+``notebooks/params/full/`` in name order (01-collect-tweets.yaml, 02-..., 03-..., 04-...), the
+notebook of that name with that file's parameters into a new ``$COVFEFE_RUNS_DIR/full-<time>/``
+folder: the same as ``papermill notebooks/NAME.ipynb OUT -f notebooks/params/full/NAME.yaml``
+for each. The executed notebooks stay there as the record of the run (parameters, curves,
+metrics). A failing notebook stops the run; its executed copy shows where.
 """
 
 import argparse
@@ -10,51 +13,41 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import papermill
+
 from covfefe import config
 from covfefe.errors import UserError
-
-PIPELINE = ("01-collect-tweets", "03-train-model", "04-evaluate-model")
+from covfefe.parameters import profile_dir, profile_files, read_parameters
 
 
 def notebook_dir() -> Path:
     return config.home() / "notebooks"
 
 
-def read_sections(parameter_set: str | Path) -> dict[str, dict]:
-    """Return a parameter set's sections: notebook name -> parameters."""
-    import yaml
-
-    path = config.resolve(parameter_set)
-    try:
-        sections = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise UserError(f"parameter set {path} does not exist") from None
-    if not isinstance(sections, dict):
-        raise UserError(f"parameter set {path} must map notebook names to parameters")
-    return {name: dict(values or {}) for name, values in sections.items()}
-
-
-def run_notebooks(parameter_set: str | Path, notebooks: tuple[str, ...] = PIPELINE, *,
-                  output_dir: str | Path | None = None,
-                  overrides: dict[str, dict] | None = None, progress: bool = True) -> list[Path]:
-    """Execute each notebook in order with its section (plus ``overrides``); return the
-    executed copies. A failing notebook stops the run; its executed copy shows where."""
-    import papermill
-
-    sections = read_sections(parameter_set)
+def run_notebooks(profile: str | Path, notebooks: tuple[str, ...] = (), *,
+                  output_dir: str | Path | None = None, progress: bool = True) -> list[Path]:
+    """Execute a profile's notebooks (``notebooks``: some of them, in that order; default:
+    every one) with their parameter files; return the executed copies."""
+    files = profile_files(profile)
+    missing = [name for name in notebooks if name not in files]
+    if missing:
+        raise UserError(f"parameter profile {profile_dir(profile)} has no "
+                        f"{', '.join(name + '.yaml' for name in missing)}; it holds "
+                        f"{', '.join(path.name for path in files.values())}")
     output_dir = Path(output_dir) if output_dir else (
-        config.runs_dir() / datetime.now(UTC).strftime("%Y%m%d-%H%M%S"))
+        config.runs_dir()
+        / f"{profile_dir(profile).name}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}")
     output_dir.mkdir(parents=True, exist_ok=True)
     executed = []
-    for name in notebooks:
+    for name in notebooks or tuple(files):
         source = notebook_dir() / f"{name}.ipynb"
         if not source.exists():
-            raise UserError(f"there is no notebook {source}")
-        parameters = {**sections.get(name, {}), **(overrides or {}).get(name, {})}
+            raise UserError(f"{files[name]} is for a notebook {source} that does not exist")
         output = output_dir / source.name
         if progress:
-            print(f"running {source.name} -> {output}", flush=True)
-        papermill.execute_notebook(str(source), str(output), parameters=parameters,
+            print(f"running {source.name} with {files[name]} -> {output}", flush=True)
+        papermill.execute_notebook(str(source), str(output),
+                                   parameters=read_parameters(files[name]),
                                    kernel_name="python3", cwd=str(config.home()),
                                    progress_bar=progress)
         executed.append(output)
@@ -62,16 +55,16 @@ def run_notebooks(parameter_set: str | Path, notebooks: tuple[str, ...] = PIPELI
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m covfefe.notebooks",
+    parser = argparse.ArgumentParser(prog="python -m covfefe.notebooks", allow_abbrev=False,
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("parameter_set", help="e.g. notebooks/params/full.yaml")
-    parser.add_argument("notebooks", nargs="*", default=list(PIPELINE),
-                        help=f"notebook names, in order (default: {' '.join(PIPELINE)})")
-    parser.add_argument("--output-dir", help="default: $COVFEFE_RUNS_DIR/<time>")
+    parser.add_argument("profile", help="a folder of notebooks/params (ci, full) or a path")
+    parser.add_argument("notebooks", nargs="*", metavar="NOTEBOOK",
+                        help="run only these notebooks of the profile, in this order "
+                        "(default: every one it has a file for)")
+    parser.add_argument("--output-dir", help="default: $COVFEFE_RUNS_DIR/<profile>-<time>")
     args = parser.parse_args(argv)
     try:
-        executed = run_notebooks(args.parameter_set, tuple(args.notebooks),
-                                 output_dir=args.output_dir)
+        executed = run_notebooks(args.profile, tuple(args.notebooks), output_dir=args.output_dir)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from covfefe.text import MAX_TWEET_CHARS
 
@@ -66,15 +67,20 @@ def sample_quality(generator, known_words: set[str], novelty, *, samples: int = 
     """Generate ``samples`` tweets (an equal share per prefix, seeded) and measure them."""
     per_prefix = max(1, samples // len(prefixes))
     written, known, copies, lengths, at_limit = 0, 0, 0, [], 0
-    for number, prefix in enumerate(prefixes):
-        for completion in generator.complete(prefix, temperature=temperature, top_p=top_p,
-                                             n=per_prefix, seed=seed + number):
-            generated = words(completion.generated)
-            written += len(generated)
-            known += sum(word in known_words for word in generated)
-            copies += novelty.longest_shared(completion.text) >= NEAR_COPY_RUN
-            lengths.append(len(completion.text))
-            at_limit += not completion.finished and len(completion.text) >= MAX_TWEET_CHARS
+    completions = []
+    # One BLAS thread: the products of a few rows are far slower spread over busy cores (the
+    # serving workers do the same, serve.init_app).
+    with threadpool_limits(1):
+        for number, prefix in enumerate(prefixes):
+            completions += generator.complete(prefix, temperature=temperature, top_p=top_p,
+                                              n=per_prefix, seed=seed + number)
+    for completion in completions:
+        generated = words(completion.generated)
+        written += len(generated)
+        known += sum(word in known_words for word in generated)
+        copies += novelty.longest_shared(completion.text) >= NEAR_COPY_RUN
+        lengths.append(len(completion.text))
+        at_limit += not completion.finished and len(completion.text) >= MAX_TWEET_CHARS
     total = len(lengths)
     return SampleQuality(total, temperature, top_p, known / max(written, 1), copies / total,
                          float(np.mean(lengths)), at_limit / total, written)

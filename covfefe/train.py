@@ -25,104 +25,43 @@ existing run is refused: start a new run directory instead.
 """
 
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, fields
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 
 from covfefe import config as settings
+from covfefe.artifact import save_artifact
+from covfefe.backend import import_keras
+from covfefe.callbacks import (
+    BitsPerChar,
+    KerasBatches,
+    LearningRateDecay,
+    ResumableEarlyStopping,
+    ResumableReduceLROnPlateau,
+    RunCheckpoint,
+)
 from covfefe.corpus import Corpus, SequenceBatches, encode_tweets
+from covfefe.data.schema import as_utc, select_period
+from covfefe.data.store import load_dataset
 from covfefe.errors import UserError
+from covfefe.evaluate import ngram_baselines, score_model
 from covfefe.files import read_json, write_json
-from covfefe.model import ModelConfig, build_model, compile_model
-from covfefe.text import MAX_TWEET_CHARS, Vocabulary
+from covfefe.model import build_model, compile_model
+from covfefe.novelty import NoveltyIndex
+from covfefe.run_state import FINE_TUNE, RunState
+from covfefe.text import Vocabulary
+from covfefe.train_config import TrainConfig
+
+keras = import_keras()
+
+__all__ = ["TrainConfig", "TrainResult", "load_history", "prepare", "fit", "train"]
 
 # Parameters that define what a run computes: changing one of them means a new run.
 FIXED_PARAMETERS = ("since", "until", "cell", "layers", "units", "embedding_dim", "dropout",
                     "max_chars", "batch_size", "validation_fraction", "min_count", "seed")
-
-
-@dataclass
-class TrainConfig:
-    """Every training parameter, with the defaults of a small model that trains on a CPU."""
-
-    run_dir: str = ""  # checkpoints, logs, artifact ("" = a new $COVFEFE_RUNS_DIR/train-<time>)
-    dataset: str = ""  # the collected dataset ("" = $COVFEFE_DATA_DIR/tweets.parquet)
-    since: str = ""  # train on tweets from this UTC date on ("" = from the first)
-    until: str = ""  # train on tweets before this UTC date ("" = to the last)
-    name: str = "covfefe"  # the model's name in its metadata and in the API
-    cell: str = "lstm"  # "lstm" or "gru"
-    layers: int = 2  # stacked recurrent layers
-    units: int = 256  # units per recurrent layer
-    embedding_dim: int = 64  # character embedding size
-    dropout: float = 0.1  # dropout between layers
-    max_chars: int = MAX_TWEET_CHARS  # longer tweets are cut
-    batch_size: int = 128  # tweets per batch
-    epochs: int = 20  # most epochs (early stopping may end sooner)
-    learning_rate: float = 0.003  # Adam's initial learning rate
-    lr_decay: float = 1.0  # learning rate multiplier per epoch after lr_decay_after (1: none)
-    lr_decay_after: int = 0  # epochs at the initial learning rate before lr_decay applies
-    lr_factor: float = 0.5  # learning rate multiplier when validation stops improving
-    lr_patience: int = 1  # epochs without improvement before the learning rate drops
-    patience: int = 3  # epochs without improvement before training stops
-    finetune_epochs: int = 0  # then this many epochs on the recent tweets alone (0: none)
-    finetune_since: str = ""  # the recent tweets: training tweets from this UTC date on
-    finetune_learning_rate: float = 0.0005  # the learning rate the fine-tuning starts at
-    validation_fraction: float = 0.05  # the most recent tweets, held out
-    min_count: int = settings.VOCAB_MIN_COUNT  # rarer characters become the unknown symbol
-    seed: int = 42  # the same seed, data and parameters give the same run
-    baseline_order: int = 7  # the Kneser-Ney character n-gram baseline's order
-    export_dir: str = ""  # where the artifact goes ("" = <run_dir>/model)
-    saved_model: bool = True  # also export a TF Serving SavedModel
-
-    def __post_init__(self):
-        if not self.run_dir:
-            stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-            self.run_dir = str(settings.runs_dir() / f"train-{stamp}")
-        self.model_config()  # validates the architecture
-        for name in ("max_chars", "batch_size", "epochs", "patience", "lr_patience",
-                     "min_count", "baseline_order"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise UserError(f"{name} must be a positive whole number, not {value!r}")
-        if (not isinstance(self.lr_decay_after, int) or isinstance(self.lr_decay_after, bool)
-                or self.lr_decay_after < 0):
-            raise UserError("lr_decay_after must be a whole number of epochs, at least 0, "
-                            f"not {self.lr_decay_after!r}")
-        if not 0 < self.lr_decay <= 1:
-            raise UserError(f"lr_decay must be above 0 and at most 1, not {self.lr_decay!r}")
-        if not self.learning_rate > 0:
-            raise UserError(f"learning_rate must be above 0, not {self.learning_rate!r}")
-        if (not isinstance(self.finetune_epochs, int) or isinstance(self.finetune_epochs, bool)
-                or self.finetune_epochs < 0):
-            raise UserError("finetune_epochs must be a whole number of epochs, at least 0, "
-                            f"not {self.finetune_epochs!r}")
-        if self.finetune_epochs and not self.finetune_since:
-            raise UserError("finetune_epochs needs finetune_since: the date the recent tweets "
-                            "start at")
-        if not self.finetune_learning_rate > 0:
-            raise UserError("finetune_learning_rate must be above 0, not "
-                            f"{self.finetune_learning_rate!r}")
-
-    def model_config(self) -> ModelConfig:
-        return ModelConfig(cell=self.cell, layers=self.layers, units=self.units,
-                           embedding_dim=self.embedding_dim, dropout=self.dropout)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
-        names = {field.name for field in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise UserError(f"unknown training parameter(s): {', '.join(unknown)}")
-        return cls(**data)
-
-    @classmethod
-    def from_namespace(cls, namespace: dict) -> "TrainConfig":
-        """Return the config of the names a namespace defines (a notebook's parameters)."""
-        return cls(**{field.name: namespace[field.name] for field in fields(cls)
-                      if field.name in namespace})
 
 
 @dataclass
@@ -138,9 +77,11 @@ class TrainResult:
 
     def summary(self) -> str:
         metrics = self.artifact.metrics
+        started = (f"resumed after epoch {self.resumed_from_epoch}" if self.resumed_from_epoch
+                   else "a new run")
         return (f"model {self.artifact.name} {self.artifact.version} -> {self.artifact.path}\n"
-                f"epochs={len(self.history)} (resumed from {self.resumed_from_epoch}, "
-                f"{self.stop_reason}) best_epoch={metrics['best_epoch']}\n"
+                f"epochs={len(self.history)} ({started}, {self.stop_reason}) "
+                f"best_epoch={metrics['best_epoch']}\n"
                 f"validation bits_per_char={metrics['validation_bits_per_char']:.4f} "
                 f"baseline ({metrics['baseline']['name']}) "
                 f"bits_per_char={metrics['baseline']['validation_bits_per_char']:.4f}")
@@ -176,14 +117,12 @@ def load_history(run_dir: str | os.PathLike) -> pd.DataFrame:
     history = pd.read_csv(path)
     history["epoch"] += 1  # Keras counts from 0; people count from 1
     # A kill between the CSV row and the state write can leave a row for an unsaved epoch.
-    state = read_json(settings.resolve(run_dir) / "state.json") or {}
-    return history[history["epoch"] <= state.get("epochs_done", 0)].reset_index(drop=True)
+    epochs_done = RunState.load(settings.resolve(run_dir)).epochs_done
+    return history[history["epoch"] <= epochs_done].reset_index(drop=True)
 
 
 def _recent(train_config: TrainConfig, corpus: Corpus) -> pd.DataFrame:
     """The training tweets the fine-tuning phase trains on."""
-    from covfefe.data.collect import as_utc
-
     recent = corpus.train[corpus.train["created_at"] >= as_utc(train_config.finetune_since)]
     if recent.empty:
         raise UserError(f"no training tweets since finetune_since={train_config.finetune_since}"
@@ -191,121 +130,144 @@ def _recent(train_config: TrainConfig, corpus: Corpus) -> pd.DataFrame:
     return recent
 
 
-def _main_phase_done(train_config: TrainConfig, state: dict) -> bool:
-    return (state.get("phase") == "fine-tune" or state["epochs_done"] >= train_config.epochs
-            or state.get("stop_reason") == "early stopping")
+def _keras_verbosity(progress: bool) -> int:
+    """Keras's ``verbose``: a live progress bar on a terminal; elsewhere (a notebook's record,
+    a log file) one line per epoch, not hundreds of backspaced bar updates; 0 without progress."""
+    if not progress:
+        return 0
+    return 1 if sys.stdout.isatty() else 2
+
+
+def _main_phase_done(train_config: TrainConfig, state: RunState) -> bool:
+    return (state.fine_tuning or state.epochs_done >= train_config.epochs
+            or state.stop_reason == "early stopping")
+
+
+def _finetune_done(train_config: TrainConfig, state: RunState) -> bool:
+    return not train_config.finetune_epochs or state.fine_tuning and (
+        state.epochs_done >= state.finetune_from + train_config.finetune_epochs
+        or state.stop_reason == "early stopping")
+
+
+def _main_model(train_config: TrainConfig, run_dir: Path, state: RunState, vocab_size: int):
+    """The model the main phase starts (or resumes) from: its last checkpoint, or a new one."""
+    keras.utils.set_random_seed(train_config.seed + state.epochs_done)  # the initial weights too
+    last = run_dir / "checkpoints" / "last.keras"
+    if state.epochs_done and last.exists():
+        return keras.saving.load_model(last)
+    return compile_model(build_model(train_config.model_config(), vocab_size),
+                         train_config.learning_rate)
+
+
+def _finetune_model(train_config: TrainConfig, run_dir: Path, state: RunState):
+    """The model fine-tuning resumes from, or starts from: the main phase's best epoch, at the
+    fine-tuning rate, with fresh patience."""
+    if state.fine_tuning:
+        return keras.saving.load_model(run_dir / "checkpoints" / "last.keras")
+    state.phase, state.finetune_from = FINE_TUNE, state.epochs_done
+    state.early_stopping.wait = state.reduce_lr.wait = 0
+    model = keras.saving.load_model(run_dir / "checkpoints" / "best.keras")
+    model.optimizer.learning_rate = train_config.finetune_learning_rate
+    return model
+
+
+@dataclass
+class _Phase:
+    """One phase of a run: train ``model`` on ``tweets`` until epoch ``end_epoch``."""
+
+    model: object
+    tweets: pd.DataFrame
+    end_epoch: int
+    schedule: list  # callbacks that set the learning rate each epoch
+
+
+def _train_phase(train_config: TrainConfig, run_dir: Path, state: RunState, phase: _Phase,
+                 vocabulary: Vocabulary, validation: SequenceBatches, progress: bool) -> None:
+    """Run one phase from the state's epoch on; checkpoint and record every epoch."""
+    first = state.epochs_done
+    state.finished, state.stop_reason = False, ""
+    keras.utils.set_random_seed(train_config.seed + first)
+    batches = SequenceBatches(encode_tweets(phase.tweets["text"], vocabulary,
+                                            train_config.max_chars),
+                              train_config.batch_size, seed=train_config.seed)
+    batches.epoch = first
+    early_stopping = ResumableEarlyStopping(state.early_stopping, monitor="val_xent",
+                                            patience=train_config.patience)
+    reduce_lr = ResumableReduceLROnPlateau(
+        state.reduce_lr, monitor="val_xent", factor=train_config.lr_factor,
+        patience=train_config.lr_patience, min_lr=train_config.learning_rate / 100,
+    )
+    callbacks = [
+        *phase.schedule,
+        BitsPerChar(),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=first > 0),
+        keras.callbacks.TensorBoard(str(run_dir / "tensorboard")),
+        early_stopping,
+        reduce_lr,
+        RunCheckpoint(run_dir, state, early_stopping, reduce_lr),  # last: records the others
+    ]
+    if keras.backend.backend() == "tensorflow":
+        train_data, validation_data = batches.to_tf_dataset(), validation.to_tf_dataset()
+    else:  # JAX or PyTorch (the GPU machine has no TensorFlow): the same NumPy batches
+        train_data, validation_data = KerasBatches(batches), KerasBatches(validation)
+    if progress:
+        # Keras numbers epochs across phases: fine-tuning's first is "Epoch 3/3" after 2/2.
+        name = "fine-tuning" if state.fine_tuning else "training"
+        print(f"{name}: epochs {first + 1} to {phase.end_epoch} on {len(phase.tweets)} tweets",
+              flush=True)
+    phase.model.fit(train_data, validation_data=validation_data, epochs=phase.end_epoch,
+                    initial_epoch=first, callbacks=callbacks, shuffle=False,
+                    verbose=_keras_verbosity(progress))
+    if not state.finished and state.epochs_done >= phase.end_epoch:
+        state.finished, state.stop_reason = True, f"{phase.end_epoch} epochs"
+    state.save(run_dir)
 
 
 def fit(train_config: TrainConfig, corpus: Corpus, vocabulary: Vocabulary, *,
-        progress: bool = True) -> tuple[dict, int]:
-    """Train (or resume training) in the run directory; return the state and the start epoch."""
+        progress: bool = True) -> tuple[RunState, int]:
+    """Train (or resume training) in the run directory: the main phase, then the fine-tuning
+    phase if there is one; return the state and the epoch this call started from."""
     run_dir = settings.resolve(train_config.run_dir)
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    state = read_json(run_dir / "state.json") or {"epochs_done": 0, "finished": False}
-    start_epoch = state["epochs_done"]
-    main_done = _main_phase_done(train_config, state)
-    if train_config.finetune_epochs:
-        recent = _recent(train_config, corpus)  # checked before any training
-        finetune_end = state.get("finetune_from", start_epoch) + train_config.finetune_epochs
-        if state.get("phase") == "fine-tune" and (
-                start_epoch >= finetune_end or state.get("stop_reason") == "early stopping"):
-            return state, start_epoch
-    elif main_done:
+    state = RunState.load(run_dir)
+    start_epoch = state.epochs_done
+    main_todo = not _main_phase_done(train_config, state)
+    finetune_todo = not _finetune_done(train_config, state)
+    if not (main_todo or finetune_todo):
         return state, start_epoch
-
-    import keras
-
-    from covfefe.callbacks import (
-        BitsPerChar,
-        LearningRateDecay,
-        RunCheckpoint,
-        restore_callbacks,
-    )
-
-    validation_batches = SequenceBatches(
+    validation = SequenceBatches(
         encode_tweets(corpus.validation["text"], vocabulary, train_config.max_chars),
         train_config.batch_size, shuffle=False, score_first=False, fixed_width=True,
     )
-    checkpoints = run_dir / "checkpoints"
-
-    def run_phase(model, tweets, end_epoch: int, schedule: list) -> None:
-        first = state["epochs_done"]
-        state["finished"] = False
-        state.pop("stop_reason", None)
-        keras.utils.set_random_seed(train_config.seed + first)
-        batches = SequenceBatches(encode_tweets(tweets["text"], vocabulary,
-                                                train_config.max_chars),
-                                  train_config.batch_size, seed=train_config.seed)
-        batches.epoch = first
-        early_stopping = keras.callbacks.EarlyStopping(monitor="val_xent",
-                                                       patience=train_config.patience)
-        reduce_lr = keras.callbacks.ReduceLROnPlateau(
-            monitor="val_xent", factor=train_config.lr_factor,
-            patience=train_config.lr_patience, min_lr=train_config.learning_rate / 100,
-        )
-        restore_callbacks(state, early_stopping, reduce_lr)
-        callbacks = [
-            *schedule,
-            BitsPerChar(),
-            keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=first > 0),
-            keras.callbacks.TensorBoard(str(run_dir / "tensorboard")),
-            early_stopping,
-            reduce_lr,
-            RunCheckpoint(run_dir, state, early_stopping, reduce_lr),  # last: records the others
-        ]
-        if keras.backend.backend() == "tensorflow":
-            train_data, validation_data = (batches.to_tf_dataset(),
-                                           validation_batches.to_tf_dataset())
-        else:  # JAX or PyTorch (the GPU machine has no TensorFlow): the same NumPy batches
-            from covfefe.callbacks import KerasBatches
-
-            train_data, validation_data = KerasBatches(batches), KerasBatches(validation_batches)
-        model.fit(train_data, validation_data=validation_data, epochs=end_epoch,
-                  initial_epoch=first, callbacks=callbacks, shuffle=False,
-                  verbose="auto" if progress else 0)
-        if not state.get("finished") and state["epochs_done"] >= end_epoch:
-            state["finished"], state["stop_reason"] = True, f"{end_epoch} epochs"
-        write_json(run_dir / "state.json", state)
-
-    if not main_done:
-        keras.utils.set_random_seed(train_config.seed + start_epoch)  # the initial weights too
-        if start_epoch and (checkpoints / "last.keras").exists():
-            model = keras.saving.load_model(checkpoints / "last.keras")
-        else:
-            model = compile_model(build_model(train_config.model_config(), len(vocabulary)),
-                                  train_config.learning_rate)
-        run_phase(model, corpus.train, train_config.epochs,
-                  [LearningRateDecay(train_config.lr_decay, train_config.lr_decay_after)])
-    if train_config.finetune_epochs:
-        if state.get("phase") != "fine-tune":
-            # Start from the best epoch, at the fine-tuning rate, with fresh patience.
-            state["phase"], state["finetune_from"] = "fine-tune", state["epochs_done"]
-            for counters in state.get("callbacks", {}).values():
-                counters["wait"] = 0
-            model = keras.saving.load_model(checkpoints / "best.keras")
-            model.optimizer.learning_rate = train_config.finetune_learning_rate
-        else:
-            model = keras.saving.load_model(checkpoints / "last.keras")
-        run_phase(model, recent, state["finetune_from"] + train_config.finetune_epochs, [])
+    if main_todo:
+        model = _main_model(train_config, run_dir, state, len(vocabulary))
+        schedule = [LearningRateDecay(train_config.lr_decay, train_config.lr_decay_after)]
+        _train_phase(train_config, run_dir, state,
+                     _Phase(model, corpus.train, train_config.epochs, schedule),
+                     vocabulary, validation, progress)
+    if finetune_todo:
+        model = _finetune_model(train_config, run_dir, state)
+        end = state.finetune_from + train_config.finetune_epochs
+        _train_phase(train_config, run_dir, state,
+                     _Phase(model, _recent(train_config, corpus), end, []),
+                     vocabulary, validation, progress)
     return state, start_epoch
 
 
 def prepare(train_config: TrainConfig, tweets: pd.DataFrame | None = None
             ) -> tuple[Corpus, Vocabulary]:
-    """Load and split the data, check it against the run directory, and get the vocabulary."""
-    from covfefe.explore import load_dataset
+    """Load and split the data, check it against the run directory, and get the vocabulary.
 
-    run_dir = settings.resolve(train_config.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    Everything that can refuse the run is checked before the run directory is created, so a
+    refused run leaves nothing behind."""
     if tweets is None:
         tweets = load_dataset(train_config.dataset or None)
-    from covfefe.data.collect import as_utc
-
-    if train_config.since:
-        tweets = tweets[tweets["created_at"] >= as_utc(train_config.since)]
-    if train_config.until:
-        tweets = tweets[tweets["created_at"] < as_utc(train_config.until)]
+    tweets = select_period(tweets, train_config.since, train_config.until)
     corpus = Corpus.from_tweets(tweets, train_config.validation_fraction)
+    if train_config.finetune_epochs:
+        _recent(train_config, corpus)
+    run_dir = settings.resolve(train_config.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     _check_run(run_dir, train_config, corpus.fingerprint())
     vocabulary_path = run_dir / "vocabulary.json"
     if vocabulary_path.exists():
@@ -317,27 +279,23 @@ def prepare(train_config: TrainConfig, tweets: pd.DataFrame | None = None
 
 
 def export_trained_model(train_config: TrainConfig, corpus: Corpus, vocabulary: Vocabulary,
-                         state: dict, history: pd.DataFrame, *, progress: bool = True,
+                         state: RunState, history: pd.DataFrame, *, progress: bool = True,
                          seconds: float | None = None):
     """Score the best epoch and the n-gram baselines on the validation tweets; export both
     numbers with the model as its artifact (`covfefe.artifact`)."""
-    import keras
-
-    from covfefe.artifact import save_artifact
-    from covfefe.evaluate import ngram_baselines, score_model
-    from covfefe.novelty import NoveltyIndex
-
     run_dir = settings.resolve(train_config.run_dir)
     best = run_dir / "checkpoints" / "best.keras"
     if not best.exists():
         raise UserError(f"run {run_dir} has no checkpoint to export yet: train first")
     model = keras.saving.load_model(best, compile=False)
     validation = score_model(model, vocabulary, corpus.validation["text"],
-                             max_chars=train_config.max_chars, progress=progress)
+                             max_chars=train_config.max_chars,
+                             # A bar only on a terminal: a notebook's record keeps it at 0%.
+                             progress=progress and sys.stderr.isatty())
     baselines = ngram_baselines(corpus, vocabulary, sorted({5, 7, train_config.baseline_order}),
                                 train_config.max_chars)
     best_baseline = baselines.iloc[0]
-    best_row = history[history["epoch"] == state["best_epoch"]]
+    best_row = history[history["epoch"] == state.best_epoch]
     model_config = train_config.model_config()
     metadata = {
         "name": f"{train_config.name}-{model_config.name}",
@@ -348,9 +306,9 @@ def export_trained_model(train_config: TrainConfig, corpus: Corpus, vocabulary: 
             **{k: v for k, v in asdict(train_config).items()
                if k not in ("run_dir", "dataset", "export_dir", "saved_model")},
             "run_dir": train_config.run_dir,
-            "epochs_trained": int(state["epochs_done"]),
-            "best_epoch": int(state["best_epoch"]),
-            "stop_reason": state.get("stop_reason", ""),
+            "epochs_trained": int(state.epochs_done),
+            "best_epoch": int(state.best_epoch),
+            "stop_reason": state.stop_reason,
             "keras_backend": keras.backend.backend(),
             "seconds_this_session": round(seconds, 1) if seconds is not None else None,
         },
@@ -360,7 +318,7 @@ def export_trained_model(train_config: TrainConfig, corpus: Corpus, vocabulary: 
             "validation_chars": int(validation.chars.sum()),
             "train_bits_per_char_best_epoch": (round(float(best_row["bits_per_char"].iloc[0]), 4)
                                                if len(best_row) else None),
-            "best_epoch": int(state["best_epoch"]),
+            "best_epoch": int(state.best_epoch),
             "baseline": {"name": str(best_baseline["name"]), "order": int(best_baseline["order"]),
                          "validation_bits_per_char":
                              round(float(best_baseline["validation_bits_per_char"]), 4)},
@@ -392,5 +350,5 @@ def train(train_config: TrainConfig, tweets: pd.DataFrame | None = None, *,
         artifact = export_trained_model(train_config, corpus, vocabulary, state, history,
                                         progress=progress,
                                         seconds=time.monotonic() - started)
-    return TrainResult(run_dir, artifact, history, start_epoch, state.get("stop_reason", ""),
-                       state.get("finetune_from"))
+    return TrainResult(run_dir, artifact, history, start_epoch, state.stop_reason,
+                       state.finetune_from)

@@ -13,7 +13,7 @@ Collect tweets and train a model on the VirtualBox host LOCAL_MACHINE (deploy/lo
    machine (copied into the volume first), an http(s) URL, or an account's new tweets from the
    X API (--twitter; needs TWITTER_BEARER_TOKEN);
 3. train and evaluate with papermill (the train service): notebooks 03-train-model and
-   04-evaluate-model with notebooks/params/NAME.yaml; the executed notebooks land in the runs
+   04-evaluate-model with notebooks/params/NAME/; the executed notebooks land in the runs
    volume, the exported model in the models volume (models/covfefe with the full parameters);
 4. with --fetch-model DIR, copy that model out of the models volume into DIR on this machine
    (models/covfefe replaces the bundled model: deploy/04-up.sh then builds it into the API).
@@ -23,7 +23,7 @@ Options:
                      else ../shared/data/trump-twitter-archive beside the repository)
   --twitter NAME     collect the account's new tweets from the X API instead
   --skip-collect     train on the tweets the volume already holds
-  --params NAME      notebooks/params/NAME.yaml (default: TRAIN_PARAMS)
+  --params NAME      the profile notebooks/params/NAME/ (default: TRAIN_PARAMS)
   --fetch-model DIR  copy the trained model into DIR afterwards
   -n, --dry-run      print the commands instead of running them
   -h, --help         show this help
@@ -62,8 +62,8 @@ train() {
   require_config LOCAL_MACHINE
   params=${params:-${TRAIN_PARAMS:-}}
   [[ $params ]] || die_usage "no parameter set: pass --params NAME or set TRAIN_PARAMS"
-  [[ -f notebooks/params/$params.yaml ]] ||
-    die_usage "there is no notebooks/params/$params.yaml (try ci or full)"
+  [[ -d notebooks/params/$params ]] ||
+    die_usage "there is no parameter profile notebooks/params/$params/ (try ci or full)"
   if [[ $twitter ]]; then
     require_secret TWITTER_BEARER_TOKEN
   elif [[ ! $skip_collect && ! $archive =~ ^https?:// && ! -e $archive ]]; then
@@ -95,7 +95,7 @@ train() {
       --entrypoint sh collect -c 'rm -rf /data/archive && mkdir /data/archive && tar -xf - -C /data/archive'
     compose run --rm collect
   fi
-  compose run --rm train python -m covfefe.notebooks "notebooks/params/$params.yaml" \
+  compose run --rm train python -m covfefe.notebooks "$params" \
     03-train-model 04-evaluate-model
   if [[ $fetch_dir ]]; then
     run mkdir -p "$fetch_dir"

@@ -32,9 +32,10 @@ V2_MAX_PREFIX = 50
 
 GENERATE_FIELDS = {
     "prefix": Field(str, default="", max_length=MAX_PREFIX),
-    "temperature": Field(float, default=1.0, low=0, low_open=True, high=2.0),
+    # No temperature or top_p: the model's measured defaults (GET /api/model, "defaults").
+    "temperature": Field(float, default=None, low=0, low_open=True, high=2.0),
     "top_k": Field(int, default=0, low=0, high=1000),
-    "top_p": Field(float, default=1.0, low=0, low_open=True, high=1.0),
+    "top_p": Field(float, default=None, low=0, low_open=True, high=1.0),
     "n": Field(int, default=1, low=1, high=MAX_CANDIDATES),
     "seed": Field(int, default=None, low=0, high=MAX_SEED),
     "max_length": Field(int, default=MAX_TWEET_CHARS, low=1, high=MAX_TWEET_CHARS),
@@ -67,6 +68,13 @@ stream_steps = StepCounter()
 
 def generator():
     return current_app.extensions["covfefe.generator"]
+
+
+def _with_defaults(values: dict) -> dict:
+    """Return the request's values with the model's defaults where it named none."""
+    defaults = generator().defaults
+    return {**values, **{name: defaults[name] for name in ("temperature", "top_p")
+                         if values.get(name) is None}}
 
 
 def engine():
@@ -119,7 +127,7 @@ def _completion_json(completion) -> dict:
 @api.post("/generate")
 def generate():
     """Complete a prefix: n candidates, with their log-probability and novelty."""
-    values = read_json(request, GENERATE_FIELDS)
+    values = _with_defaults(read_json(request, GENERATE_FIELDS))
     completions, seed = _complete(values)
     return jsonify(_result(values, seed, completions))
 
@@ -133,7 +141,7 @@ def _event(data: dict, event: str | None = None) -> str:
 def generate_stream():
     """Server-sent events: ``prefix``, then one message per step with each candidate's new
     character ("" once it has ended), then ``done`` with the same result as POST /generate."""
-    values = read_query(request, GENERATE_FIELDS)
+    values = _with_defaults(read_query(request, GENERATE_FIELDS))
     stream, seed = _stream(values)
     unknown = generator().vocabulary.unknown
 
@@ -162,8 +170,8 @@ def generate_stream():
 def autocomplete():
     """The covfefe-flow v2 route: one completion of ``beginningOfTweet``."""
     values = read_json(request, AUTOCOMPLETE_FIELDS, ignore_unknown=True)
-    (completion,), _ = _complete({**{name: field.default
-                                      for name, field in GENERATE_FIELDS.items()},
+    (completion,), _ = _complete({**_with_defaults({name: field.default
+                                                    for name, field in GENERATE_FIELDS.items()}),
                                    "prefix": values["beginningOfTweet"],
                                    "temperature": max(values["temperature"],
                                                       GREEDY_TEMPERATURE)})

@@ -1,7 +1,9 @@
-"""Shared fixtures: the archive, an isolated data folder, local HTTP servers, system tools.
+"""Shared fixtures: the archive, an isolated data folder, local HTTP servers, a tiny model.
+
+Helpers that are not fixtures (system tools, stopping a server, constants) are in helpers.py.
 
 Tests never write into the checkout's ``data/`` or ``runs/``: ``COVFEFE_DATA_DIR`` and
-``COVFEFE_RUNS_DIR`` point at temporary folders for the whole session (notebooks run by nbval
+``COVFEFE_RUNS_DIR`` point at temporary folders for the whole session (notebooks run by papermill
 inherit them), and ``COVFEFE_ARCHIVE`` defaults to ``../shared/data/trump-twitter-archive``
 beside the checkout.
 """
@@ -9,19 +11,22 @@ beside the checkout.
 import functools
 import http.server
 import os
-import shutil
-import signal
-import subprocess
 import tempfile
 import threading
 from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["pytester"]
+from tests.helpers import (
+    ALLOWED_ORIGIN,
+    DEFAULT_ARCHIVE,
+    ROOT,
+    TINY_PARAMS,
+    TINY_SINCE,
+    TINY_UNTIL,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_ARCHIVE = ROOT.parent / "shared" / "data" / "trump-twitter-archive"
+pytest_plugins = ["pytester"]
 
 
 def pytest_configure(config):
@@ -31,48 +36,6 @@ def pytest_configure(config):
     os.environ["COVFEFE_RUNS_DIR"] = tempfile.mkdtemp(prefix="covfefe-test-runs-")
     # A developer's real token must never reach a test (the tests use local stand-ins).
     os.environ.pop("TWITTER_BEARER_TOKEN", None)
-
-
-def require_all() -> bool:
-    """Return True when a missing system tool must fail the run rather than skip (CI)."""
-    return os.environ.get("COVFEFE_REQUIRE_ALL") == "1"
-
-
-def require_tool(name: str) -> str:
-    """Return the path of a system tool, or skip (fail under COVFEFE_REQUIRE_ALL=1) without it."""
-    path = shutil.which(name)
-    if path:
-        return path
-    reason = f"system tool {name!r} is not installed (see .ci/apt-packages.txt)"
-    if require_all():
-        pytest.fail(f"{reason}, and COVFEFE_REQUIRE_ALL=1 requires every tool")
-    pytest.skip(reason)
-
-
-def require_playwright():
-    """Return ``playwright.sync_api``, or skip (fail under COVFEFE_REQUIRE_ALL=1) without it."""
-    try:
-        from playwright import sync_api
-    except ImportError:  # pragma: no cover - the dev extra installs it
-        if require_all():
-            pytest.fail("playwright is not installed (pip install -e '.[dev]')")
-        pytest.skip("playwright is not installed")
-    return sync_api
-
-
-def stop_process(process: subprocess.Popen, *, group: bool = False, timeout: float = 15) -> None:
-    """Stop a server that a test started (its process group, when it has its own): terminate,
-    then kill if it has not ended within ``timeout`` seconds."""
-    if process.poll() is None:
-        if group:
-            os.killpg(process.pid, signal.SIGTERM)
-        else:
-            process.terminate()
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=5)
 
 
 @pytest.fixture(scope="session")
@@ -113,12 +76,6 @@ def serve_folder():
         server.server_close()
 
 
-# A tiny slice of the archive and a tiny network: enough to train for real in seconds.
-TINY_SINCE, TINY_UNTIL = "2016-01-01", "2016-03-01"
-TINY_PARAMS = dict(cell="lstm", layers=1, units=32, embedding_dim=16, dropout=0.0,
-                   batch_size=32, epochs=2, learning_rate=0.01, seed=7, baseline_order=5)
-
-
 @pytest.fixture(scope="session")
 def tiny_tweets(archive_dir, tmp_path_factory):
     """Two months of the real archive (about 700 tweets), collected into a dataset file."""
@@ -143,9 +100,6 @@ def tiny_training(tiny_tweets, tmp_path_factory):
 def tiny_model(tiny_training):
     """The tiny trained model's artifact (`covfefe.artifact.ModelArtifact`)."""
     return tiny_training.artifact
-
-
-ALLOWED_ORIGIN = "https://www.covfefe.example"
 
 
 @pytest.fixture(scope="session")

@@ -1,19 +1,13 @@
 """The covfefe command line, run as a user runs it: a real process, its output and exit status."""
 
 import json
-import os
 import re
 import subprocess
 import sys
 
 import pytest
 
-
-def covfefe(*args, env=None):
-    """Run ``python -m covfefe`` and return the completed process."""
-    environment = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "covfefe", *args], capture_output=True,
-                          text=True, env=environment, timeout=300)
+from tests.helpers import covfefe
 
 
 def test_help_lists_the_commands():
@@ -69,3 +63,75 @@ def test_user_mistakes_are_one_sentence_and_exit_2(tmp_path, args, message):
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "tweets.parquet").exists()
+
+
+def test_evaluate_prints_no_tensorflow_lines(tmp_path):
+    text = tmp_path / "tweets.txt"
+    text.write_text("Make America Great Again!\nThe Fake News Media is working overtime.\n")
+    result = covfefe("evaluate", "--text", str(text), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "bits_per_char=" in result.stdout
+    assert "keras" not in result.stdout.lower()
+    assert result.stderr == "", result.stderr  # no noise, and nothing else either
+
+
+def test_the_noise_filter_keeps_real_warnings():
+    """TensorFlow's start-up lines go, a warning written during the import stays."""
+    script = (
+        "import os, sys\n"
+        "from covfefe.backend import filtered_stderr\n"
+        "with filtered_stderr():\n"
+        "    os.write(2, b'WARNING: All log messages before absl::InitializeLog() is called are"
+        " written to STDERR\\n')\n"
+        "    os.write(2, b'E0000 00:00:1796014386.063253    5318 cuda_platform.cc:52] failed call"
+        " to cuInit: INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)\\n')\n"
+        "    os.write(2, b'W0000 00:00:1.2    7 some_op.cc:9] a real warning\\n')\n"
+        "    print('UserWarning: from Python', file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == ["W0000 00:00:1.2    7 some_op.cc:9] a real warning",
+                                          "UserWarning: from Python"]
+
+
+def test_top_level_help_has_no_markup():
+    result = covfefe("--help")
+    assert "``" not in result.stdout and "`" not in result.stdout
+
+
+@pytest.mark.parametrize("argv", [
+    ["generate", "--temp", "0.5"],
+    ["train", "--epoch", "3"],
+    ["evaluate", "--base", "5"],
+])
+def test_abbreviated_options_are_refused(argv):
+    result = covfefe(*argv)
+    assert result.returncode == 2
+    assert f"unrecognized arguments: {argv[1]}" in result.stderr
+
+
+@pytest.mark.parametrize("command", [["generate"], ["evaluate", "--text", "x.txt"], ["serve"]])
+def test_a_model_file_instead_of_its_folder_is_named(command):
+    result = covfefe(*command, "--model", "models/covfefe/metadata.json")
+    assert result.returncode == 2
+    assert "models/covfefe/metadata.json is a file: give the model's folder" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_refused_train_leaves_no_run_folder(tmp_path):
+    runs = tmp_path / "runs"
+    result = covfefe("train", "--dataset", str(tmp_path / "none.parquet"),
+                     env={"COVFEFE_RUNS_DIR": str(runs)})
+    assert result.returncode == 2
+    assert "none.parquet does not exist: collect tweets first" in result.stderr
+    assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_train_params_must_be_one_notebooks_flat_file(tmp_path):
+    sectioned = tmp_path / "old.yaml"
+    sectioned.write_text("03-train-model:\n  epochs: 2\n")
+    result = covfefe("train", "--params", str(sectioned))
+    assert result.returncode == 2
+    assert "must be flat (one notebook's parameters), but 03-train-model holds a section" in (
+        result.stderr)

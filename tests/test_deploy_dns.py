@@ -15,7 +15,7 @@ import pytest
 from cloudflare import Cloudflare, PermissionDeniedError
 
 from tests.cloudflare_standin import ALL_PERMISSIONS, CloudflareStandin
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.network
 

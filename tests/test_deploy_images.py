@@ -47,7 +47,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, require_all, require_tool
+from tests.helpers import ROOT, require_all, require_tool
 
 pytestmark = pytest.mark.network
 

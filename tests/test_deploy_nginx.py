@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, require_playwright, require_tool, stop_process
+from tests.helpers import ROOT, require_playwright, require_tool, stop_process
 
 pytestmark = pytest.mark.network
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import require_all, require_tool
+from tests.helpers import require_all, require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -546,7 +546,7 @@ def test_train_collects_trains_and_fetches_the_model(sandbox, tmp_path):
     assert upload[:6] == ["run", "--rm", "-T", "--entrypoint", "sh", "collect"]
     assert collect == ["run", "--rm", "collect"]
     assert train == ["run", "--rm", "train", "python", "-m", "covfefe.notebooks",
-                     "notebooks/params/ci.yaml", "03-train-model", "04-evaluate-model"]
+                     "ci", "03-train-model", "04-evaluate-model"]
     assert fetch[:6] == ["run", "--rm", "-T", "--entrypoint", "tar", "train"]
     assert f"tar -C {archive} -cf - ." in result.stderr
     uploaded = [call for call in sandbox.calls() if call["argv"][-1:] == [upload[-1]]][0]
@@ -692,7 +692,7 @@ DRY_RUNS = {
         " -c 'rm -rf /data/archive && mkdir /data/archive && tar -xf - -C /data/archive'",
         "COMPOSE --profile train run --rm collect",
         "COMPOSE --profile train run --rm train python -m covfefe.notebooks"
-        " notebooks/params/ci.yaml 03-train-model 04-evaluate-model",
+        " ci 03-train-model 04-evaluate-model",
         "mkdir -p {tmp}/model",
         "COMPOSE --profile train run --rm -T --entrypoint tar train -C models/covfefe -cf - . |"
         " tar -xf - -C {tmp}/model"]),

@@ -19,7 +19,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tests.conftest import require_tool, stop_process
+from tests.helpers import require_tool, stop_process
 
 pytestmark = pytest.mark.network
 

@@ -28,7 +28,7 @@ from covfefe.engine import (
 from covfefe.errors import UserError
 from covfefe.generate import TweetGenerator, sample
 from covfefe.rowwise import matmul
-from tests.conftest import stop_process
+from tests.helpers import free_port, stop_process
 
 # Varied requests: prefixes of different lengths (fed while others generate), every sampling
 # option, 1 to 4 candidates, shorter and full lengths.
@@ -54,12 +54,6 @@ def engine(generator):
     engine = Engine(generator, max_rows=64, max_queue=64)
     yield engine
     engine.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_until(condition, timeout: float = 30.0) -> None:

@@ -7,7 +7,7 @@ import pytest
 
 from covfefe.evaluate import by_length, read_text_file, score_model
 from covfefe.text import UNK_ID
-from tests.test_cli import covfefe
+from tests.helpers import covfefe
 
 SUMMARY = re.compile(r"^bits_per_char=(\d+\.\d{4}) chars=(\d+) tweets=(\d+)$", re.MULTILINE)
 LINES = ["Make America Great Again!", "", "The Fake News Media ✓✓ is at it again… 🇺🇸",

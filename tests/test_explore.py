@@ -9,8 +9,6 @@ from matplotlib.figure import Figure
 
 from covfefe import explore
 from covfefe.data import schema
-from covfefe.data.store import TweetStore
-from covfefe.errors import UserError
 from covfefe.text import Vocabulary
 
 
@@ -121,18 +119,6 @@ def test_top_mentions_ignore_case_emails_and_overlong_names():
     assert top.index.tolist() == ["@CNN", "@foxandfriends", "@FoxNews"]  # ties alphabetically
 
 
-def test_load_dataset_reads_the_store(dataset):
-    TweetStore(dataset).write(SAMPLE)
-    assert explore.load_dataset(dataset)["id"].tolist() == [0, 1, 2]
-    assert explore.load_dataset(str(dataset))["id"].tolist() == [0, 1, 2]
-
-
-def test_load_dataset_says_what_to_run_first(tmp_path):
-    missing = tmp_path / "nothing.parquet"
-    with pytest.raises(UserError, match=f"dataset {missing} does not exist: collect tweets"):
-        explore.load_dataset(missing)
-
-
 def _render(figure: Figure) -> bytes:
     # Drawing for real catches what building a figure does not (a missing glyph, bad mathtext);
     # filterwarnings = error turns any warning it gives into a failure.
@@ -167,6 +153,14 @@ def test_plots_hold_one_bar_per_value_and_render():
         False, False, False, True
     ]
     assert len(explore.plot_character_frequencies(frequencies, top_n=2).axes[0].patches) == 2
+    # Many characters: rows of at most CHARACTERS_PER_ROW, labels upright and legible.
+    many = explore.character_frequencies(["".join(chr(0x41 + i) * (200 - i) for i in range(58))
+                                          + "!?"], min_count=1)
+    rows = explore.plot_character_frequencies(many).axes
+    assert [len(axes.patches) for axes in rows] == [50, 10]
+    for axes in rows:
+        for label in axes.get_xticklabels():
+            assert label.get_rotation() == 0 and label.get_fontsize() >= 9
 
     hashtags = pd.Series([5, 3, 1], index=["#MAGA", "#Trump2016", "#$money"])
     figure = explore.plot_top_counts(hashtags, "Top hashtags")

@@ -9,7 +9,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import positive_data_acceptance
 
-from tests.conftest import ALLOWED_ORIGIN
+from tests.helpers import ALLOWED_ORIGIN
 
 MIN_REQUESTS = 1000
 EXAMPLES = 200  # per operation and mode: Hypothesis stops early where little can vary

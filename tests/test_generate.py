@@ -113,7 +113,7 @@ def test_a_prefix_is_cleaned_and_unknown_characters_are_read_as_the_unknown_symb
 
 
 def test_covfefe_generate_prints_reproducible_tweets(tiny_model):
-    from tests.test_cli import covfefe
+    from tests.helpers import covfefe
 
     args = ("generate", "Make America ", "-t", "0.8", "-n", "3", "--seed", "7",
             "--model", str(tiny_model.path))

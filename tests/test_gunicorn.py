@@ -15,15 +15,9 @@ import urllib.request
 import pytest
 
 from covfefe import config
-from tests.conftest import ROOT, stop_process
+from tests.helpers import ROOT, free_port, stop_process
 
 pytestmark = pytest.mark.network
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

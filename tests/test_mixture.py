@@ -12,7 +12,7 @@ from covfefe.corpus import encode_tweets
 from covfefe.evaluate import score_model
 from covfefe.generate import TweetGenerator
 from covfefe.mixture import MixedModel, fit_weight, mix_log_probs
-from tests.test_cli import covfefe
+from tests.helpers import covfefe
 
 SUMMARY = re.compile(r"^bits_per_char=(\d+\.\d{4}) chars=(\d+) tweets=(\d+)", re.MULTILINE)
 
@@ -121,3 +121,21 @@ def test_the_metadata_records_how_the_weight_was_fitted(mixed_model):
     assert set(recorded) >= {"kind", "network_weight", "ngram_order", "ngrams",
                              "holdout_tweets", "holdout_period", "holdout_bits_per_char"}
     assert recorded["kind"] == "linear" and math.isfinite(recorded["network_weight"])
+
+
+def test_a_models_saved_defaults_are_what_a_request_without_settings_gets(mixed_model,
+                                                                          tmp_path):
+    from covfefe.artifact import update_metadata
+    from serve import create_app
+
+    tuned = update_metadata(mixed_model, {"defaults": {"temperature": 0.7, "top_p": 0.9}},
+                            tmp_path / "tuned")
+    generator = TweetGenerator.from_artifact(tuned)
+    assert generator.complete("The ", seed=5) == generator.complete(
+        "The ", temperature=0.7, top_p=0.9, seed=5)
+    client = create_app({"TESTING": True, "MODEL_DIR": str(tuned.path)}).test_client()
+    body = client.post("/api/generate", json={"prefix": "The ", "seed": 5}).get_json()
+    assert (body["parameters"]["temperature"], body["parameters"]["top_p"]) == (0.7, 0.9)
+    assert body["completions"][0]["text"] == generator.complete("The ", seed=5)[0].text
+    printed = covfefe("generate", "The ", "--seed", "5", "--model", str(tuned.path))
+    assert printed.stdout.strip() == generator.complete("The ", seed=5)[0].text

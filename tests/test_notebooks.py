@@ -1,13 +1,18 @@
-"""The notebooks, run as notebooks: papermill with ``notebooks/params/ci.yaml``, and their hygiene.
+"""The notebooks, run as a user runs them: plain ``papermill NOTEBOOK OUT -f FILE`` with each
+notebook's file of the ci profile (``notebooks/params/ci/``), in order; then their hygiene.
 
-``pytest --nbval-lax notebooks/`` (part of ``make test``) runs them once more with their defaults.
+This is the one run of the notebooks in ``make test``: papermill fails on any cell that raises,
+and the tests below read what the executed notebooks show.
 """
 
 import ast
 import base64
 import io
 import json
+import os
 import re
+import subprocess
+import sys
 import tokenize
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,8 +27,10 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
-PARAMETER_SETS = sorted((NOTEBOOK_DIR / "params").glob("*.yaml"))
-CI_PARAMETERS = NOTEBOOK_DIR / "params" / "ci.yaml"
+PROFILES = sorted(path for path in (NOTEBOOK_DIR / "params").iterdir() if path.is_dir())
+PARAMETER_FILES = sorted((NOTEBOOK_DIR / "params").glob("*/*.yaml"))
+CI = NOTEBOOK_DIR / "params" / "ci"
+PAPERMILL = Path(sys.executable).with_name("papermill")  # the console script the venv installed
 COLLECT = NOTEBOOK_DIR / "01-collect-tweets.ipynb"
 EXPLORE = NOTEBOOK_DIR / "02-explore-tweets.ipynb"
 TRAIN = NOTEBOOK_DIR / "03-train-model.ipynb"
@@ -31,9 +38,9 @@ EVALUATE = NOTEBOOK_DIR / "04-evaluate-model.ipynb"
 EXPLORE_PLOTS = 5  # tweets per year, lengths, characters, hashtags, mentions
 
 
-def notebook_parameters(parameter_set: Path, notebook: Path) -> dict:
-    """Return a notebook's section of a parameter set ({} when it has none)."""
-    return dict(yaml.safe_load(parameter_set.read_text())[notebook.stem] or {})
+def notebook_parameters(profile: Path, notebook: Path) -> dict:
+    """Return a notebook's parameters in a profile (its flat file)."""
+    return dict(yaml.safe_load((profile / f"{notebook.stem}.yaml").read_text()) or {})
 
 
 def run_notebook(notebook: Path, output: Path, parameters: dict) -> nbformat.NotebookNode:
@@ -57,6 +64,7 @@ def stdout(code_cell) -> str:
 
 @dataclass
 class CiRun:
+    home: Path
     collect_parameters: dict
     dataset: Path
     collected: nbformat.NotebookNode
@@ -66,27 +74,33 @@ class CiRun:
     model: Path
 
 
+def ci_environment(home: Path) -> dict:
+    """The environment of a ci run in its own folder: relative paths of the parameter files
+    (runs/ci) resolve in ``home``, the dataset and runs go there too."""
+    return {**os.environ, "COVFEFE_HOME": str(home), "COVFEFE_DATA_DIR": str(home / "data"),
+            "COVFEFE_RUNS_DIR": str(home / "runs")}
+
+
 @pytest.fixture(scope="module")
 def ci_run(tmp_path_factory) -> CiRun:
-    """The notebooks run in order with ci.yaml, the dataset and runs in a temporary folder."""
-    from covfefe.notebooks import run_notebooks
-
-    folder = tmp_path_factory.mktemp("notebooks")
-    dataset, model = folder / "data" / "tweets.parquet", folder / "model"
-    overrides = {
-        COLLECT.stem: {"output": str(dataset)},
-        EXPLORE.stem: {"dataset": str(dataset)},
-        TRAIN.stem: {"dataset": str(dataset), "run_dir": str(folder / "run"),
-                     "export_dir": str(model)},
-        EVALUATE.stem: {"dataset": str(dataset), "model": str(model)},
-    }
-    stems = (COLLECT.stem, EXPLORE.stem, TRAIN.stem, EVALUATE.stem)
-    executed = run_notebooks(CI_PARAMETERS, stems, output_dir=folder / "executed",
-                             overrides=overrides, progress=False)
-    collected, explored, trained, evaluated = (nbformat.read(path, as_version=4)
-                                               for path in executed)
-    collect_parameters = {**notebook_parameters(CI_PARAMETERS, COLLECT), **overrides[COLLECT.stem]}
-    return CiRun(collect_parameters, dataset, collected, explored, trained, evaluated, model)
+    """Every notebook run in order with plain ``papermill NB OUT -f notebooks/params/ci/NB.yaml``
+    from the checkout, as the README says, its data and runs in a temporary project folder."""
+    home = tmp_path_factory.mktemp("ci-home")
+    executed = home / "executed"
+    executed.mkdir()
+    ci_files = sorted(CI.glob("*.yaml"))
+    assert [path.stem for path in ci_files] == [path.stem for path in NOTEBOOKS]
+    for parameters in ci_files:
+        result = subprocess.run(
+            [str(PAPERMILL), f"notebooks/{parameters.stem}.ipynb",
+             str(executed / f"{parameters.stem}.ipynb"), "-f", str(parameters.relative_to(ROOT))],
+            cwd=ROOT, env=ci_environment(home), capture_output=True, text=True, timeout=900,
+        )
+        assert result.returncode == 0, f"{parameters.stem}:\n{result.stderr[-3000:]}"
+    collected, explored, trained, evaluated = (
+        nbformat.read(executed / f"{path.stem}.ipynb", as_version=4) for path in NOTEBOOKS)
+    return CiRun(home, notebook_parameters(CI, COLLECT), home / "data" / "tweets.parquet",
+                 collected, explored, trained, evaluated, home / "runs" / "ci" / "model")
 
 
 def _archive_records(archive_dir: Path) -> list[dict]:
@@ -114,10 +128,16 @@ def _expected_ids(records: list[dict], since: datetime, until: datetime) -> set[
     return ids
 
 
-def test_ci_parameters_collect_a_small_slice():
-    parameters = notebook_parameters(CI_PARAMETERS, COLLECT)
+def test_ci_profile_uses_the_same_small_slice_in_every_notebook():
+    parameters = notebook_parameters(CI, COLLECT)
     assert parameters["archive"] == ""  # the environment's archive: no path baked into CI
     assert _utc_date(parameters["until"]) > _utc_date(parameters["since"])
+    # Explore and train say which tweets they use, so ci stays small on a full dataset.
+    for notebook in (EXPLORE, TRAIN):
+        other = notebook_parameters(CI, notebook)
+        assert (other["since"], other["until"]) == (parameters["since"], parameters["until"])
+    assert notebook_parameters(CI, EVALUATE)["model"] == (
+        notebook_parameters(CI, TRAIN)["run_dir"] + "/model")
 
 
 def test_collect_notebook_writes_exactly_the_slice(ci_run, archive_dir):
@@ -148,7 +168,7 @@ def test_collect_notebook_prints_the_report_and_the_newest_tweets(ci_run, archiv
     assert "text/html" in table.data
 
 
-def test_explore_notebook_summarises_the_dataset(ci_run):
+def test_explore_notebook_summarises_the_profiles_tweets(ci_run):
     tweets = pd.read_parquet(ci_run.dataset)
     (summary,) = [o for o in cell(ci_run.explored, "load").outputs
                   if o.output_type == "execute_result"]
@@ -178,7 +198,7 @@ def test_train_notebook_trains_exports_and_shows_curves_and_samples(ci_run):
     from covfefe.artifact import load_artifact
 
     artifact = load_artifact(ci_run.model)
-    parameters = notebook_parameters(CI_PARAMETERS, TRAIN)
+    parameters = notebook_parameters(CI, TRAIN)
     assert artifact.metadata["training"]["epochs_trained"] == (parameters["epochs"]
                                                               + parameters["finetune_epochs"])
     assert artifact.metadata["data"]["tweets"] == len(pd.read_parquet(ci_run.dataset))
@@ -201,7 +221,7 @@ def test_evaluate_notebook_compares_the_model_with_the_baselines(ci_run):
     text = table.data["text/plain"]
     model_bits = float(re.search(r"^model\s+([\d.]+)", text, re.MULTILINE).group(1))
     assert model_bits == pytest.approx(artifact.metrics["validation_bits_per_char"], abs=1e-3)
-    for order in notebook_parameters(CI_PARAMETERS, EVALUATE)["baseline_orders"]:
+    for order in notebook_parameters(CI, EVALUATE)["baseline_orders"]:
         assert f"kneser-ney-{order}gram" in text
     assert len(images(ci_run.evaluated)) == 2  # by length, by year
     for notebook in (ci_run.trained, ci_run.evaluated):
@@ -215,14 +235,57 @@ def test_collect_notebook_rejects_an_unknown_source(tmp_path):
     with pytest.raises(papermill.PapermillExecutionError) as failure:
         run_notebook(COLLECT, tmp_path / "out.ipynb",
                      {"source": "carrier-pigeon", "output": str(dataset)})
-    assert failure.value.ename == "ValueError"
-    assert "source='carrier-pigeon' is not one of \"archive\", \"twitter\"" in failure.value.evalue
+    assert failure.value.ename == "UserError"
+    assert "source='carrier-pigeon' is not one of 'archive', 'twitter'" in failure.value.evalue
     assert not dataset.exists()
 
 
-def test_there_are_notebooks_and_parameter_sets():
-    assert COLLECT in NOTEBOOKS and EXPLORE in NOTEBOOKS
-    assert CI_PARAMETERS in PARAMETER_SETS
+def test_every_profile_has_a_file_for_every_notebook():
+    assert [path.name for path in PROFILES] == ["ci", "full"]
+    for profile in PROFILES:
+        assert sorted(path.stem for path in profile.glob("*.yaml")) == [
+            path.stem for path in NOTEBOOKS]
+
+
+def test_the_notebooks_record_no_tensorflow_noise_nor_progress_bars(ci_run):
+    for notebook in (ci_run.collected, ci_run.explored, ci_run.trained, ci_run.evaluated):
+        for code_cell in notebook.cells:
+            for output in code_cell.get("outputs", []):
+                text = output.get("text", "")
+                for noise in ("absl::InitializeLog", "cuInit", "cuda drivers", "oneDNN",
+                              "INFO:tensorflow", "\b", "\x1b[", "0%|"):
+                    assert noise not in text, f"{code_cell.id}: {text[:300]!r}"
+    train_output = stdout(cell(ci_run.trained, "train"))
+    assert "a new run" in train_output and "resumed" not in train_output
+    # Keras counts on across phases; the notebook says so before its "Epoch 3/3".
+    assert "fine-tuning: epochs 3 to 3 on " in train_output
+
+
+def test_make_train_runs_a_profiles_notebooks_in_order(tmp_path):
+    """What ``make train PARAMS=ci`` runs (``python -m covfefe.notebooks ci``), limited to the
+    collect notebook to stay quick: its executed copy lands in the output folder."""
+    result = subprocess.run(
+        [sys.executable, "-m", "covfefe.notebooks", "ci", "01-collect-tweets",
+         "--output-dir", str(tmp_path / "executed")],
+        env={**os.environ, "COVFEFE_DATA_DIR": str(tmp_path / "data")}, capture_output=True,
+        text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"executed notebooks: {tmp_path / 'executed'}" in result.stdout
+    collected = nbformat.read(tmp_path / "executed" / "01-collect-tweets.ipynb", as_version=4)
+    assert "now holds" in stdout(cell(collected, "collect"))
+    assert (tmp_path / "data" / "tweets.parquet").exists()
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["nosuch"], "there is no parameter profile 'nosuch'"),
+    (["ci", "05-nothing"], "has no 05-nothing.yaml"),
+])
+def test_make_train_names_a_bad_profile_or_notebook(argv, message):
+    result = subprocess.run([sys.executable, "-m", "covfefe.notebooks", *argv],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
@@ -269,15 +332,15 @@ def test_notebook_has_one_parameters_cell_of_commented_literals(path):
         assert parameter["help"], f"papermill sees no help for {name}"
 
 
-@pytest.mark.parametrize("parameter_set", PARAMETER_SETS, ids=lambda path: path.name)
-def test_parameter_sets_only_hold_parameters_the_notebooks_declare(parameter_set):
-    sections = yaml.safe_load(parameter_set.read_text())
-    assert isinstance(sections, dict) and sections
-    notebooks = {path.stem: path for path in NOTEBOOKS}
-    for stem, parameters in sections.items():
-        assert stem in notebooks, f"{parameter_set.name}: no notebook {stem}.ipynb"
-        declared = _declared_parameters(notebooks[stem])
-        for name, value in (parameters or {}).items():
-            # papermill would inject an unknown name anyway, with only a log line to say so.
-            assert name in declared, f"{parameter_set.name}: {stem} has no parameter {name}"
-            assert type(value) is type(declared[name]), f"{stem}.{name}: {value!r}"
+@pytest.mark.parametrize("parameter_file", PARAMETER_FILES,
+                         ids=lambda path: f"{path.parent.name}/{path.name}")
+def test_parameter_files_are_flat_and_only_hold_parameters_the_notebook_declares(parameter_file):
+    parameters = yaml.safe_load(parameter_file.read_text())
+    assert isinstance(parameters, dict) and parameters
+    notebook = NOTEBOOK_DIR / f"{parameter_file.stem}.ipynb"
+    assert notebook in NOTEBOOKS, f"{parameter_file}: no notebook {notebook.name}"
+    declared = _declared_parameters(notebook)
+    for name, value in parameters.items():
+        # papermill would inject an unknown name anyway, with only a log line to say so.
+        assert name in declared, f"{parameter_file}: {notebook.stem} has no parameter {name}"
+        assert type(value) is type(declared[name]), f"{parameter_file}: {name}={value!r}"

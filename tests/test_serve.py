@@ -5,7 +5,7 @@ import re
 import pytest
 
 from covfefe import __version__
-from tests.conftest import ALLOWED_ORIGIN
+from tests.helpers import ALLOWED_ORIGIN
 
 
 def test_health_reports_ok_and_version(client):

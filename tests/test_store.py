@@ -12,7 +12,7 @@ import pytest
 
 from covfefe.data import schema
 from covfefe.data.collect import collect_archive
-from covfefe.data.store import TweetStore
+from covfefe.data.store import TweetStore, load_dataset
 from covfefe.errors import UserError
 
 
@@ -85,7 +85,7 @@ def test_a_process_killed_mid_write_keeps_the_previous_dataset(dataset):
         import os
         import pyarrow.parquet as pq
         from tests.test_store import _tweets
-        from covfefe.data.store import TweetStore
+        from covfefe.data.store import TweetStore, load_dataset
 
         def dying_write(table, stream, **kwargs):
             stream.write(b"PAR1 half a file")
@@ -117,3 +117,24 @@ def test_a_dataset_missing_columns_is_a_clear_error(dataset):
     _tweets([1]).drop(columns=["origin"]).to_parquet(dataset)
     with pytest.raises(UserError, match="lacks the columns origin"):
         TweetStore(dataset).load()
+
+
+def test_load_dataset_reads_the_store(dataset):
+    TweetStore(dataset).write(_tweets([0, 1, 2]))
+    assert load_dataset(dataset)["id"].tolist() == [0, 1, 2]
+    assert load_dataset(str(dataset))["id"].tolist() == [0, 1, 2]
+
+
+def test_load_dataset_says_what_to_run_first(tmp_path):
+    missing = tmp_path / "nothing.parquet"
+    with pytest.raises(UserError, match=f"dataset {missing} does not exist: collect tweets"):
+        load_dataset(missing)
+
+
+def test_select_period_keeps_since_and_drops_until():
+    tweets = _tweets(range(48))  # one an hour from 2019-01-01 00:00 UTC
+    day_two = schema.select_period(tweets, "2019-01-02", "2019-01-02T12:00:00+00:00")
+    assert day_two["id"].tolist() == list(range(24, 36))
+    assert schema.select_period(tweets, "", None)["id"].tolist() == list(range(48))
+    # A timestamp with another offset is the same instant: 01:00+01:00 is 00:00 UTC.
+    assert schema.select_period(tweets, until="2019-01-01T01:00:00+01:00").empty

@@ -2,10 +2,10 @@
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 _TEST = """
-from conftest import require_tool
+from helpers import require_tool
 
 def test_needs_a_tool():
     require_tool("covfefe-no-such-tool")
@@ -17,7 +17,7 @@ def test_has_a_tool():
 
 @pytest.fixture
 def suite(pytester):
-    pytester.makeconftest((ROOT / "tests" / "conftest.py").read_text())
+    pytester.makepyfile(helpers=(ROOT / "tests" / "helpers.py").read_text())
     pytester.makepyfile(test_tool=_TEST)
     return pytester
 

@@ -15,9 +15,9 @@ from covfefe.artifact import load_artifact
 from covfefe.errors import UserError
 from covfefe.evaluate import score_model
 from covfefe.train import TrainConfig, load_history, train
-from tests.conftest import ROOT, TINY_PARAMS
+from tests.helpers import ROOT, TINY_PARAMS
 
-CI_PARAMETERS = ROOT / "notebooks" / "params" / "ci.yaml"
+CI_PARAMETERS = ROOT / "notebooks" / "params" / "ci" / "03-train-model.yaml"
 
 
 def test_training_reports_bits_per_char_every_epoch(tiny_training):
@@ -49,7 +49,7 @@ def test_the_exported_score_is_the_best_epochs_validation_score(tiny_training, t
     """Two computations of one number: Keras's weighted metric during training, and the
     evaluation module's own per-tweet scoring of the exported model."""
     from covfefe.corpus import Corpus
-    from covfefe.explore import load_dataset
+    from covfefe.data.store import load_dataset
 
     history = tiny_training.history
     best = history.loc[history["val_bits_per_char"].idxmin()]
@@ -75,8 +75,13 @@ def test_the_saved_model_serves_the_same_logits(tiny_model):
     np.testing.assert_allclose(served, keras_logits, atol=1e-5)
 
 
-def test_a_finished_run_resumes_without_training_again(tiny_training, tiny_tweets):
-    config = json.loads((tiny_training.run_dir / "config.json").read_text())
+def test_a_finished_run_resumes_without_training_again(tiny_training, tmp_path):
+    # A copy: exporting again in place would replace the session's tiny model under the tests
+    # that serve it.
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_training.run_dir, run_dir)
+    config = {**json.loads((run_dir / "config.json").read_text()), "run_dir": str(run_dir),
+              "export_dir": ""}
     again = train(TrainConfig(**config), progress=False)
     assert again.resumed_from_epoch == 2 and len(again.history) == 2
     assert again.artifact.metrics["validation_bits_per_char"] == pytest.approx(
@@ -153,8 +158,8 @@ def test_an_unknown_parameter_is_named():
 
 
 def covfefe_train(run_dir, dataset, *extra):
-    # The CI parameter set's training section (notebook-only parameters in it are skipped),
-    # then options, which win.
+    # The ci profile's file of notebook 03 (its notebook-only parameters are skipped), then
+    # options, which win.
     args = [sys.executable, "-m", "covfefe", "train", "--params", str(CI_PARAMETERS),
             "--run-dir", str(run_dir), "--dataset", str(dataset), "--no-progress",
             "--saved-model", "false"]
@@ -183,10 +188,14 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tiny_tweets, tmp_path):
     assert 1 <= killed_at < 4
     assert not (run_dir / "model").exists()  # killed before the export
 
-    rerun = subprocess.run(covfefe_train(run_dir, tiny_tweets), capture_output=True, text=True,
-                           timeout=300)
+    # The rerun also exports a SavedModel, whose INFO lines ("Assets written to") are noise too.
+    rerun = subprocess.run(covfefe_train(run_dir, tiny_tweets, "--saved-model", "true"),
+                           capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
-    assert f"epochs=4 (resumed from {killed_at}, 4 epochs)" in rerun.stdout
+    assert f"epochs=4 (resumed after epoch {killed_at}, 4 epochs)" in rerun.stdout
+    for noise in ("absl::InitializeLog", "cuInit", "cuda drivers", "Assets written"):
+        assert noise not in rerun.stderr + rerun.stdout  # TensorFlow's lines are filtered out
+    assert (run_dir / "model" / "saved_model").is_dir()
     history = load_history(run_dir)
     assert history["epoch"].tolist() == [1, 2, 3, 4]  # each epoch once: not restarted
     # The learning-rate schedule went on across the kill: halved every epoch after the first

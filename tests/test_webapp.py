@@ -13,8 +13,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from covfefe import config
-from tests.conftest import require_all, require_playwright, require_tool, stop_process
-from tests.test_gunicorn import free_port
+from tests.helpers import free_port, require_all, require_playwright, require_tool, stop_process
 
 pytestmark = pytest.mark.network
 

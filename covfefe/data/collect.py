@@ -21,7 +21,7 @@ from covfefe.data.archive import TweetArchive
 from covfefe.data.clean import clean_tweet, looks_like_retweet
 from covfefe.data.store import TweetStore
 from covfefe.data.twitter import TwitterCollector, parse_screen_name
-from covfefe.errors import CollectionError
+from covfefe.errors import CollectionError, UserError
 from covfefe.files import write_atomically
 
 
@@ -72,13 +72,6 @@ class CollectionReport:
         return "\n".join(lines)
 
 
-def as_utc(moment) -> pd.Timestamp | None:
-    if moment is None or moment == "":
-        return None
-    stamp = pd.Timestamp(moment)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-
-
 def select_tweets(
     frame: pd.DataFrame,
     *,
@@ -95,12 +88,7 @@ def select_tweets(
     after `clean_tweet`.
     """
     report = CollectionReport(read=len(frame))
-    since, until = as_utc(since), as_utc(until)
-    keep = pd.Series(True, index=frame.index)
-    if since is not None:
-        keep &= frame["created_at"] >= since
-    if until is not None:
-        keep &= frame["created_at"] < until
+    keep = schema.in_period(frame["created_at"], since, until)
     report.out_of_range = int((~keep).sum())
 
     flagged = frame["is_retweet"].astype(bool)
@@ -219,3 +207,25 @@ def collect_twitter(
             save_state()
     state_file.unlink(missing_ok=True)
     return report
+
+
+SOURCES = ("archive", "twitter")
+
+
+def collect(source: str, *, archive: str | None = None,
+            screen_name: str = config.DEFAULT_SCREEN_NAME,
+            output: str | os.PathLike | None = None, keep_replies: bool = True,
+            keep_retweets: bool = False, since=None, until=None,
+            progress: bool = True) -> CollectionReport:
+    """Collect from ``source``: ``"archive"`` (`collect_archive` of ``archive``; "" or None:
+    $COVFEFE_ARCHIVE) or ``"twitter"`` (`collect_twitter` of ``screen_name``; ``keep_retweets``
+    is for archives only). The command line and notebook 01 both call this."""
+    if source == "archive":
+        return collect_archive(archive or None, output or None, keep_retweets=keep_retweets,
+                               keep_replies=keep_replies, since=since, until=until,
+                               progress=progress)
+    if source == "twitter":
+        return collect_twitter(screen_name, output or None, keep_replies=keep_replies,
+                               since=since, until=until, progress=progress)
+    raise UserError(f"source={source!r} is not one of "
+                    f"{', '.join(repr(name) for name in SOURCES)}")

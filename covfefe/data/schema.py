@@ -94,6 +94,32 @@ def parse_count(value) -> int | None:
     return count
 
 
+def as_utc(moment) -> pd.Timestamp | None:
+    """Return a UTC date or timestamp (a string or a datetime; naive means UTC) as a UTC
+    Timestamp, or None for None or ``""`` (no limit)."""
+    if moment is None or moment == "":
+        return None
+    stamp = pd.Timestamp(moment)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def in_period(created_at: pd.Series, since=None, until=None) -> pd.Series:
+    """Return which times are from ``since`` on and before ``until`` (each optional: None or
+    ``""`` for no limit; `as_utc` reads them)."""
+    since, until = as_utc(since), as_utc(until)
+    keep = pd.Series(True, index=created_at.index)
+    if since is not None:
+        keep &= created_at >= since
+    if until is not None:
+        keep &= created_at < until
+    return keep
+
+
+def select_period(tweets: pd.DataFrame, since=None, until=None) -> pd.DataFrame:
+    """Return the tweets created from ``since`` on and before ``until`` (see `in_period`)."""
+    return tweets[in_period(tweets["created_at"], since, until)]
+
+
 def empty_frame() -> pd.DataFrame:
     """Return a dataset with no rows and the schema's columns and types."""
     return to_frame([])

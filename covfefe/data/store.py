@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from covfefe import config
 from covfefe.data import schema
 from covfefe.errors import UserError
 from covfefe.files import write_atomically
@@ -89,3 +90,14 @@ class TweetStore:
             merged = merged.sort_values(["created_at", "id"], ignore_index=True)
             self.write(merged)
             return MergeResult(len(fresh), len(new) - len(fresh), len(merged))
+
+
+def load_dataset(path: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Return the collected dataset (``""`` or None: the default one); UserError if absent."""
+    store = TweetStore(config.resolve(path) if path else config.dataset_path())
+    if not store.exists():
+        raise UserError(
+            f"dataset {store.path} does not exist: collect tweets first "
+            "(notebooks/01-collect-tweets.ipynb or `covfefe collect --archive`)"
+        )
+    return store.load()

@@ -1,0 +1,79 @@
+"""Helpers the tests share (fixtures live in conftest.py): the checkout's root, system tools
+that a test needs, stopping a server, a free port, the command line, shared constants."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_ARCHIVE = ROOT.parent / "shared" / "data" / "trump-twitter-archive"
+
+# A tiny slice of the archive and a tiny network: enough to train for real in seconds.
+TINY_SINCE, TINY_UNTIL = "2016-01-01", "2016-03-01"
+TINY_PARAMS = dict(cell="lstm", layers=1, units=32, embedding_dim=16, dropout=0.0,
+                   batch_size=32, epochs=2, learning_rate=0.01, seed=7, baseline_order=5)
+
+# The web page's origin that the test app allows (CORS).
+ALLOWED_ORIGIN = "https://www.covfefe.example"
+
+
+def require_all() -> bool:
+    """Return True when a missing system tool must fail the run rather than skip (CI)."""
+    return os.environ.get("COVFEFE_REQUIRE_ALL") == "1"
+
+
+def require_tool(name: str) -> str:
+    """Return the path of a system tool, or skip (fail under COVFEFE_REQUIRE_ALL=1) without it."""
+    path = shutil.which(name)
+    if path:
+        return path
+    reason = f"system tool {name!r} is not installed (see .ci/apt-packages.txt)"
+    if require_all():
+        pytest.fail(f"{reason}, and COVFEFE_REQUIRE_ALL=1 requires every tool")
+    pytest.skip(reason)
+
+
+def require_playwright():
+    """Return ``playwright.sync_api``, or skip (fail under COVFEFE_REQUIRE_ALL=1) without it."""
+    try:
+        from playwright import sync_api
+    except ImportError:  # pragma: no cover - the dev extra installs it
+        if require_all():
+            pytest.fail("playwright is not installed (pip install -e '.[dev]')")
+        pytest.skip("playwright is not installed")
+    return sync_api
+
+
+def stop_process(process: subprocess.Popen, *, group: bool = False, timeout: float = 15) -> None:
+    """Stop a server that a test started (its process group, when it has its own): terminate,
+    then kill if it has not ended within ``timeout`` seconds."""
+    if process.poll() is None:
+        if group:
+            os.killpg(process.pid, signal.SIGTERM)
+        else:
+            process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+
+
+def free_port() -> int:
+    """Return a TCP port of 127.0.0.1 that nothing listens on (for a server a test starts)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def covfefe(*args, env=None) -> subprocess.CompletedProcess:
+    """Run ``python -m covfefe`` as a user would and return the completed process."""
+    environment = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "covfefe", *args], capture_output=True,
+                          text=True, env=environment, timeout=300)
