@@ -1,5 +1,5 @@
-"""Benchmark: generating tweets, the v1 method vs our stateful generator; 1 vs 16 candidates;
-a serving worker's cold start and memory.
+"""Benchmark: generating tweets, the v1 method vs our stateful generator; 1 vs 16 candidates,
+alone and through the serving engine; a serving worker's cold start and memory.
 
 v1 (the original covfefe-flow) ran the last 50 characters through the network from a zero state
 for every new character. Ours runs the prefix once, then one recurrent step per character with
@@ -44,6 +44,37 @@ def stateful_steps(generator, length: int, n: int, seed: int) -> int:
     """Generate n candidates our way; return the number of steps (characters per candidate)."""
     return sum(kind == "chars" for kind, _ in generator.stream(
         "", max_length=length, n=n, seed=seed, temperature=0.8))
+
+
+def engine_steps(engine, length: int, n: int, seed: int) -> int:
+    """Generate n candidates through the serving engine, alone in it; return the steps (the
+    longest candidate's characters). Finished candidates leave the batch there."""
+    completions = engine.complete("", max_length=length, n=n, seed=seed, temperature=0.8)
+    return max(len(c.generated) + c.finished for c in completions)
+
+
+def sampling_per_step(generator, rows: int, repeat: int = 200) -> tuple[float, float]:
+    """Seconds to draw one symbol for each of ``rows`` rows with their own parameters: the
+    engine's vectorised sampling, against `sample` called once per row."""
+    from covfefe.engine import sample_rows
+    from covfefe.generate import sample
+
+    logits, _ = generator.network.step(np.arange(rows) % 80 + 3,
+                                       generator.network.initial_state(rows))
+    logits = logits.astype(np.float64)
+    rng = np.random.default_rng(0)
+    temperature, top_k = rng.uniform(0.5, 1.5, rows), rng.choice([0, 40], rows)
+    top_p = rng.choice([1.0, 0.9], rows)
+    started = time.perf_counter()
+    for _ in range(repeat):
+        sample_rows(logits.copy(), rng.random(rows), temperature, top_k, top_p)
+    together = (time.perf_counter() - started) / repeat
+    started = time.perf_counter()
+    for _ in range(repeat):
+        for row in range(rows):
+            sample(logits[row:row + 1], rng, temperature=temperature[row], top_k=top_k[row],
+                   top_p=top_p[row])
+    return together, (time.perf_counter() - started) / repeat
 
 
 def per_char(function, repeat: int, rounds: int = 3) -> float:
@@ -97,6 +128,15 @@ def main() -> None:
                     args.tweets * 10) * args.length
     sixteen = per_char(lambda seed: stateful_steps(generator, args.length, 16, seed),
                        args.tweets * 10) * args.length
+    from covfefe.engine import Engine
+
+    engine = Engine(generator)
+    engine_one = per_char(lambda seed: engine_steps(engine, args.length, 1, seed),
+                          args.tweets * 10) * args.length
+    engine_sixteen = per_char(lambda seed: engine_steps(engine, args.length, 16, seed),
+                              args.tweets * 10) * args.length
+    engine.stop()
+    rows_sampling, one_by_one = sampling_per_step(generator, 32)
     index = TweetGenerator.from_artifact(model).novelty
     novelty = None
     if index is not None:
@@ -112,8 +152,17 @@ def main() -> None:
     print(f"  v1 method (re-run {WINDOW} chars per char): {v1 * 1000:9.1f} ms per tweet")
     print(f"  stateful, 1 candidate:                {ours * 1000:9.1f} ms per tweet")
     print(f"  stateful, 16 candidates in one batch: {sixteen * 1000:9.1f} ms for all 16")
+    print(f"  serving engine, 1 candidate alone:    {engine_one * 1000:9.1f} ms per tweet")
+    print(f"  serving engine, 16 candidates alone:  {engine_sixteen * 1000:9.1f} ms for all 16 "
+          f"(ended candidates leave the batch)")
     print(f"ratio v1/stateful per tweet: {v1 / ours:.0f}x faster")
     print(f"ratio 16 candidates / 1 candidate: {sixteen / ours:.2f}x the time")
+    print(f"ratio engine / stateful, 1 candidate: {engine_one / ours:.2f}x the time")
+    print(f"ratio engine, 16 candidates / 1 candidate: {engine_sixteen / engine_one:.2f}x the "
+          f"time")
+    print(f"sampling 32 rows with their own temperature, top-k, top-p: "
+          f"{rows_sampling * 1000:.2f} ms per step vectorised, {one_by_one * 1000:.2f} ms row by "
+          f"row ({one_by_one / rows_sampling:.0f}x)")
     if novelty is not None:
         print(f"novelty check: {novelty * 1000:.2f} ms per tweet")
     print(f"cold start (fresh process: import, load, first tweet): {start['first_tweet_s']:.2f} s"

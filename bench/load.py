@@ -1,9 +1,15 @@
-"""Load test: gunicorn with 2 workers on 127.0.0.1 under 32 concurrent clients for 30 s.
+"""Load test: gunicorn on 127.0.0.1, the serving engine against the per-request path, under
+1, 8, 32 and 128 concurrent clients.
 
-    python bench/load.py [--model models/covfefe] [--clients 32] [--seconds 30]
+    python bench/load.py [--model models/covfefe] [--clients 1 8 32 128] [--seconds 20]
 
-Each client posts /api/generate (one candidate, the model's own length) back to back. Prints
-requests per second, p50/p99 latency and errors. The rate limit is lifted for the run.
+For each path (``COVFEFE_ENGINE=1``: the requests of a worker stepped together; ``=0``: each
+request runs its own steps in its thread, as before the engine) it starts `covfefe serve` with
+2 workers and the path's default settings, then, for each number of clients, has every client
+post /api/generate (one candidate, the model's own length) back to back. Prints requests per
+second, p50/p95/p99 latency of the answered requests, errors, deliberate 503s, and the workers'
+memory at the start and end of the run; then the engine's figures as ratios against the
+per-request path. The rate limit is lifted for the run.
 """
 
 import argparse
@@ -16,6 +22,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
+
+PATHS = {"engine": "1", "per-request": "0"}
 
 
 def free_port() -> int:
@@ -24,70 +33,119 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="", help="artifact (default: the bundled model)")
-    parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--seconds", type=float, default=30)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--max-length", type=int, default=280)
-    args = parser.parse_args()
+def worker_rss_mb(master: int) -> list[float]:
+    """Resident memory of each gunicorn worker (the master's children), in MB."""
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    sizes = []
+    for child in children:
+        for line in Path(f"/proc/{child}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                sizes.append(int(line.split()[1]) / 1024)
+    return sizes
+
+
+def start_server(args, engine: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     command = [sys.executable, "-m", "covfefe", "serve", "--port", str(port),
                "--workers", str(args.workers)] + (["--model", args.model] if args.model else [])
-    env = {**os.environ, "COVFEFE_RATE_LIMIT": "1000000 per minute"}
+    env = {**os.environ, "COVFEFE_RATE_LIMIT": "1000000 per minute", "COVFEFE_ENGINE": engine}
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(f"{base}/api/health", timeout=1)
+            return server, base
+        except OSError:
+            time.sleep(0.2)
+    server.kill()
+    sys.exit("the server did not start")
+
+
+def load(base: str, clients: int, seconds: float, body: bytes) -> dict:
+    """Every client posts back to back for ``seconds``; return what happened."""
+    latencies, refused, errors, lock = [], [], [], threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def client():
+        while time.monotonic() < deadline:
+            request = urllib.request.Request(f"{base}/api/generate", data=body,
+                                             headers={"Content-Type": "application/json"})
+            started = time.perf_counter()
             try:
-                urllib.request.urlopen(f"{base}/api/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            sys.exit("the server did not start")
-        body = json.dumps({"max_length": args.max_length, "temperature": 0.8}).encode()
-        latencies, errors, lock = [], [], threading.Lock()
-        deadline = time.monotonic() + args.seconds
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    response.read()
+                with lock:
+                    latencies.append(time.perf_counter() - started)
+            except urllib.error.HTTPError as error:
+                error.read()
+                with lock:
+                    (refused if error.code == 503 else errors).append(error.code)
+                if error.code == 503:  # as a client should: wait as Retry-After says
+                    time.sleep(float(error.headers.get("Retry-After") or 1))
+            except (urllib.error.URLError, OSError) as error:
+                with lock:
+                    errors.append(repr(error))
 
-        def client():
-            while time.monotonic() < deadline:
-                request = urllib.request.Request(f"{base}/api/generate", data=body,
-                                                 headers={"Content-Type": "application/json"})
-                started = time.perf_counter()
-                try:
-                    with urllib.request.urlopen(request, timeout=60) as response:
-                        response.read()
-                    with lock:
-                        latencies.append(time.perf_counter() - started)
-                except (urllib.error.URLError, OSError) as error:
-                    with lock:
-                        errors.append(repr(error))
-
-        threads = [threading.Thread(target=client) for _ in range(args.clients)]
-        started = time.monotonic()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        elapsed = time.monotonic() - started
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
     latencies.sort()
 
     def percentile(p: float) -> float:
         return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000
 
-    print(f"{args.workers} gunicorn workers, {args.clients} clients, {elapsed:.0f} s, "
-          f"max_length {args.max_length}, CPU threads {os.cpu_count()}")
-    if latencies:
-        print(f"  {len(latencies) / elapsed:.1f} requests/s, p50 {percentile(0.5):.0f} ms, "
-              f"p99 {percentile(0.99):.0f} ms, errors {len(errors)}")
-    else:
-        print(f"  no request succeeded; errors {len(errors)}: {errors[:3]}")
+    return {"rps": len(latencies) / elapsed, "answered": len(latencies),
+            "p50": percentile(0.5) if latencies else float("nan"),
+            "p95": percentile(0.95) if latencies else float("nan"),
+            "p99": percentile(0.99) if latencies else float("nan"),
+            "errors": len(errors), "refused": len(refused), "error_sample": errors[:3]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="", help="artifact (default: the bundled model)")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32, 128])
+    parser.add_argument("--seconds", type=float, default=20, help="per number of clients")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--max-length", type=int, default=280)
+    parser.add_argument("--paths", nargs="+", choices=list(PATHS), default=list(PATHS))
+    args = parser.parse_args()
+    body = json.dumps({"max_length": args.max_length, "temperature": 0.8}).encode()
+    results = {}
+    print(f"{args.workers} gunicorn workers, {args.seconds:.0f} s per row, max_length "
+          f"{args.max_length}, CPU threads {os.cpu_count()}, load average before "
+          f"{os.getloadavg()[0]:.1f}")
+    for path in args.paths:
+        server, base = start_server(args, PATHS[path])
+        try:
+            load(base, 2, 2, body)  # warm up: first requests, compiled kernels
+            for clients in args.clients:
+                before = worker_rss_mb(server.pid)
+                result = load(base, clients, args.seconds, body)
+                result["rss"] = (before, worker_rss_mb(server.pid))
+                results[path, clients] = result
+                rss = " / ".join(f"{a:.0f}->{b:.0f}" for a, b in zip(*result["rss"],
+                                                                       strict=False))
+                print(f"  {path:11s} {clients:4d} clients: {result['rps']:6.1f} requests/s, "
+                      f"p50 {result['p50']:6.0f} ms, p95 {result['p95']:6.0f} ms, p99 "
+                      f"{result['p99']:6.0f} ms, errors {result['errors']}, 503s "
+                      f"{result['refused']}, worker RSS MB {rss}"
+                      + (f" {result['error_sample']}" if result["errors"] else ""), flush=True)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    if set(args.paths) == set(PATHS):
+        print("engine / per-request:")
+        for clients in args.clients:
+            engine, alone = results["engine", clients], results["per-request", clients]
+            print(f"  {clients:4d} clients: requests/s x{engine['rps'] / alone['rps']:.2f}, "
+                  f"p50 x{engine['p50'] / alone['p50']:.2f}, "
+                  f"p99 x{engine['p99'] / alone['p99']:.2f}")
 
 
 if __name__ == "__main__":

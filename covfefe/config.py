@@ -83,3 +83,10 @@ DOWNLOAD_CHUNK_BYTES = 1 << 16
 
 # Vocabulary defaults: characters seen fewer times than this map to the unknown symbol.
 VOCAB_MIN_COUNT = 20
+
+# Serving engine (covfefe.engine), per API worker; the API reads COVFEFE_ENGINE,
+# COVFEFE_ENGINE_ROWS and COVFEFE_ENGINE_QUEUE (serve.create_app, serve/gunicorn_conf.py).
+ENGINE_ENABLED = True  # False: each request runs its own steps in its thread (the old path)
+ENGINE_ROWS = 32  # sequences stepped together (a request with n candidates is n rows)
+ENGINE_QUEUE = 32  # requests waiting for rows; beyond that, 503 with Retry-After
+ENGINE_RETRY_AFTER_S = 1

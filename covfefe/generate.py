@@ -181,7 +181,7 @@ class TweetGenerator:
         banned = np.array([PAD_ID, UNK_ID])  # never written: padding, and "some rare character"
         rows = np.arange(n)
         for position in range(generated.shape[1]):
-            logits = logits.astype(np.float64)
+            logits = np.ascontiguousarray(logits, dtype=np.float64)  # row sums: C order
             logits[:, banned] = -np.inf
             symbols = sample(logits, rng, temperature=temperature, top_k=top_k, top_p=top_p)
             top = logits.max(axis=1)

@@ -8,6 +8,7 @@ module, below both, so that the artifact and the generator do not import each ot
 import numpy as np
 
 from covfefe.errors import UserError
+from covfefe.rowwise import matmul
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -28,16 +29,18 @@ class NumpyNetwork:
         """Rearrange the weights for one step: the first cell's input projection becomes a
         table (one row per symbol, so embedding and kernel cost a lookup), and in the other
         LSTM cells the input and recurrent kernels are stacked so that one matrix product does
-        both. Same arithmetic as Keras; fewer, larger products."""
+        both. Same arithmetic as Keras; fewer, larger products. Every product is row by row
+        in a fixed order (covfefe.rowwise): a sequence's numbers depend neither on the other
+        sequences of its batch nor on how many threads BLAS has."""
         plan = []
         for index, (kind, (kernel, recurrent, bias)) in enumerate(self.cells):
             if kind == "lstm":
                 if index == 0:
-                    plan.append(("lstm", self.embedding @ kernel + bias, recurrent, None))
+                    plan.append(("lstm", matmul(self.embedding, kernel, bias), recurrent, None))
                 else:
                     plan.append(("lstm", None, np.vstack([kernel, recurrent]), bias))
             else:
-                table = self.embedding @ kernel + bias[0] if index == 0 else None
+                table = matmul(self.embedding, kernel, bias[0]) if index == 0 else None
                 plan.append(("gru", table, (kernel, recurrent), bias))
         return plan
 
@@ -93,10 +96,11 @@ class NumpyNetwork:
         for (kind, table, weights, bias), cell_state in zip(self._plan, state, strict=True):
             if kind == "lstm":
                 h, c = cell_state
+                # Row by row (covfefe.rowwise): a row's result must not depend on its batch.
                 if table is not None:
-                    z = table[ids] + h @ weights
+                    z = matmul(h, weights, table[ids])
                 else:
-                    z = np.concatenate([x, h], axis=-1) @ weights + bias
+                    z = matmul(np.concatenate([x, h], axis=-1), weights, bias)
                 units = h.shape[-1]  # gates i, f, g, o side by side; slices are views
                 input_forget = _sigmoid(z[:, :2 * units])
                 c = (input_forget[:, units:] * c
@@ -106,12 +110,12 @@ class NumpyNetwork:
             else:
                 kernel, recurrent = weights
                 (h,) = cell_state
-                x_in = table[ids] if table is not None else x @ kernel + bias[0]
+                x_in = table[ids] if table is not None else matmul(x, kernel, bias[0])
                 units = h.shape[-1]  # gates z, r, h side by side
-                h_in = h @ recurrent + bias[1]
+                h_in = matmul(h, recurrent, bias[1])
                 update_reset = _sigmoid(x_in[:, :2 * units] + h_in[:, :2 * units])
                 z, r = update_reset[:, :units], update_reset[:, units:]
                 h = z * h + (1 - z) * np.tanh(x_in[:, 2 * units:] + r * h_in[:, 2 * units:])
                 new_state.append((h,))
             x = h
-        return x @ self.dense_kernel + self.dense_bias, new_state
+        return matmul(x, self.dense_kernel, self.dense_bias), new_state

@@ -18,6 +18,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from covfefe import config
+from covfefe.engine import EngineBusy
 from covfefe.errors import UserError
 from serve.api import LIMITED_ENDPOINTS, api
 from serve.validation import RequestError
@@ -43,6 +44,37 @@ def _request_error(error: RequestError):
     if error.field:
         body["field"] = error.field
     return jsonify(body), error.status
+
+
+def _busy(error: EngineBusy):
+    """503 at once when the engine has no room: a one-line JSON error and Retry-After."""
+    response = jsonify(error=str(error))
+    response.status_code = 503
+    response.headers["Retry-After"] = str(error.retry_after)
+    g.busy_retry_after = error.retry_after  # kept over the rate limiter's own value
+    return response
+
+
+def _whole_number(name: str, value, low: int) -> int:
+    if isinstance(value, bool) or not str(value).isdigit() or int(value) < low:
+        raise SystemExit(f"covfefe serve: {name} must be a whole number, at least {low}, "
+                         f"not {value!r}")
+    return int(value)
+
+
+def _start_engine(app: Flask, generator) -> None:
+    """One engine per worker (COVFEFE_ENGINE, on by default): the requests of this worker
+    are stepped together (covfefe.engine). Off, each request runs alone in its thread."""
+    from covfefe.engine import Engine
+    from serve.api import MAX_CANDIDATES
+
+    enabled = app.config["ENGINE"]
+    if str(enabled).lower() in ("0", "false", "no", "off"):
+        return
+    rows = _whole_number("ENGINE_ROWS", app.config["ENGINE_ROWS"], MAX_CANDIDATES)
+    waiting = _whole_number("ENGINE_QUEUE", app.config["ENGINE_QUEUE"], 0)
+    app.extensions["covfefe.engine"] = Engine(generator, max_rows=rows, max_queue=waiting,
+                                              retry_after=config.ENGINE_RETRY_AFTER_S)
 
 
 def _limit_blas_threads(threads: int) -> None:
@@ -75,6 +107,7 @@ def init_app(app: Flask) -> None:
                         ) from None
     app.extensions["covfefe.artifact"] = artifact
     app.extensions["covfefe.generator"] = generator
+    _start_engine(app, generator)
 
 
 def _allowed_origins(app: Flask) -> set[str]:
@@ -107,13 +140,20 @@ def _start_timer():
     g.started = time.perf_counter()
 
 
+def _engine_times(job) -> dict:
+    """A request's queue wait and generation time in the engine (a `covfefe.engine.Job`)."""
+    return {"queue_ms": None if job.queue_wait_s is None else round(job.queue_wait_s * 1000, 1),
+            "generation_ms": None if job.generation_s is None
+            else round(job.generation_s * 1000, 1)}
+
+
 def _log_access(response):
     """One JSON line per request: what, who, how it went, how long it took. A streamed
     response is logged when it closes (sent in full, or its client gone), with the time and
     bytes of the whole stream; measuring it here would consume the stream before it is sent."""
     if not access_log.isEnabledFor(logging.INFO):
         return response
-    started = g.get("started")
+    started, job = g.get("started"), g.get("engine_job")
     entry = {"method": request.method, "path": request.path, "status": response.status_code,
              "ms": None, "client": request.remote_addr, "bytes": None,
              "agent": request.user_agent.string[:200] or None}
@@ -122,6 +162,8 @@ def _log_access(response):
         if started:
             entry["ms"] = round((time.perf_counter() - started) * 1000, 1)
         entry["bytes"] = sent
+        if job is not None:  # it ran in the engine: how long it waited, how long it ran
+            entry.update(_engine_times(job))
         access_log.info(json.dumps(entry))
 
     if not response.is_streamed:
@@ -154,8 +196,11 @@ def _refuse_long_chunked_bodies():
 
 
 def _retry_after_only_when_limited(response):
-    """Flask-Limiter sends Retry-After with every response; it belongs on 429 alone."""
-    if response.status_code != 429:
+    """Flask-Limiter sends Retry-After with every response; it belongs on 429 alone, and on
+    the engine's 503 with the engine's own value."""
+    if response.status_code == 503 and g.get("busy_retry_after"):
+        response.headers["Retry-After"] = str(g.busy_retry_after)
+    elif response.status_code != 429:
         response.headers.pop("Retry-After", None)
     return response
 
@@ -187,6 +232,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         PROXIES=0,
         WEBAPP_DIR=None,  # the page's folder; None: the repository's webapp/ if it is there
         BLAS_THREADS=1,  # NumPy BLAS threads per worker (see _limit_blas_threads)
+        ENGINE=config.ENGINE_ENABLED, ENGINE_ROWS=config.ENGINE_ROWS,
+        ENGINE_QUEUE=config.ENGINE_QUEUE,  # the serving engine (see _start_engine)
     )
     if test_config is None:
         app.config.from_prefixed_env("COVFEFE")
@@ -214,6 +261,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.view_functions[endpoint] = generating(app.view_functions[endpoint])
     app.register_error_handler(HTTPException, _json_error)
     app.register_error_handler(RequestError, _request_error)
+    app.register_error_handler(EngineBusy, _busy)
     app.after_request(_cors(app))
     app.before_request(_start_timer)
     app.before_request(_refuse_long_chunked_bodies)

@@ -12,7 +12,7 @@ import secrets
 import threading
 from datetime import UTC, datetime
 
-from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
+from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
 
 from covfefe import __version__
 from covfefe.errors import UserError
@@ -77,22 +77,32 @@ def _with_defaults(values: dict) -> dict:
                          if values.get(name) is None}}
 
 
-def _stream(values: dict):
-    """Return the generation stream (arguments checked) and the seed it uses."""
+def engine():
+    """This worker's serving engine (covfefe.engine), or None when COVFEFE_ENGINE is off."""
+    return current_app.extensions.get("covfefe.engine")
+
+
+def _stream(values: dict, streamed: bool = True):
+    """Return the generation stream (arguments checked) and the seed it uses: a job in the
+    engine (which may refuse it: EngineBusy, a 503), else the generator's own stream."""
     seed = values["seed"] if values["seed"] is not None else secrets.randbelow(MAX_SEED + 1)
+    options = dict(temperature=values["temperature"], n=values["n"],
+                   max_length=values["max_length"], seed=seed, top_k=values["top_k"],
+                   top_p=values["top_p"])
     try:
-        stream = generator().stream(
-            values["prefix"], temperature=values["temperature"], n=values["n"],
-            max_length=values["max_length"], seed=seed, top_k=values["top_k"],
-            top_p=values["top_p"])
+        if engine() is None:
+            return generator().stream(values["prefix"], **options), seed
+        g.engine_job = engine().submit(values["prefix"], streamed=streamed, **options)
+        return g.engine_job, seed
     except UserError as error:  # the prefix: characters the model cannot write, or too long
         # (the generator's other check, temperature > 0, is the field's own bound above)
         raise RequestError(str(error), "prefix") from None
-    return stream, seed
 
 
 def _complete(values: dict) -> tuple[list, int]:
-    stream, seed = _stream(values)
+    stream, seed = _stream(values, streamed=False)
+    if engine() is not None:
+        return stream.result(), seed
     return dict(stream)["done"], seed
 
 
@@ -137,16 +147,20 @@ def generate_stream():
 
     def events():
         # A generator: the WSGI server pulls one event at a time and closes it when the client
-        # hangs up, which stops the generation there.
-        for kind, value in stream:
-            if kind == "prefix":
-                yield _event({"prefix": value, "seed": seed, "unknown": unknown(value)},
-                             "prefix")
-            elif kind == "chars":
-                stream_steps.add()
-                yield _event({"chars": value})
-            else:
-                yield _event(_result(values, seed, value), "done")
+        # hangs up, which stops the generation there (the engine frees its rows).
+        try:
+            for kind, value in stream:
+                if kind == "prefix":
+                    yield _event({"prefix": value, "seed": seed, "unknown": unknown(value)},
+                                 "prefix")
+                elif kind == "chars":
+                    stream_steps.add()
+                    yield _event({"chars": value})
+                else:
+                    yield _event(_result(values, seed, value), "done")
+        finally:
+            if hasattr(stream, "close"):
+                stream.close()
 
     return Response(stream_with_context(events()), mimetype="text/event-stream",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -186,7 +200,9 @@ def openapi():
 
 @api.get("/health")
 def health():
-    """Report that the worker is up, which version of covfefe it runs, and how many character
-    steps its streams have generated. Under gunicorn it has a thread of its own
+    """Report that the worker is up, which version of covfefe it runs, how many character
+    steps its streams have sent, and its engine's state: rows in flight, requests waiting,
+    steps per second (null when it is off). Under gunicorn it has a thread of its own
     (serve.worker), so that it answers while generation keeps the others busy."""
-    return jsonify(status="ok", version=__version__, stream_steps=stream_steps.value)
+    return jsonify(status="ok", version=__version__, stream_steps=stream_steps.value,
+                   engine=engine().stats() if engine() is not None else None)

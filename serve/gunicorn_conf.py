@@ -7,10 +7,18 @@ model that does not load stops the server (serve.worker).
 
 import os
 
+from covfefe import config as _covfefe  # not "config": gunicorn reads every name here
+
 bind = os.environ.get("COVFEFE_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("COVFEFE_WORKERS", "2"))
 # Threads let a worker keep answering while it streams server-sent events to other clients.
-threads = int(os.environ.get("COVFEFE_THREADS", "4"))
+# With the serving engine on, a worker needs a thread for every request its engine holds
+# (rows in flight and waiting), so that a request beyond them reaches it and gets its 503 at
+# once instead of waiting for a thread; a few more for health, the page and the model card.
+_engine = os.environ.get("COVFEFE_ENGINE", "1").lower() not in ("0", "false", "no", "off")
+_engine_threads = (int(os.environ.get("COVFEFE_ENGINE_ROWS", _covfefe.ENGINE_ROWS))
+                   + int(os.environ.get("COVFEFE_ENGINE_QUEUE", _covfefe.ENGINE_QUEUE)) + 4)
+threads = int(os.environ.get("COVFEFE_THREADS", _engine_threads if _engine else 4))
 # gthread with a thread of its own for /api/health, request heads read by the main loop (a
 # slow client holds no thread; COVFEFE_REQUEST_READ_TIMEOUT, 5 s, to send one) and JSON error
 # pages: see serve/worker.py.

@@ -43,7 +43,8 @@ ERROR = {"description": "a mistake in the request, named in one sentence",
 
 def _errors(*codes: int) -> dict:
     names = {400: "invalid request (the message names the field)", 413: "body too large",
-             429: "rate limit reached (see Retry-After)"}
+             429: "rate limit reached (see Retry-After)",
+             503: "the server is busy: its generation engine is full (see Retry-After)"}
     return {str(code): {**ERROR, "description": names[code]} for code in codes}
 
 
@@ -82,7 +83,7 @@ def openapi_document(generate_fields: dict, autocomplete_fields: dict) -> dict:
                     "schema": object_schema(generate_fields)}}},
                 "responses": {"200": {"description": "the completions", "content": {
                     "application/json": {"schema": {"$ref": "#/components/schemas/Result"}}}},
-                    **_errors(400, 413, 429)}}},
+                    **_errors(400, 413, 429, 503)}}},
             "/api/generate/stream": {"get": {
                 "summary": "The same as server-sent events: 'prefix', one message per "
                            "character step ({chars: [...]}), then 'done' with the result",
@@ -97,7 +98,7 @@ def openapi_document(generate_fields: dict, autocomplete_fields: dict) -> dict:
                                      "JSON: {prefix, seed, unknown}; then {chars: [one "
                                      "string per candidate]} per step; then, for 'done', the same "
                                      "object as POST /api/generate returns"}}}}}},
-                    **_errors(400, 429)}}},
+                    **_errors(400, 429, 503)}}},
             "/api/autocomplete": {"post": {
                 "summary": "covfefe-flow v2: one completion of beginningOfTweet",
                 "requestBody": {**json_body, "content": {"application/json": {
@@ -111,7 +112,7 @@ def openapi_document(generate_fields: dict, autocomplete_fields: dict) -> dict:
                         "unknownCharacters": {"type": "array", "items": {"type": "string"},
                                               "description": "characters of the prefix read "
                                                              "as the unknown symbol"}}}}}},
-                    **_errors(400, 413, 429)}}},
+                    **_errors(400, 413, 429, 503)}}},
             "/api/model": {"get": {"summary": "The model card: metadata, metrics, baseline",
                                    "responses": {"200": ok}}},
             "/api/health": {"get": {"summary": "Liveness, version, and the character steps this "

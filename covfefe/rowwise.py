@@ -1,0 +1,88 @@
+"""Matrix products whose rows do not depend on each other, bit for bit.
+
+A BLAS ``x @ w`` sums each row's products in an order that depends on how many rows come
+with it (OpenBLAS runs full blocks of rows through one kernel and the leftover rows through
+others, and one row through a matrix-vector kernel), so the same row gives results a few units
+in the last place apart alone and in a batch. Over a tweet's 140 recurrent steps that is
+enough to change a drawn character now and then. The serving engine (`covfefe.engine`) steps
+the sequences of many requests together, and a request must get the same tweet there as
+alone: these products fix the order. Every element is ``out + sum(x[k] * w[k])`` summed in
+groups of eight ``k`` (a fixed tree within each group, the groups in order), with no fused
+multiply-add, so a row's result is a function of that row and ``w`` alone, whatever the batch.
+
+The kernel is compiled with numba: four rows at a time share each loaded row of ``w`` (as a
+BLAS kernel would), and the products vectorise over the output columns.
+"""
+
+import numpy as np
+from numba import njit
+
+GROUP = 8  # products summed as one fixed tree before they are added to the total
+
+
+def _compiled(function):
+    """Compile with numba, cached on disk where numba finds a writable folder (beside this
+    file, or the user's cache folder); where there is none (a read-only install without a
+    home), compiled anew in each process rather than not at all."""
+    try:
+        return njit(nogil=True, cache=True, error_model="numpy")(function)
+    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
+        return njit(nogil=True, error_model="numpy")(function)
+
+
+@_compiled
+def _accumulate(x, w, out):
+    """Add ``x @ w`` to ``out`` in place, row by row in a fixed order (see the module)."""
+    rows, depth = x.shape
+    width = w.shape[1]
+    whole = depth - depth % 8
+    i = 0
+    while i + 4 <= rows:  # four rows share each loaded row of w
+        o0, o1, o2, o3 = out[i], out[i + 1], out[i + 2], out[i + 3]
+        for k in range(0, whole, 8):
+            w0, w1, w2, w3 = w[k], w[k + 1], w[k + 2], w[k + 3]
+            w4, w5, w6, w7 = w[k + 4], w[k + 5], w[k + 6], w[k + 7]
+            a0, a1, a2, a3, a4, a5, a6, a7 = x[i, k:k + 8]
+            b0, b1, b2, b3, b4, b5, b6, b7 = x[i + 1, k:k + 8]
+            c0, c1, c2, c3, c4, c5, c6, c7 = x[i + 2, k:k + 8]
+            d0, d1, d2, d3, d4, d5, d6, d7 = x[i + 3, k:k + 8]
+            for j in range(width):
+                v0, v1, v2, v3 = w0[j], w1[j], w2[j], w3[j]
+                v4, v5, v6, v7 = w4[j], w5[j], w6[j], w7[j]
+                o0[j] += (((a0 * v0 + a1 * v1) + (a2 * v2 + a3 * v3))
+                          + ((a4 * v4 + a5 * v5) + (a6 * v6 + a7 * v7)))
+                o1[j] += (((b0 * v0 + b1 * v1) + (b2 * v2 + b3 * v3))
+                          + ((b4 * v4 + b5 * v5) + (b6 * v6 + b7 * v7)))
+                o2[j] += (((c0 * v0 + c1 * v1) + (c2 * v2 + c3 * v3))
+                          + ((c4 * v4 + c5 * v5) + (c6 * v6 + c7 * v7)))
+                o3[j] += (((d0 * v0 + d1 * v1) + (d2 * v2 + d3 * v3))
+                          + ((d4 * v4 + d5 * v5) + (d6 * v6 + d7 * v7)))
+        i += 4
+    first_single = i
+    for i in range(first_single, rows):  # the last rows, one at a time: the same sums
+        o0 = out[i]
+        for k in range(0, whole, 8):
+            w0, w1, w2, w3 = w[k], w[k + 1], w[k + 2], w[k + 3]
+            w4, w5, w6, w7 = w[k + 4], w[k + 5], w[k + 6], w[k + 7]
+            a0, a1, a2, a3, a4, a5, a6, a7 = x[i, k:k + 8]
+            for j in range(width):
+                o0[j] += (((a0 * w0[j] + a1 * w1[j]) + (a2 * w2[j] + a3 * w3[j]))
+                          + ((a4 * w4[j] + a5 * w5[j]) + (a6 * w6[j] + a7 * w7[j])))
+    for i in range(rows):  # the depth beyond a multiple of eight, one product at a time
+        o0 = out[i]
+        for k in range(whole, depth):
+            a0 = x[i, k]
+            w0 = w[k]
+            for j in range(width):
+                o0[j] += a0 * w0[j]
+
+
+def matmul(x: np.ndarray, w: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
+    """Return ``start + x @ w`` (float32) with each row independent of the others, bit for bit.
+    ``start`` is one row (broadcast, e.g. a bias) or one row per row of ``x``; None is zero."""
+    out = np.zeros((x.shape[0], w.shape[1]), dtype=np.float32)  # C order, as the kernel's
+    if start is not None:
+        out[...] = start
+    _accumulate(np.ascontiguousarray(x, dtype=np.float32),
+                np.ascontiguousarray(w, dtype=np.float32), out)
+    return out

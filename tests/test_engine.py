@@ -1,0 +1,456 @@
+"""The serving engine (continuous batching) with the bundled model: the same tweets alone and
+in a crowd, rows freed when a client goes away, refusal when full, survival of bad requests."""
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from covfefe import config
+from covfefe.engine import (
+    Engine,
+    EngineBusy,
+    EngineError,
+    join_rows,
+    sample_rows,
+    take_rows,
+)
+from covfefe.errors import UserError
+from covfefe.generate import TweetGenerator, sample
+from covfefe.rowwise import matmul
+from tests.helpers import free_port, stop_process
+
+# Varied requests: prefixes of different lengths (fed while others generate), every sampling
+# option, 1 to 4 candidates, shorter and full lengths.
+REQUESTS = [
+    dict(prefix="", temperature=0.8, n=1),
+    dict(prefix="Make America ", temperature=1.0, n=3),
+    dict(prefix="The Fake News Media is", temperature=0.5, n=2, top_k=5, max_length=120),
+    dict(prefix="Crooked ", temperature=1.2, n=1, top_p=0.9),
+    dict(prefix="", temperature=1e-5, n=2, max_length=90),
+    dict(prefix="Wow", temperature=0.9, n=4, top_k=40, top_p=0.95),
+    dict(prefix="We will win ", temperature=0.7, n=1, max_length=60),
+    dict(prefix="I", temperature=1.5, n=2, top_k=1000),
+]
+
+
+@pytest.fixture(scope="module")
+def generator():
+    return TweetGenerator.from_artifact(config.resolve(config.BUNDLED_MODEL))
+
+
+@pytest.fixture
+def engine(generator):
+    engine = Engine(generator, max_rows=64, max_queue=64)
+    yield engine
+    engine.stop()
+
+
+def wait_until(condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition did not hold in time"
+        time.sleep(0.01)
+
+
+def test_rowwise_products_do_not_depend_on_the_other_rows():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((37, 203)).astype(np.float32)  # depth not a multiple of 8
+    w = rng.standard_normal((203, 150)).astype(np.float32)
+    bias = rng.standard_normal(150).astype(np.float32)
+    together = matmul(x, w, bias)
+    np.testing.assert_allclose(together, x @ w + bias, rtol=1e-4, atol=1e-4)
+    for rows in (slice(0, 1), slice(5, 6), slice(3, 5), slice(1, 8), slice(20, 37)):
+        assert np.array_equal(matmul(x[rows], w, bias), together[rows])
+    assert matmul(x[:2], w).flags.c_contiguous
+
+
+def test_rowwise_products_work_where_numba_has_no_folder_to_cache_in():
+    """A read-only install without a home: numba cannot cache, the kernel compiles anyway."""
+    script = ("import numba.core.caching as caching\n"
+              "caching.CacheImpl._locator_classes = []  # no writable folder anywhere\n"
+              "import numpy as np\n"
+              "from covfefe.rowwise import matmul\n"
+              "print(matmul(np.ones((5, 9), np.float32), np.ones((9, 2), np.float32)).sum())")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "90.0"
+
+
+def test_the_network_gives_a_row_the_same_logits_alone_as_in_a_batch(generator):
+    network = generator.network
+    ids = np.random.default_rng(1).integers(3, len(generator.vocabulary), size=(12, 33))
+    state = network.initial_state(33)
+    together = []
+    for symbols in ids:
+        logits, state = network.step(symbols, state)
+        together.append(logits)
+    for row in (0, 7, 32):
+        alone = network.initial_state(1)
+        for t, symbols in enumerate(ids):
+            logits, alone = network.step(symbols[row:row + 1], alone)
+            assert np.array_equal(logits[0], together[t][row])
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7, 1.6, 1e-5])
+@pytest.mark.parametrize(("top_k", "top_p"), [(0, 1.0), (3, 1.0), (0, 0.8), (10, 0.5),
+                                             (200, 0.99)])
+def test_sampling_row_by_row_draws_what_sample_draws(temperature, top_k, top_p):
+    rng = np.random.default_rng(int(temperature * 1000) + top_k)
+    logits = rng.normal(0, 3, size=(40, 30))
+    logits[:, :2] = -np.inf  # banned symbols
+    logits[::7, 5:9] = logits[::7, 4:5]  # ties
+    expected = [sample(row[None], np.random.default_rng(seed), temperature=temperature,
+                       top_k=top_k, top_p=top_p)[0] for seed, row in enumerate(logits)]
+    uniforms = np.array([np.random.default_rng(seed).random() for seed in range(40)])
+    ones = np.ones(40)
+    drawn = sample_rows(logits, uniforms, temperature * ones, np.full(40, top_k),
+                        top_p * ones)
+    assert drawn.tolist() == expected
+
+
+def test_sampling_rows_with_different_parameters_side_by_side():
+    logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05]] * 4))
+    uniforms = np.full(4, 0.99)  # the least likely symbol each row still allows
+    drawn = sample_rows(logits, uniforms, np.array([1.0, 1.0, 1.0, 1e-6]),
+                        np.array([0, 2, 0, 0]), np.array([1.0, 1.0, 0.7, 1.0]))
+    assert drawn.tolist() == [3, 1, 1, 0]
+
+
+def test_state_rows_are_taken_and_joined_leaf_by_leaf_whatever_the_nest():
+    state = [(np.arange(6.0).reshape(3, 2), np.zeros((3, 4))), (np.array([[1], [2], [3]]),)]
+    taken = take_rows(state, np.array([True, False, True]))
+    assert isinstance(taken, list) and isinstance(taken[0], tuple)
+    assert taken[1][0].tolist() == [[1], [3]] and taken[0][0].tolist() == [[0, 1], [4, 5]]
+    joined = join_rows(taken, take_rows(state, [1]))
+    assert joined[1][0].tolist() == [[1], [3], [2]] and joined[0][1].shape == (3, 4)
+
+
+def test_a_request_gets_the_same_tweets_alone_and_among_31_others(generator, engine):
+    requests = [dict(REQUESTS[i % len(REQUESTS)], seed=100 + i) for i in range(32)]
+    alone = [generator.complete(**request) for request in requests]
+    results = [None] * len(requests)
+    go = threading.Barrier(len(requests))
+
+    def run(index):
+        go.wait()
+        results[index] = engine.complete(**requests[index])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    seen = []  # what /api/health would report while they run
+    while any(thread.is_alive() for thread in threads):
+        seen.append(engine.stats())
+        time.sleep(0.05)
+    assert results == alone  # text, log-probability (bit for bit), ended, novelty
+    assert max(stats["rows_in_flight"] for stats in seen) > 32  # some have n > 1
+    assert max(stats["steps_per_second"] for stats in seen) > 0
+    assert engine.stats()["requests_done"] == 32
+    # They really ran together: far fewer steps than the requests' steps one after another.
+    one_after_another = sum(len(r[0].prefix) + max(len(c.generated) for c in r)
+                            for r in results)
+    assert engine.steps < one_after_another / 4
+
+
+def test_the_network_mixed_with_an_ngram_table_gives_the_same_tweets_in_a_crowd(generator):
+    """The mixture's state holds each row's recent symbols (integers) beside the network's."""
+    from covfefe.corpus import encode_tweets
+    from covfefe.mixture import MixedModel
+    from covfefe.ngram import KneserNeyModel
+
+    texts = [c.text for c in generator.complete("", n=16, seed=1, temperature=0.9)]
+    table = KneserNeyModel(5, len(generator.vocabulary)).fit(
+        encode_tweets(texts + ["Make America Great Again!"], generator.vocabulary))
+    mixed = TweetGenerator(MixedModel(generator.network, table, 0.7), generator.vocabulary,
+                           generator.max_chars)
+    engine = Engine(mixed, max_rows=64)
+    try:
+        requests = [dict(REQUESTS[i % len(REQUESTS)], seed=i) for i in range(12)]
+        results = [None] * len(requests)
+        threads = [threading.Thread(target=lambda i=i: results.__setitem__(
+            i, engine.complete(**requests[i]))) for i in range(len(requests))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert results == [mixed.complete(**request) for request in requests]
+    finally:
+        engine.stop()
+
+
+def test_unknown_prefix_characters_are_listed_as_the_generator_lists_them(generator, engine):
+    request = dict(prefix="Great \u0436 news ", seed=3, n=2, max_length=80)
+    completions = engine.complete(**request)
+    assert completions == generator.complete(**request)
+    assert completions[0].unknown == ["\u0436"]
+
+
+def test_a_request_alone_in_the_engine_streams_what_the_generator_streams(generator, engine):
+    request = dict(REQUESTS[1], seed=9)
+    assert list(engine.stream(**request)) == list(generator.stream(**request))
+
+
+class _Gated:
+    """The real network, stepping only when the test allows it (so that the test, not the
+    machine's speed, decides where the engine is when the client acts)."""
+
+    def __init__(self, network):
+        self.network = network
+        self.permits = threading.Semaphore(0)
+        self.waiting = threading.Event()
+
+    def initial_state(self, n):
+        return self.network.initial_state(n)
+
+    def step(self, ids, state):
+        self.waiting.set()
+        assert self.permits.acquire(timeout=60), "the test never allowed this step"
+        self.waiting.clear()
+        return self.network.step(ids, state)
+
+    def allow(self, steps: int) -> None:
+        for _ in range(steps):
+            self.permits.release()
+
+
+@pytest.fixture
+def gated(generator):
+    engine = Engine(generator, max_rows=2, max_queue=1)
+    engine.network = _Gated(generator.network)
+    yield engine, engine.network
+    engine.network.allow(10_000)
+    engine.stop()
+
+
+def test_a_closed_stream_frees_its_rows_at_the_next_step(gated):
+    engine, network = gated
+    job = engine.stream("Thank you ", n=2, seed=1, temperature=0.5)
+    events = iter(job)
+    assert next(events) == ("prefix", "Thank you ")
+    network.allow(len("Thank you ") + 1 + 3)  # END and the prefix, then 3 characters
+    for _ in range(3):
+        kind, chars = next(events)
+        assert kind == "chars" and len(chars) == 2
+    assert engine.stats()["rows_in_flight"] == 2
+    wait_until(network.waiting.is_set)  # the engine waits to take its next step
+    steps, rows = engine.steps, engine.rows_stepped
+    events.close()  # what the web server does when the client hangs up
+    network.allow(100)
+    wait_until(lambda: engine.stats()["rows_in_flight"] == 0)
+    time.sleep(0.3)
+    assert engine.steps <= steps + 1 and engine.rows_stepped <= rows + 2  # at most the step
+    assert engine.stats()["requests_cancelled"] == 1  # that had begun when the client left
+
+
+def test_a_full_engine_refuses_at_once_and_serves_again_when_rows_free(generator, gated):
+    engine, network = gated
+    running = iter(engine.stream("", n=2, seed=1))
+    next(running)
+    wait_until(network.waiting.is_set)  # both rows in flight, the engine mid-step
+    waiting = engine.submit("", n=1, seed=2, max_length=20, streamed=False)
+    started = time.perf_counter()
+    with pytest.raises(EngineBusy, match="the server is busy") as refused:
+        engine.submit("", n=1, seed=3)
+    assert time.perf_counter() - started < 1.0  # at once, while the engine is busy
+    assert refused.value.retry_after >= 1
+    assert engine.stats()["queued"] == 1 and engine.stats()["requests_refused"] == 1
+    running.close()
+    network.allow(10_000)
+    assert waiting.result() == generator.complete("", n=1, seed=2, max_length=20)
+
+
+def test_the_engine_survives_bad_prefixes_and_vanishing_clients(generator, engine):
+    with pytest.raises(UserError, match="must be shorter than max_length"):
+        engine.submit("Make America Great", max_length=5)
+    with pytest.raises(UserError, match="at most 64"):
+        engine.submit("", n=65)
+    # Clients that hang up at every moment: before admission, while their prefix is fed,
+    # mid-generation, from other threads while the engine steps.
+    jobs = [engine.stream("The ", n=2, seed=i) for i in range(40)]
+    for index, job in enumerate(jobs):
+        events = iter(job)
+        for _ in range(index % 4):
+            next(events)
+        threading.Thread(target=events.close).start()
+    wait_until(lambda: engine.stats()["rows_in_flight"] == 0 and not engine.stats()["queued"])
+    assert engine.running
+    request = dict(REQUESTS[2], seed=4)
+    assert engine.complete(**request) == generator.complete(**request)
+
+
+class _FailingOnce:
+    """The real network, whose next step raises once (as a bug in a step would)."""
+
+    def __init__(self, network):
+        self.network = network
+        self.fail = False
+
+    def initial_state(self, n):
+        return self.network.initial_state(n)
+
+    def step(self, ids, state):
+        if self.fail:
+            self.fail = False
+            raise FloatingPointError("a step went wrong")
+        return self.network.step(ids, state)
+
+
+def test_a_failing_step_fails_its_requests_and_the_engine_keeps_serving(generator):
+    engine = Engine(generator)
+    engine.network = failing = _FailingOnce(generator.network)
+    try:
+        job = engine.stream("", seed=1, temperature=0.2)
+        events = iter(job)
+        next(events), next(events)
+        failing.fail = True
+        with pytest.raises(EngineError, match="the generation engine failed"):
+            list(events)
+        assert engine.running and engine.stats()["rows_in_flight"] == 0
+        assert engine.complete("Hello", seed=2) == generator.complete("Hello", seed=2)
+    finally:
+        engine.stop()
+
+
+# Through gunicorn, as it runs in production: `covfefe serve`, one worker (so that every
+# request meets the same engine), the bundled model.
+
+
+def start_server(tmp_path, **settings) -> tuple[subprocess.Popen, str, Path]:
+    port = free_port()
+    log = tmp_path / "server.log"
+    env = {**os.environ, "COVFEFE_RATE_LIMIT": "100000 per minute",
+           **{f"COVFEFE_{name}": str(value) for name, value in settings.items()}}
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "covfefe", "serve", "--port", str(port), "--workers", "1"],
+            stdout=output, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{base}/api/health", timeout=2)
+            return process, base, log
+        except OSError:
+            assert process.poll() is None, log.read_text()
+            time.sleep(0.2)
+    stop_process(process, group=True)
+    pytest.fail(f"gunicorn did not answer within 90 s:\n{log.read_text()}")
+
+
+def post(url: str, body: dict) -> tuple[int, dict, dict]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, dict(response.headers), json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), json.loads(error.read())
+
+
+def health(base: str) -> dict:
+    with urllib.request.urlopen(f"{base}/api/health", timeout=10) as response:
+        return json.loads(response.read())["engine"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    process, base, log = start_server(tmp_path_factory.mktemp("engine-server"),
+                                      ENGINE_ROWS=64, ENGINE_QUEUE=16)
+    yield base, log
+    stop_process(process, group=True)
+
+
+@pytest.mark.network
+def test_through_gunicorn_32_requests_at_once_get_what_each_gets_alone(server, generator):
+    base, log = server
+    requests = [dict(REQUESTS[i % len(REQUESTS)], seed=500 + i) for i in range(32)]
+    for request in requests:
+        request.setdefault("max_length", 280)
+    answers = [None] * len(requests)
+    go = threading.Barrier(len(requests))
+
+    def run(index):
+        go.wait()
+        answers[index] = post(f"{base}/api/generate", requests[index])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(180)
+    for request, (status, _, body) in zip(requests, answers, strict=True):
+        assert status == 200, body
+        alone = generator.complete(**request)
+        assert [c["text"] for c in body["completions"]] == [c.text for c in alone]
+        assert [c["log_prob"] for c in body["completions"]] == [round(c.log_prob, 4)
+                                                                 for c in alone]
+    stats = health(base)
+    assert stats["requests_done"] >= 32 and stats["max_rows"] == 64 and stats["max_queue"] == 16
+    # Every answer's access log line says how long it waited for rows and how long it ran.
+    lines = [json.loads(line) for line in log.read_text().splitlines()
+             if line.startswith("{") and '"/api/generate"' in line]
+    assert len(lines) >= 32
+    assert all(line["queue_ms"] >= 0 and line["generation_ms"] > 0 for line in lines)
+
+
+@pytest.mark.network
+def test_through_gunicorn_a_client_that_hangs_up_frees_its_rows(server):
+    base, _ = server
+    cancelled = health(base)["requests_cancelled"]
+    connection = http.client.HTTPConnection(base.removeprefix("http://"), timeout=30)
+    # Wild candidates rarely end before 280 characters: the request runs for a while.
+    connection.request("GET", "/api/generate/stream?n=16&temperature=2&seed=3")
+    response = connection.getresponse()
+    assert response.status == 200
+    assert response.readline().startswith(b"event: prefix")
+    assert health(base)["rows_in_flight"] == 16  # streamed as generated, not buffered
+    connection.sock.shutdown(socket.SHUT_RDWR)
+    response.close()
+    connection.close()
+    wait_until(lambda: health(base)["rows_in_flight"] == 0)
+    assert health(base)["requests_cancelled"] == cancelled + 1
+
+
+@pytest.mark.network
+def test_through_gunicorn_a_full_engine_answers_503_at_once(tmp_path):
+    process, base, _ = start_server(tmp_path, ENGINE_ROWS=16, ENGINE_QUEUE=0)
+    try:
+        answers = [None] * 6
+        go = threading.Barrier(len(answers))
+
+        def run(index):
+            go.wait()
+            started = time.perf_counter()
+            answer = post(f"{base}/api/generate", {"n": 16, "seed": index, "prefix": "I"})
+            answers[index] = (*answer, time.perf_counter() - started)
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(answers))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(180)
+        refused = [a for a in answers if a[0] == 503]
+        served = [a for a in answers if a[0] == 200]
+        assert refused and served and len(refused) + len(served) == len(answers)
+        for _, headers, body, _ in refused:
+            assert int(headers["Retry-After"]) >= 1
+            assert list(body) == ["error"] and "the server is busy" in body["error"]
+        # Refused at once: before the request that holds the rows has its answer.
+        assert max(a[3] for a in refused) < min(a[3] for a in served)
+        assert health(base)["requests_refused"] == len(refused)
+        status, _, body = post(f"{base}/api/generate", {"prefix": "Great ", "seed": 1})
+        assert status == 200 and body["completions"][0]["text"].startswith("Great ")
+    finally:
+        stop_process(process, group=True)
