@@ -238,7 +238,15 @@ def test_evaluate_notebook_compares_the_model_with_the_baselines(ci_run):
     assert model_bits == pytest.approx(artifact.metrics["validation_bits_per_char"], abs=1e-3)
     for order in notebook_parameters(CI, EVALUATE)["baseline_orders"]:
         assert f"kneser-ney-{order}gram" in text
-    assert len(images(ci_run.evaluated)) == 2  # by length, by year
+    assert len(images(ci_run.evaluated)) == 3  # by length, by year, the sample figures
+    (samples,) = [o for o in cell(ci_run.evaluated, "quality").outputs
+                  if o.output_type == "execute_result"]
+    rows = samples.data["text/plain"]
+    parameters = notebook_parameters(CI, EVALUATE)
+    for temperature in parameters["quality_temperatures"]:
+        assert re.search(rf"^\d+\s+model\s+{parameters['quality_samples']}\s+{temperature}\b",
+                         rows, re.MULTILINE), rows
+    assert re.search(r"kneser-ney-5gram alone", rows) and "model at its defaults" in rows
     for notebook in (ci_run.trained, ci_run.evaluated):
         for code_cell in notebook.cells:
             if code_cell.cell_type == "code":

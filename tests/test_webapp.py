@@ -135,9 +135,11 @@ def test_a_typed_prefix_streams_into_cards_that_start_with_it(page, server):
     generated = cards(page).first.locator(".generated").inner_text()
     # The text grew one character at a time: every intermediate length was on screen.
     assert lengths == sorted(lengths) and len(set(lengths)) >= min(len(generated), 10)
-    # Through gunicorn, as it was generated: the first character showed well before the last.
-    clicked, times = page.evaluate("[window.clicked, window.times]")
-    assert times[0] - clicked < (times[-1] - clicked) / 2, (clicked, times[0], times[-1])
+    # Through gunicorn, as it was generated: the text grew over many separate arrivals, the
+    # first well before the last. (A buffered response arrives in one or two reads, and all its
+    # characters show within one observer callback, at one time.)
+    times = page.evaluate("window.times")
+    assert len(set(times)) >= 5 and times[0] < times[-1], times
     assert page.locator("#status").inner_text() == "Wrote 3 tweets."
 
 
