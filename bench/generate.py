@@ -89,12 +89,14 @@ def per_char(function, repeat: int, rounds: int = 3) -> float:
     return best
 
 
-def cold_start(model: str) -> dict:
-    """Run in a fresh process: import, load the model, generate one tweet."""
+def cold_start(model: str, network_alone: bool = False) -> dict:
+    """Run in a fresh process: import, load the model (as served, or its network alone),
+    generate one tweet."""
     started = time.perf_counter()
     from covfefe.generate import TweetGenerator
 
-    generator = TweetGenerator.from_artifact(model)
+    generator = TweetGenerator.from_artifact(model, mixture=not network_alone,
+                                             lexicon=not network_alone)
     loaded = time.perf_counter() - started
     generator.complete("Make America ", seed=1)
     return {"load_s": loaded, "first_tweet_s": time.perf_counter() - started,
@@ -108,12 +110,13 @@ def main() -> None:
     parser.add_argument("--tweets", type=int, default=5, help="tweets per measurement")
     parser.add_argument("--length", type=int, default=140, help="characters per tweet")
     parser.add_argument("--cold-start", help=argparse.SUPPRESS)
+    parser.add_argument("--network-alone", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     from covfefe import config
 
     model = str(config.resolve(args.model) if args.model else config.model_dir())
     if args.cold_start:
-        print(json.dumps(cold_start(args.cold_start)))
+        print(json.dumps(cold_start(args.cold_start, args.network_alone)))
         return
     from covfefe.generate import TweetGenerator
 
@@ -128,6 +131,11 @@ def main() -> None:
                     args.tweets * 10) * args.length
     sixteen = per_char(lambda seed: stateful_steps(generator, args.length, 16, seed),
                        args.tweets * 10) * args.length
+    # What the n-gram table and the lexicon cost per tweet: the same run, network alone.
+    plain = TweetGenerator.from_artifact(model, mixture=False, lexicon=False)
+    plain.novelty = None
+    network_alone = per_char(lambda seed: stateful_steps(plain, args.length, 1, seed),
+                             args.tweets * 10) * args.length
     from covfefe.engine import Engine
 
     engine = Engine(generator)
@@ -147,6 +155,9 @@ def main() -> None:
     child = subprocess.run([sys.executable, __file__, "--cold-start", model],
                            capture_output=True, text=True, check=True)
     start = json.loads(child.stdout.strip().splitlines()[-1])
+    child = subprocess.run([sys.executable, __file__, "--cold-start", model, "--network-alone"],
+                           capture_output=True, text=True, check=True)
+    plain_start = json.loads(child.stdout.strip().splitlines()[-1])
     print(f"model {model}; {args.tweets} tweets for v1, {args.tweets * 10} for ours, best of 3 "
           f"rounds, timed per character and scaled to a {args.length}-character tweet")
     print(f"  v1 method (re-run {WINDOW} chars per char): {v1 * 1000:9.1f} ms per tweet")
@@ -155,7 +166,10 @@ def main() -> None:
     print(f"  serving engine, 1 candidate alone:    {engine_one * 1000:9.1f} ms per tweet")
     print(f"  serving engine, 16 candidates alone:  {engine_sixteen * 1000:9.1f} ms for all 16 "
           f"(ended candidates leave the batch)")
+    print(f"  the network alone, 1 candidate:       {network_alone * 1000:9.1f} ms per tweet")
     print(f"ratio v1/stateful per tweet: {v1 / ours:.0f}x faster")
+    print(f"ratio as served (n-gram table, lexicon) / network alone: "
+          f"{ours / network_alone:.2f}x the time")
     print(f"ratio 16 candidates / 1 candidate: {sixteen / ours:.2f}x the time")
     print(f"ratio engine / stateful, 1 candidate: {engine_one / ours:.2f}x the time")
     print(f"ratio engine, 16 candidates / 1 candidate: {engine_sixteen / engine_one:.2f}x the "
@@ -168,6 +182,10 @@ def main() -> None:
     print(f"cold start (fresh process: import, load, first tweet): {start['first_tweet_s']:.2f} s"
           f" (load {start['load_s']:.2f} s), peak RSS {start['peak_rss_mb']:.0f} MB, "
           f"heavy modules imported: {start['modules'] or 'none'}")
+    print(f"cold start of the network alone: {plain_start['first_tweet_s']:.2f} s, peak RSS "
+          f"{plain_start['peak_rss_mb']:.0f} MB: the table and lexicon cost "
+          f"{start['first_tweet_s'] - plain_start['first_tweet_s']:.2f} s and "
+          f"{start['peak_rss_mb'] - plain_start['peak_rss_mb']:.0f} MB")
 
 
 if __name__ == "__main__":

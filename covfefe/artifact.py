@@ -162,7 +162,8 @@ def save_artifact(folder: str | os.PathLike, model, vocabulary: Vocabulary, meta
 
 
 def add_mixture(artifact: ModelArtifact, ngram, weight: float, report: dict, lexicon=None,
-                output: str | os.PathLike | None = None) -> ModelArtifact:
+                output: str | os.PathLike | None = None, metrics: dict | None = None
+                ) -> ModelArtifact:
     """Write the artifact with an n-gram table and its mixture weight, and a lexicon if given
     (into ``output``, or in place) and return it loaded back. The metadata records the table,
     the weight and how it was fitted."""
@@ -170,6 +171,8 @@ def add_mixture(artifact: ModelArtifact, ngram, weight: float, report: dict, lex
                            "ngram_order": ngram.order, "ngram_name": ngram.name,
                            "ngrams": int(ngram.ngrams), **report}}
     files = {NGRAM: ngram.save}
+    if metrics is not None:
+        changes["metrics"] = metrics
     if lexicon is not None:
         changes["lexicon"] = {"words": len(lexicon)}
         files[LEXICON] = lexicon.save

@@ -295,13 +295,13 @@ def mix_command(*, model: str | None = None, order: int = 9, holdout: int = 1500
     from covfefe import config
     from covfefe.artifact import NUMPY_WEIGHTS, add_mixture, load_artifact
     from covfefe.lexicon import Lexicon, words_of
-    from covfefe.mixture import fit_mixture
+    from covfefe.mixture import fit_mixture, network_log_probs
     from covfefe.numpy_network import NumpyNetwork
 
     started = time.monotonic()
     artifact = load_artifact(config.resolve(model) if model else config.model_dir())
     max_chars = artifact.metadata.get("model", {}).get("max_chars", MAX_TWEET_CHARS)
-    train, _ = split_like_model(artifact.metadata, _tweets_to_score(archive, dataset))
+    train, validation = split_like_model(artifact.metadata, _tweets_to_score(archive, dataset))
     held = mixture_holdout(artifact.metadata, train, holdout)
     network = (NumpyNetwork.load(artifact.path / NUMPY_WEIGHTS)
                if NUMPY_WEIGHTS in artifact.metadata["files"]
@@ -311,9 +311,18 @@ def mix_command(*, model: str | None = None, order: int = 9, holdout: int = 1500
         len(artifact.vocabulary), progress=progress)
     report["holdout_period"] = [train["created_at"].iloc[held[0]].isoformat(),
                                 train["created_at"].iloc[held[-1]].isoformat()]
+    # The model's validation figure becomes the mixture's (what it now generates with).
+    sequences = encode_tweets(validation["text"], artifact.vocabulary, max_chars)
+    mixed_nats = -mix_log_probs(network_log_probs(network, sequences, progress=progress),
+                                ngram.log_probs(sequences), weight)
+    metrics = {**artifact.metrics,
+               "validation_bits_per_char": round(float(mixed_nats.mean() / LN2), 4),
+               "network_validation_bits_per_char": artifact.metrics.get(
+                   "network_validation_bits_per_char",
+                   artifact.metrics.get("validation_bits_per_char"))}
     lexicon = Lexicon(words_of(train["text"]))
     mixed = add_mixture(artifact, ngram, weight, report, lexicon,
-                        config.resolve(output) if output else None)
+                        config.resolve(output) if output else None, metrics=metrics)
     bits = report["holdout_bits_per_char"]
     return (f"model {mixed.name} {mixed.version} ({mixed.path}): the network mixed with a "
             f"{ngram.name} table ({ngram.ngrams:,} n-grams, "
@@ -392,7 +401,8 @@ def sample_command(*, model: str | None = None, archive: str | None = None,
                                      "validation tweets' share cut at 280, over "
                                      f"{len(SWEEP_TEMPERATURES) * len(SWEEP_TOP_PS)} settings",
                         "model": best.as_dict(),
-                        "ngram": {"name": table, **chosen[table].as_dict()},
+                        "ngram": {"name": table.removesuffix(" alone"),
+                                  **chosen[table].as_dict()},
                         "validation": real}})
         lines.append(f"saved the defaults temperature {best.temperature:g}, top_p "
                      f"{best.top_p:g} in {updated.path} (version {updated.version})")

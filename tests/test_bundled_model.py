@@ -53,4 +53,4 @@ def test_its_samples_at_the_default_settings(bundled, archive_dir):
     # The same figures as the metadata records, and the n-gram sampler's beside them.
     assert float(model["real_words"]) == pytest.approx(
         100 * samples["model"]["real_word_share"], abs=0.01)
-    assert set(figures) == {"model", f"{samples['ngram']['name']}"}
+    assert set(figures) == {"model", f"{samples['ngram']['name']} alone"}

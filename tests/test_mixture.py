@@ -92,6 +92,10 @@ def test_evaluate_reports_the_mixture_and_its_parts(mixed_model, tiny_tweets):
         result.stdout.replace(": bits_per_char", ":\nbits_per_char")))
     assert "mixed with its kneser-ney-5gram table" in result.stdout
     assert mixed < network and mixed < ngram
+    # The model's validation figure is now the mixture's; the network's is kept beside it.
+    metrics = mixed_model.metrics
+    assert mixed == pytest.approx(metrics["validation_bits_per_char"], abs=2e-4)
+    assert network == pytest.approx(metrics["network_validation_bits_per_char"], abs=2e-3)
 
 
 def test_the_table_alone_generates_too(mixed_model):
