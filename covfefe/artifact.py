@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -118,6 +119,30 @@ class ModelArtifact:
         return self._model
 
 
+@contextmanager
+def _staged(folder: Path):
+    """Yield an empty temporary folder beside ``folder`` that replaces it once the block has
+    written it (metadata last), or is removed if the block fails: never a half-written model."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        staging.chmod(0o755)  # mkdtemp makes it private; a served model is read by other users
+        yield staging
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _write_metadata(staging: Path, metadata: dict) -> None:
+    """Write metadata.json, with the size and SHA-256 of every other file, into ``staging``."""
+    metadata = {**metadata, "files": _file_table(staging)}
+    (staging / METADATA).write_text(json.dumps(metadata, indent=1, ensure_ascii=False) + "\n",
+                                    encoding="utf-8")
+
+
 def save_artifact(folder: str | os.PathLike, model, vocabulary: Vocabulary, metadata: dict, *,
                   saved_model: bool = True, novelty=None, overwrite: bool = False
                   ) -> ModelArtifact:
@@ -129,10 +154,7 @@ def save_artifact(folder: str | os.PathLike, model, vocabulary: Vocabulary, meta
     folder = Path(folder)
     if folder.exists() and not overwrite:
         raise UserError(f"{folder} already exists: choose another folder or overwrite it")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        staging.chmod(0o755)  # mkdtemp makes it private; a served model is read by other users
+    with _staged(folder) as staging:
         vocabulary.save(staging / VOCABULARY)
         model.save(staging / KERAS_MODEL)
         NumpyNetwork.from_keras(model).save(staging / NUMPY_WEIGHTS)
@@ -141,23 +163,14 @@ def save_artifact(folder: str | os.PathLike, model, vocabulary: Vocabulary, meta
         if novelty is not None:
             novelty.save(staging / NOVELTY)
         now = datetime.now(UTC)
-        metadata = {
+        _write_metadata(staging, {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             **metadata,
             "version": metadata.get("version") or new_version(now),
             "created": now.isoformat(timespec="seconds"),
             "covfefe_version": __version__,
-            "files": _file_table(staging),
-        }
-        (staging / METADATA).write_text(json.dumps(metadata, indent=1, ensure_ascii=False)
-                                        + "\n", encoding="utf-8")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        })
     return load_artifact(folder)
 
 
@@ -188,30 +201,18 @@ def update_metadata(artifact: ModelArtifact, changes: dict,
     folder = Path(output) if output is not None else artifact.path
     if output is not None and folder.exists():
         raise UserError(f"{folder} already exists: choose another folder")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        staging.chmod(0o755)
+    with _staged(folder) as staging:
         shutil.copytree(artifact.path, staging, dirs_exist_ok=True)
         for name, write in (files or {}).items():
             write(staging / name)
         now = datetime.now(UTC)
-        metadata = {
+        _write_metadata(staging, {
             **artifact.metadata,
             **changes,
             "version": new_version(now),
             "created": now.isoformat(timespec="seconds"),
             "covfefe_version": __version__,
-        }
-        metadata["files"] = _file_table(staging)
-        (staging / METADATA).write_text(json.dumps(metadata, indent=1, ensure_ascii=False)
-                                        + "\n", encoding="utf-8")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        })
     return load_artifact(folder)
 
 
