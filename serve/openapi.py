@@ -107,7 +107,10 @@ def openapi_document(generate_fields: dict, autocomplete_fields: dict) -> dict:
                     **_errors(400, 413, 429)}}},
             "/api/model": {"get": {"summary": "The model card: metadata, metrics, baseline",
                                    "responses": {"200": ok}}},
-            "/api/health": {"get": {"summary": "Liveness and version", "responses": {"200": ok}}},
+            "/api/health": {"get": {
+                "summary": "Liveness, version, and where the rate limit is counted (status "
+                           "'degraded' while the shared store is unreachable)",
+                "responses": {"200": ok}}},
             "/api/openapi.json": {"get": {"summary": "This document",
                                           "responses": {"200": ok}}},
         },

@@ -11,7 +11,8 @@ from tests.conftest import ALLOWED_ORIGIN
 def test_health_reports_ok_and_version(client):
     response = client.get("/api/health")
     assert response.status_code == 200
-    assert response.get_json() == {"status": "ok", "version": __version__}
+    assert response.get_json() == {"status": "ok", "version": __version__,
+                                   "rate_limit": {"storage": "memory", "shared": False}}
 
 
 def test_errors_are_one_line_json(client):
