@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["pytester"]
+# tests/docker_engine.py: the private dockerd and the images, shared by the Docker tests.
+pytest_plugins = ["pytester", "tests.docker_engine"]
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ARCHIVE = ROOT.parent / "shared" / "data" / "trump-twitter-archive"
