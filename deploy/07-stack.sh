@@ -4,17 +4,22 @@ set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-USAGE="Usage: deploy/07-stack.sh [--dry-run] [--tag TAG] [--no-build] [--scale N | --rollback]
+USAGE="Usage: deploy/07-stack.sh [--dry-run] [--tag TAG] [--web-tag TAG] [--no-build]
+                           [--scale N | --rollback]
 
 Step 7 (beyond one host): deploy or update the stack COMPOSE_PROJECT_NAME (deploy/stack.yml) on
 the swarm of deploy/06-swarm.sh: API_REPLICAS serve replicas behind web (nginx), redis for the
 shared rate limit, certbot. The images are built from this checkout on every node (serve) and
-on the manager (web, certbot), tagged TAG; a new tag updates serve one replica at a time, the
-new one healthy before the old one stops. Then it waits until every service has its replicas
-running and no update is in progress (deploy/stack_health.py).
+on the manager (web, certbot). A new serve tag updates serve one replica at a time, the new one
+healthy before the old one stops, so no request is lost. web owns the manager's ports 80 and
+443, so its update stops the old nginx first (seconds without it): its tag is that of the last
+commit that changed its files, and a deploy leaves it alone unless they changed. Then it waits
+until every service has its replicas running and no update is in progress
+(deploy/stack_health.py).
 
 Options:
-  --tag TAG      the images' tag (default: the checkout's commit, git rev-parse --short HEAD)
+  --tag TAG      serve's tag (default: the checkout's commit, git rev-parse --short HEAD)
+  --web-tag TAG  web's tag (default: the last commit that changed webapp/ or deploy/nginx|web/)
   --no-build     use images already on the nodes
   --scale N      only set the number of serve replicas to N (no build, no deploy)
   --rollback     only roll serve back to its previous image and settings
@@ -29,9 +34,9 @@ the certificates volume."
 # about a minute; image pulls on a fresh node longer).
 WAIT_SECONDS=900
 
-# build_image NAME DOCKERFILE: build covfefe-NAME:TAG on the host docker talks to now.
+# build_image NAME:TAG DOCKERFILE: build covfefe-NAME:TAG on the host docker talks to now.
 build_image() {
-  run docker build --file "$2" --tag "covfefe-$1:$TAG" .
+  run docker build --file "$2" --tag "covfefe-$1" .
 }
 
 wait_for_stack() {
@@ -42,7 +47,7 @@ wait_for_stack() {
 stack() {
   parse_args "$@"
   local build=1 scale='' rollback=''
-  TAG=
+  TAG='' WEB_TAG=''
   set -- "${ARGS[@]}"
   while (($#)); do
     case $1 in
@@ -50,6 +55,12 @@ stack() {
         [[ ${2:-} =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] ||
           die_usage "--tag needs an image tag (letters, digits, _ . -), not '${2:-}'"
         TAG=$2
+        shift
+        ;;
+      --web-tag)
+        [[ ${2:-} =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] ||
+          die_usage "--web-tag needs an image tag (letters, digits, _ . -), not '${2:-}'"
+        WEB_TAG=$2
         shift
         ;;
       --no-build) build='' ;;
@@ -83,23 +94,30 @@ stack() {
   if [[ -z $TAG ]]; then
     capture TAG "<commit>" "not a git checkout: pass --tag" git rev-parse --short HEAD
   fi
+  if [[ -z $WEB_TAG ]]; then
+    capture WEB_TAG "<web-commit>" "not a git checkout: pass --web-tag" \
+      git log -1 --format=%h -- webapp deploy/nginx deploy/web
+  fi
+  local certbot_tag
+  capture certbot_tag "<certbot-commit>" "not a git checkout" \
+    git log -1 --format=%h -- deploy/certbot
   if [[ $build ]]; then
     local workers node
     mapfile -t workers < <(worker_machines)
     for node in "${workers[@]}"; do
       use_machine "$node"
-      build_image serve Dockerfile.serve
+      build_image "serve:$TAG" Dockerfile.serve
     done
     use_machine "$AWS_MACHINE"
-    build_image serve Dockerfile.serve
-    build_image web deploy/web/Dockerfile
-    build_image certbot deploy/certbot/Dockerfile
+    build_image "serve:$TAG" Dockerfile.serve
+    build_image "web:$WEB_TAG" deploy/web/Dockerfile
+    build_image "certbot:$certbot_tag" deploy/certbot/Dockerfile
   else
     use_machine "$AWS_MACHINE"
   fi
   # No registry: every node uses the image of that name it has (--resolve-image never).
-  run env "SERVE_IMAGE=covfefe-serve:$TAG" "WEB_IMAGE=covfefe-web:$TAG" \
-    "CERTBOT_IMAGE=covfefe-certbot:$TAG" \
+  run env "SERVE_IMAGE=covfefe-serve:$TAG" "WEB_IMAGE=covfefe-web:$WEB_TAG" \
+    "CERTBOT_IMAGE=covfefe-certbot:$certbot_tag" \
     docker stack deploy --compose-file "$STACK_FILE" --resolve-image never --prune \
     "$COMPOSE_PROJECT_NAME"
   wait_for_stack
