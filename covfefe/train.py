@@ -24,6 +24,7 @@ finished goes straight to evaluation and export. Changing the architecture or th
 existing run is refused: start a new run directory instead.
 """
 
+import contextlib
 import os
 import time
 from dataclasses import asdict, dataclass, fields
@@ -76,6 +77,10 @@ class TrainConfig:
     baseline_order: int = 7  # the Kneser-Ney character n-gram baseline's order
     export_dir: str = ""  # where the artifact goes ("" = <run_dir>/model)
     saved_model: bool = True  # also export a TF Serving SavedModel
+    # Data-parallel training (tf.distribute.MirroredStrategy): each batch is split between the
+    # devices and their gradients summed; batch_size stays the whole batch, so the model is the
+    # same as on one device, up to rounding.
+    distribute: str = ""  # "" one device; "mirrored": every GPU; "mirrored:GPU:0,GPU:1": those
 
     def __post_init__(self):
         if not self.run_dir:
@@ -105,6 +110,10 @@ class TrainConfig:
         if not self.finetune_learning_rate > 0:
             raise UserError("finetune_learning_rate must be above 0, not "
                             f"{self.finetune_learning_rate!r}")
+        kind, _, devices = str(self.distribute).partition(":")
+        if kind not in ("", "mirrored") or (":" in str(self.distribute) and not devices):
+            raise UserError(f"distribute must be \"\" (one device), \"mirrored\" or "
+                            f"\"mirrored:DEVICE,DEVICE...\", not {self.distribute!r}")
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(cell=self.cell, layers=self.layers, units=self.units,
@@ -191,6 +200,27 @@ def _recent(train_config: TrainConfig, corpus: Corpus) -> pd.DataFrame:
     return recent
 
 
+def distribution_scope(distribute: str):
+    """The scope to build or load the model in for a `distribute` parameter: Keras trains a
+    model with the tf.distribute strategy it was made under. One device: a scope that does
+    nothing."""
+    if not distribute:
+        return contextlib.nullcontext()
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise UserError(f"distribute={distribute!r} needs Keras's TensorFlow backend "
+                        f"(KERAS_BACKEND=tensorflow), not {keras.backend.backend()}")
+    import tensorflow as tf
+
+    devices = distribute.partition(":")[2]
+    try:
+        strategy = tf.distribute.MirroredStrategy(devices=devices.split(",") if devices else None)
+    except (ValueError, RuntimeError) as error:
+        raise UserError(f"distribute={distribute!r}: {error}") from None
+    return strategy.scope()
+
+
 def _main_phase_done(train_config: TrainConfig, state: dict) -> bool:
     return (state.get("phase") == "fine-tune" or state["epochs_done"] >= train_config.epochs
             or state.get("stop_reason") == "early stopping")
@@ -269,11 +299,12 @@ def fit(train_config: TrainConfig, corpus: Corpus, vocabulary: Vocabulary, *,
 
     if not main_done:
         keras.utils.set_random_seed(train_config.seed + start_epoch)  # the initial weights too
-        if start_epoch and (checkpoints / "last.keras").exists():
-            model = keras.saving.load_model(checkpoints / "last.keras")
-        else:
-            model = compile_model(build_model(train_config.model_config(), len(vocabulary)),
-                                  train_config.learning_rate)
+        with distribution_scope(train_config.distribute):
+            if start_epoch and (checkpoints / "last.keras").exists():
+                model = keras.saving.load_model(checkpoints / "last.keras")
+            else:
+                model = compile_model(build_model(train_config.model_config(), len(vocabulary)),
+                                      train_config.learning_rate)
         run_phase(model, corpus.train, train_config.epochs,
                   [LearningRateDecay(train_config.lr_decay, train_config.lr_decay_after)])
     if train_config.finetune_epochs:
@@ -282,10 +313,12 @@ def fit(train_config: TrainConfig, corpus: Corpus, vocabulary: Vocabulary, *,
             state["phase"], state["finetune_from"] = "fine-tune", state["epochs_done"]
             for counters in state.get("callbacks", {}).values():
                 counters["wait"] = 0
-            model = keras.saving.load_model(checkpoints / "best.keras")
+            with distribution_scope(train_config.distribute):
+                model = keras.saving.load_model(checkpoints / "best.keras")
             model.optimizer.learning_rate = train_config.finetune_learning_rate
         else:
-            model = keras.saving.load_model(checkpoints / "last.keras")
+            with distribution_scope(train_config.distribute):
+                model = keras.saving.load_model(checkpoints / "last.keras")
         run_phase(model, recent, state["finetune_from"] + train_config.finetune_epochs, [])
     return state, start_epoch
 

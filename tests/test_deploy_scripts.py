@@ -783,6 +783,7 @@ def test_stack_file_is_ready_for_swarm():
     redis = services["redis"]
     assert redis["image"].startswith("redis:")
     assert volume_sources(redis) == {"redis-data"}
+    assert redis["deploy"]["endpoint_mode"] == "dnsrr"
     web = services["web"]
     assert web["environment"]["API_UPSTREAM"] == "serve:8000"
     assert {(port["published"], port["mode"]) for port in web["ports"]} == {
