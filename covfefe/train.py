@@ -246,6 +246,7 @@ def fit(train_config: TrainConfig, corpus: Corpus, vocabulary: Vocabulary, *,
     import keras
 
     from covfefe.callbacks import (
+        BatchOrder,
         BitsPerChar,
         LearningRateDecay,
         RunCheckpoint,
@@ -276,6 +277,7 @@ def fit(train_config: TrainConfig, corpus: Corpus, vocabulary: Vocabulary, *,
         restore_callbacks(state, early_stopping, reduce_lr)
         callbacks = [
             *schedule,
+            BatchOrder(batches),
             BitsPerChar(),
             keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=first > 0),
             keras.callbacks.TensorBoard(str(run_dir / "tensorboard")),

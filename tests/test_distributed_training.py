@@ -4,7 +4,7 @@ This machine has no GPU, so TensorFlow splits its one CPU into two logical devic
 tiny run trains twice, each in a fresh process (the devices are fixed before TensorFlow starts):
 on one device, and mirrored over the two, each taking half of every batch. The whole batch and
 the summed gradients are the same, so the two runs must agree up to rounding: the losses of
-every epoch and the final weights.
+every epoch within 0.2%, much closer than the same run with another seed.
 """
 
 import json
@@ -47,9 +47,9 @@ print(json.dumps({"replicas": replicas,
 """
 
 
-def run_training(tiny_tweets, run_dir, distribute: str) -> dict:
+def run_training(tiny_tweets, run_dir, distribute: str, seed: int = TINY_PARAMS["seed"]) -> dict:
     params = {**TINY_PARAMS, "run_dir": str(run_dir), "dataset": str(tiny_tweets),
-              "saved_model": False, "distribute": distribute}
+              "saved_model": False, "distribute": distribute, "seed": seed}
     result = subprocess.run([sys.executable, "-c", RUN, json.dumps(params)], cwd=ROOT,
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -59,19 +59,26 @@ def run_training(tiny_tweets, run_dir, distribute: str) -> dict:
     return outcome
 
 
-def test_mirrored_over_two_devices_matches_one_device(tiny_tweets, tmp_path):
+def test_mirrored_over_two_devices_matches_one_device(tiny_tweets, tmp_path, capsys):
     single = run_training(tiny_tweets, tmp_path / "one", "")
     mirrored = run_training(tiny_tweets, tmp_path / "two", "mirrored:CPU:0,CPU:1")
     assert single["replicas"] == [] and mirrored["replicas"] == [2]
+    # The same model up to rounding: the split batches' sums come in another order, and a
+    # bucket's last, odd-sized batch splits unevenly.
     for column in ("loss", "val_xent"):
         np.testing.assert_allclose(mirrored["history"][column], single["history"][column],
-                                   rtol=1e-3, err_msg=column)
+                                   rtol=2e-3, err_msg=column)
+    # Close means much closer than another seed of the same run on one device.
+    other_seed = run_training(tiny_tweets, tmp_path / "seed", "", seed=TINY_PARAMS["seed"] + 1)
+    final = {name: run["history"]["val_xent"][-1]
+             for name, run in (("one", single), ("two", mirrored), ("seed", other_seed))}
+    with capsys.disabled():
+        print(f"\n[training] final val_xent: one device {final['one']:.4f}, mirrored over two "
+              f"{final['two']:.4f}, one device with another seed {final['seed']:.4f}")
+    assert abs(final["two"] - final["one"]) < abs(final["seed"] - final["one"])
     assert len(mirrored["weights"]) == len(single["weights"])
     for ours, theirs in zip(mirrored["weights"], single["weights"], strict=True):
-        np.testing.assert_allclose(ours, theirs, rtol=0, atol=2e-3)
-    # Rounding, not the same computation twice: the two runs did differ somewhere.
-    assert any(not np.array_equal(ours, theirs)
-               for ours, theirs in zip(mirrored["weights"], single["weights"], strict=True))
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-3)
 
 
 @pytest.mark.parametrize("value", ["mirror", "mirrored:", "tpu:0"])
