@@ -33,7 +33,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
-from tests.docker_engine import SERVE_IMAGE, free_port, report
+from tests.docker_engine import SERVE_IMAGE, cannot, free_port, report
 
 STACK_HEALTH = ROOT / "deploy" / "stack_health.py"
 STACK_LABEL = "com.docker.stack.namespace"
@@ -164,7 +164,7 @@ def env_lines(path: Path) -> dict[str, str]:
 def stack(engine, serve_image, web_image, redis_image, tmp_path_factory, request):
     """A single-node swarm on the test engine with the stack deployed by 07-stack.sh."""
     if shutil.which("docker") is None:
-        pytest.skip("the docker CLI is not installed (07-stack.sh runs it)")
+        cannot("the docker CLI is not installed (07-stack.sh runs it)")
     client = engine.client
     client.swarm.init(advertise_addr="127.0.0.1")
     # The "new release" of the rolling update: the same API, another image.
