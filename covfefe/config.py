@@ -10,6 +10,9 @@ Every environment variable the project reads is read here:
 - ``COVFEFE_RUNS_DIR``: where training runs and executed notebooks go (default ``<home>/runs``).
 - ``COVFEFE_MODEL``: the model artifact that evaluation, generation and the API use by default
   (default ``<home>/models/covfefe``, the bundled model).
+- The API's own settings (``COVFEFE_RATE_LIMIT``, ``COVFEFE_RATELIMIT_STORAGE_URI``: a shared
+  store such as ``redis://host:6379/0`` for one exact limit across workers and replicas...) are
+  read by ``serve.create_app`` with Flask's ``from_prefixed_env``; README.md lists them all.
 - ``TWITTER_BEARER_TOKEN``: the X/Twitter API v2 bearer token (a secret: only ever read from
   the environment, never written anywhere).
 """

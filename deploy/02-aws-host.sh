@@ -4,9 +4,10 @@ set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-USAGE="Usage: deploy/02-aws-host.sh [--dry-run]
+USAGE="Usage: deploy/02-aws-host.sh [--dry-run] [NAME]
 
-Step 2: create the EC2 host AWS_MACHINE with docker-machine's amazonec2 driver: AWS_REGION,
+Step 2: create the EC2 host AWS_MACHINE (or NAME: deploy/06-swarm.sh makes the swarm's workers
+this way) with docker-machine's amazonec2 driver: AWS_REGION,
 AWS_ZONE, AWS_INSTANCE_TYPE, AWS_VPC_ID (empty: the default VPC), the security group of step 1
 (left as it is: docker-machine adds no rules of its own), an AWS_ROOT_SIZE GB AWS_VOLUME_TYPE
 disk, and AWS_AMI (empty: the current Ubuntu 22.04 LTS image of the region). docker-machine
@@ -28,14 +29,16 @@ print(ssm.get_parameter(Name=sys.argv[2])["Parameter"]["Value"])'
 
 aws_host() {
   parse_args "$@"
-  ((${#ARGS[@]} == 0)) || unknown_argument "${ARGS[0]}"
+  ((${#ARGS[@]} <= 1)) || unknown_argument "${ARGS[1]}"
   load_config
   require_config AWS_REGION AWS_ZONE AWS_INSTANCE_TYPE AWS_SECURITY_GROUP AWS_MACHINE \
     AWS_ROOT_SIZE AWS_VOLUME_TYPE AWS_SSH_USER
+  local name=${ARGS[0]:-$AWS_MACHINE}
+  [[ $name =~ ^[A-Za-z0-9][A-Za-z0-9.-]*$ ]] || unknown_argument "$name"
   require_secret AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
   require_docker_machine
-  if ! is_dry_run && machine_exists "$AWS_MACHINE"; then
-    log "the host $AWS_MACHINE exists already (docker-machine ls): nothing to do"
+  if ! is_dry_run && machine_exists "$name"; then
+    log "the host $name exists already (docker-machine ls): nothing to do"
     return 0
   fi
   local ami=${AWS_AMI:-}
@@ -63,8 +66,8 @@ aws_host() {
     --amazonec2-ssh-user "$AWS_SSH_USER"
     --amazonec2-tags "project,covfefe-flow"
   )
-  run docker-machine create "${flags[@]}" "$AWS_MACHINE"
-  is_dry_run || log "next: deploy/03-dns.sh"
+  run docker-machine create "${flags[@]}" "$name"
+  if ! is_dry_run && [[ $name == "$AWS_MACHINE" ]]; then log "next: deploy/03-dns.sh"; fi
 }
 
 aws_host "$@"

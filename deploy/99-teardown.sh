@@ -6,10 +6,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 USAGE="Usage: deploy/99-teardown.sh [--dry-run] [--yes] [--local]
 
-Remove what steps 1 to 5 made, so that nothing keeps costing money: stop the services on the EC2
-host (docker compose down), remove the host (docker-machine rm terminates the instance, and AWS
-deletes its disk with it), then delete the security group (retrying while the instance shuts
-down). Cloudflare's DNS records are left alone: the script says which ones to delete.
+Remove what steps 1 to 7 made, so that nothing keeps costing money: on a swarm, remove the
+stack, make each worker host AWS_MACHINE-worker-N leave the swarm and remove it, then the
+manager leaves; stop the compose services on the EC2 host (docker compose down), remove the host
+(docker-machine rm terminates the instance, and AWS deletes its disk with it), then delete the
+security group (retrying while the instances shut down). Cloudflare's DNS records are left alone: the script says which ones to delete.
 Parts that are gone already are skipped, so it can be run again after a failure.
 
 Options:
@@ -56,7 +57,7 @@ teardown() {
     esac
   done
   load_config
-  require_config DOMAIN AWS_REGION AWS_SECURITY_GROUP AWS_MACHINE
+  require_config DOMAIN AWS_REGION AWS_SECURITY_GROUP AWS_MACHINE COMPOSE_PROJECT_NAME
   if [[ $with_local ]]; then require_config LOCAL_MACHINE; fi
   require_secret AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
   require_docker_machine
@@ -66,8 +67,20 @@ teardown() {
     read -r -p "This removes the EC2 host $AWS_MACHINE and everything on it. Type its name to go on: " answer
     [[ $answer == "$AWS_MACHINE" ]] || die "not confirmed: nothing was removed"
   fi
+  local workers worker state
+  mapfile -t workers < <(worker_machines)
+  for worker in "${workers[@]}"; do
+    use_machine "$worker"
+    run docker swarm leave --force
+    run docker-machine rm -y "$worker"
+  done
   if machine_exists "$AWS_MACHINE"; then
     use_machine "$AWS_MACHINE"
+    swarm_state state
+    if [[ $state == active ]]; then
+      run docker stack rm "$COMPOSE_PROJECT_NAME"
+      run docker swarm leave --force
+    fi
     compose down --remove-orphans
     run docker-machine rm -y "$AWS_MACHINE"
   else

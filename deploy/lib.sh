@@ -22,6 +22,9 @@ cd "$ROOT" || exit 1
 CONFIG_FILE=${COVFEFE_DEPLOY_CONFIG:-deploy/config.env}
 SECRETS_FILE=${COVFEFE_DEPLOY_SECRETS:-deploy/deploy.secrets.env}
 COMPOSE_FILE=deploy/docker-compose.yml
+# The swarm stack (07-stack.sh, 99-teardown.sh); the tests deploy a part of it.
+# shellcheck disable=SC2034  # used by the scripts that source this file
+STACK_FILE=${COVFEFE_STACK_FILE:-deploy/stack.yml}
 # Names of variables whose values never appear in what a script prints.
 SECRET_NAME_PATTERN='(_TOKEN|_KEY|_KEY_ID|_PASS|PASSWORD)$|SECRET'
 # Values this short would mask ordinary words; no real secret is that short.
@@ -366,4 +369,26 @@ use_machine() {
     die "docker-machine cannot reach $name (docker-machine ls shows its state)"
   eval "$environment"
   log "docker now talks to $name ($DOCKER_HOST)"
+}
+
+# worker_machines: the names of the swarm's worker hosts that docker-machine knows
+# (AWS_MACHINE-worker-1, -2...), one a line; a dry run lists SWARM_WORKERS of them.
+worker_machines() {
+  require_config AWS_MACHINE
+  local prefix=$AWS_MACHINE-worker- count=${SWARM_WORKERS:-0} number
+  if is_dry_run; then
+    for ((number = 1; number <= count; number++)); do printf '%s\n' "$prefix$number"; done
+    return
+  fi
+  local names
+  names=$(docker-machine ls --quiet) || die "docker-machine ls failed"
+  grep -E "^${prefix//./\\.}[0-9]+\$" <<<"$names" | sort -V || true
+}
+
+
+# swarm_state VAR: set VAR to the swarm state of the engine docker talks to now (inactive,
+# active...; a dry run says active).
+swarm_state() {
+  capture "$1" active "is the host running? (docker-machine ls)" \
+    docker info --format '{{.Swarm.LocalNodeState}}'
 }

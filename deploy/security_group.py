@@ -8,6 +8,12 @@ The group ends up holding exactly these rules, and nothing else:
                                                              docker-machine drives)
     outbound  tcp 80, 443    to 0.0.0.0/0 and ::/0        (apt, get.docker.com, image pulls,
                                                              Let's Encrypt)
+    in + out  tcp 2377, 7946, udp 7946, 4789   the group itself   (Docker swarm: management,
+                                                             gossip, overlay network traffic)
+
+The swarm rules name the group itself as source and destination: only the hosts in this group
+(the manager and the workers of deploy/06-swarm.sh) reach each other's swarm ports; nobody else
+does. A single host has no one to talk to, so they open nothing there.
 
 The operator's IP (a /32, or a /128 for an IPv6 address) comes from --operator-ip or, without
 it, from https://checkip.amazonaws.com (--checkip-url changes that). The rule that AWS adds to
@@ -51,9 +57,14 @@ import boto3
 import botocore.exceptions
 
 CHECKIP_URL = "https://checkip.amazonaws.com"
-GROUP_DESCRIPTION = "covfefe-flow: web 80 and 443 for everyone, SSH and Docker for the operator"
+GROUP_DESCRIPTION = ("covfefe-flow: web 80 and 443 for everyone, SSH and Docker for the operator,"
+                     " swarm ports between members")
 WEB_PORTS = (80, 443)
 OPERATOR_PORTS = (22, 2376)
+# Docker swarm mode between the group's members: cluster management, node gossip, and the
+# VXLAN data path of overlay networks.
+SWARM_PORTS = (("tcp", 2377, "management"), ("tcp", 7946, "gossip"), ("udp", 7946, "gossip"),
+               ("udp", 4789, "overlay"))
 EVERYWHERE = ("0.0.0.0/0", "::/0")
 DRY_RUN_GROUP_ID = "sg-new"
 
@@ -140,8 +151,8 @@ def operator_cidr(ip: str) -> str:
     return f"{address}/{address.max_prefixlen}"
 
 
-def desired_rules(operator: str) -> set[Rule]:
-    """The complete rule set of the group for the operator's CIDR."""
+def desired_rules(operator: str, group_id: str) -> set[Rule]:
+    """The complete rule set of the group (whose id is `group_id`) for the operator's CIDR."""
     rules = set()
     for port in WEB_PORTS:
         for cidr in EVERYWHERE:
@@ -153,6 +164,10 @@ def desired_rules(operator: str) -> set[Rule]:
     for port in OPERATOR_PORTS:
         rules.add(Rule("ingress", "tcp", port, port, cidr_kind(operator), operator,
                        f"covfefe-flow operator {names[port]}"))
+    for protocol, port, purpose in SWARM_PORTS:
+        for direction in ("ingress", "egress"):
+            rules.add(Rule(direction, protocol, port, port, "group", group_id,
+                           f"covfefe-flow swarm {purpose}"))
     return rules
 
 
@@ -265,7 +280,6 @@ def ensure_group(ec2, name: str, vpc: dict, operator: str, dry_run: bool,
                  out=sys.stdout) -> str:
     """Bring the group to `desired_rules`; print each change; return the group id."""
     vpc_id = vpc["VpcId"]
-    wanted = desired_rules(operator)
     group = find_group(ec2, name, vpc_id)
     verb_add, verb_revoke = ("would add", "would revoke") if dry_run else ("added", "revoked")
     if group is None and dry_run:
@@ -284,7 +298,7 @@ def ensure_group(ec2, name: str, vpc: dict, operator: str, dry_run: bool,
         group_id = group["GroupId"]
         current = (rules_from_permissions(group.get("IpPermissions", []), "ingress")
                    | rules_from_permissions(group.get("IpPermissionsEgress", []), "egress"))
-    to_add, to_revoke = plan(current, wanted)
+    to_add, to_revoke = plan(current, desired_rules(operator, group_id))
     if not dry_run:
         apply(ec2, group_id, to_add, to_revoke)
     for rule in to_add:

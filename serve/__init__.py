@@ -134,6 +134,7 @@ def _cors(app: Flask):
 
 
 access_log = logging.getLogger("covfefe.access")
+limiter_log = logging.getLogger("flask-limiter")
 
 
 def _start_timer():
@@ -226,6 +227,10 @@ def create_app(test_config: dict | None = None) -> Flask:
         # In memory by default: each worker counts on its own. With several workers, point
         # all of them at one store, e.g. COVFEFE_RATELIMIT_STORAGE_URI=redis://host:6379.
         RATELIMIT_STORAGE_URI="memory://", RATELIMIT_HEADERS_ENABLED=True,
+        # While that store is unreachable, each worker counts in its own memory (a logged
+        # warning, and /api/health says so) rather than failing the request; it goes back to
+        # the store once a ping answers again.
+        RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
         # How many proxies (nginx, a CDN) stand in front of the app and append to
         # X-Forwarded-For. The client address (rate limit key, access log) is taken that many
         # hops from the right; 0 trusts no header, so a client cannot pick its own address.
@@ -255,6 +260,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     # reverse), once the limiter has added its headers.
     app.after_request(_retry_after_only_when_limited)
     limiter = Limiter(get_remote_address, app=app)
+    app.extensions["covfefe.limiter"] = limiter  # /api/health reports where it counts
     # One budget per client for the three generating routes together (not one each).
     generating = limiter.shared_limit(app.config["RATE_LIMIT"], scope="generate")
     for endpoint in LIMITED_ENDPOINTS:
@@ -266,6 +272,13 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.before_request(_start_timer)
     app.before_request(_refuse_long_chunked_bodies)
     app.after_request(_log_access)
+    if not limiter_log.handlers or all(isinstance(h, logging.NullHandler)
+                                       for h in limiter_log.handlers):
+        # Flask-Limiter's warnings (the store unreachable, then recovered) reach the log.
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(name)s: %(levelname)s: %(message)s"))
+        limiter_log.addHandler(handler)
+        limiter_log.setLevel(logging.INFO)
     if not access_log.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))

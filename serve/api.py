@@ -11,6 +11,7 @@ import json
 import secrets
 import threading
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
 
@@ -198,11 +199,28 @@ def openapi():
     return jsonify(openapi_document(GENERATE_FIELDS, AUTOCOMPLETE_FIELDS))
 
 
+def _rate_limit_store() -> dict:
+    """Where this worker counts the rate limit: the shared store (Redis), or its own memory
+    (the default, or the fallback while the shared store does not answer a ping)."""
+    kind = urlsplit(current_app.config["RATELIMIT_STORAGE_URI"]).scheme
+    if kind == "memory":
+        return {"storage": "memory", "shared": False}
+    if current_app.extensions["covfefe.limiter"].storage.check():
+        return {"storage": kind, "shared": True}
+    return {"storage": kind, "shared": False, "fallback": "memory",
+            "error": f"the rate-limit store ({kind}) is unreachable: each worker counts on its "
+                     "own until it answers again"}
+
+
 @api.get("/health")
 def health():
     """Report that the worker is up, which version of covfefe it runs, how many character
-    steps its streams have sent, and its engine's state: rows in flight, requests waiting,
-    steps per second (null when it is off). Under gunicorn it has a thread of its own
+    steps its streams have sent, its engine's state (rows in flight, requests waiting, steps
+    per second; null when it is off) and where it counts the rate limit ("degraded" while the
+    shared store is unreachable; it still serves). Under gunicorn it has a thread of its own
     (serve.worker), so that it answers while generation keeps the others busy."""
-    return jsonify(status="ok", version=__version__, stream_steps=stream_steps.value,
-                   engine=engine().stats() if engine() is not None else None)
+    store = _rate_limit_store()
+    return jsonify(status="degraded" if "fallback" in store else "ok", version=__version__,
+                   stream_steps=stream_steps.value,
+                   engine=engine().stats() if engine() is not None else None,
+                   rate_limit=store)

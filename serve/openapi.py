@@ -115,9 +115,11 @@ def openapi_document(generate_fields: dict, autocomplete_fields: dict) -> dict:
                     **_errors(400, 413, 429, 503)}}},
             "/api/model": {"get": {"summary": "The model card: metadata, metrics, baseline",
                                    "responses": {"200": ok}}},
-            "/api/health": {"get": {"summary": "Liveness, version, and the character steps this "
-                                               "worker's streams generated",
-                                    "responses": {"200": ok}}},
+            "/api/health": {"get": {
+                "summary": "Liveness, version, the character steps this worker's streams "
+                           "generated, the engine's state, and where the rate limit is counted "
+                           "(status 'degraded' while the shared store is unreachable)",
+                "responses": {"200": ok}}},
             "/api/openapi.json": {"get": {"summary": "This document",
                                           "responses": {"200": ok}}},
         },

@@ -26,7 +26,8 @@ from tests.helpers import (
     TINY_UNTIL,
 )
 
-pytest_plugins = ["pytester"]
+# tests/docker_engine.py: the private dockerd and the images, shared by the Docker tests.
+pytest_plugins = ["pytester", "tests.docker_engine"]
 
 
 def pytest_configure(config):

@@ -1,18 +1,8 @@
 """The container images: hadolint, then real builds and a real run on a real Docker engine.
 
-Docker Hub cannot be reached from here (nor from CI), so the official base images cannot be
-pulled. The tests therefore make local stand-ins tagged exactly like the Dockerfiles' ``FROM``
-lines (``python:3.11-slim``, ``nginx:1.27-bookworm``) with mmdebstrap from Debian's mirror, and
-keep them as tarballs under ``.cache/docker/`` so that a machine makes them once. They start a
-``dockerd`` of their own (own socket, data root and exec root; no bridge and no iptables rules,
-so nothing on the host changes) and build with ``--network host``.
-
-pip inside ``docker build`` needs a package index: the host's own pip (whose configuration knows
-how this machine reaches PyPI) downloads the wheels the image needs into ``.cache/docker/``, and
-a small PEP 503 index on 127.0.0.1 serves them to the build as ``PIP_INDEX_URL`` (a build
-argument of the discarded build stage only; nothing secret is passed or baked in).
-
-The serve image is then run (host network, its own port): its HEALTHCHECK turns healthy, it is
+The engine, the stand-in base images, the package index for pip and the builds are
+tests/docker_engine.py's (a private dockerd driven through the Docker SDK, shared with the swarm
+tests). The serve image is run (host network, its own port): its HEALTHCHECK turns healthy, it is
 not root, ``/api/generate`` writes a tweet, and ``/api/model`` shows the bundled model (or a
 mounted one through ``COVFEFE_MODEL``). The web image (deploy/web/Dockerfile) is built on the
 nginx stand-in, checked with its own ``check`` command, and run in front of the API container:
@@ -24,135 +14,42 @@ keep this file within its time budget.
 """
 
 import contextlib
-import hashlib
 import http.client
-import http.server
 import json
 import os
 import re
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
 import sys
-import tempfile
-import threading
 import time
-import tomllib
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import docker.errors
 import pytest
 
-from tests.helpers import ROOT, require_all, require_tool
+from tests.docker_engine import (
+    NGINX_BASE,
+    PYTHON_BASE,
+    SERVE_DOCKERFILE,
+    SERVE_IMAGE,
+    TRAIN_DOCKERFILE,
+    TRAIN_IMAGE,
+    WEB_DOCKERFILE,
+    WEB_IMAGE,
+    build,
+    logs,
+    report,
+)
+from tests.helpers import ROOT, free_port, require_tool
 
 pytestmark = pytest.mark.network
 
-CACHE = ROOT / ".cache" / "docker"
-DEBIAN_MIRROR = os.environ.get("COVFEFE_DEBIAN_MIRROR", "http://deb.debian.org/debian")
-PYTHON_BASE = "python:3.11-slim"
-NGINX_BASE = "nginx:1.27-bookworm"
-SERVE_DOCKERFILE = ROOT / "Dockerfile.serve"
-TRAIN_DOCKERFILE = ROOT / "Dockerfile.train"
-WEB_DOCKERFILE = ROOT / "deploy" / "web" / "Dockerfile"
-SERVE_IMAGE, TRAIN_IMAGE, WEB_IMAGE = "covfefe-serve:test", "covfefe-train:test", "covfefe-web:test"
 IMAGE_HOME = "/home/covfefe"
-BUILD_TIMEOUT = 900
-
-# mmdebstrap recipes of the stand-ins: Debian bookworm, like the official images, with what those
-# images provide where our Dockerfiles rely on it. The recipe's hash names the cached tarball.
-SLIM = [
-    "--variant=minbase",
-    "--dpkgopt=path-exclude=/usr/share/doc/*",
-    "--dpkgopt=path-exclude=/usr/share/man/*",
-    "--dpkgopt=path-exclude=/usr/share/info/*",
-    "--dpkgopt=path-exclude=/usr/share/locale/*",
-    "--dpkgopt=path-include=/usr/share/locale/locale.alias",
-    "--aptopt=Acquire::Retries \"3\"",
-]
-# python:3.11-slim: python, pip and venv, `python`/`pip` on PATH in /usr/local/bin, and pip free
-# to install system-wide (Debian's EXTERNALLY-MANAGED marker removed).
-PYTHON_RECIPE = [
-    *SLIM,
-    "--include=ca-certificates,netbase,python3,python3-venv,python3-pip",
-    "--customize-hook=rm -f \"$1\"/usr/lib/python3*/EXTERNALLY-MANAGED",
-    "--customize-hook=for name in python python3; do"
-    " ln -s /usr/bin/python3 \"$1\"/usr/local/bin/$name; done",
-    "--customize-hook=for name in pip pip3; do"
-    " ln -s /usr/bin/pip3 \"$1\"/usr/local/bin/$name; done",
-]
-PYTHON_IMAGE = """
-ENV PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8
-CMD ["python3"]
-"""
-# nginx:1.27-bookworm: nginx in /usr/sbin (Debian's 1.22), envsubst (gettext-base), curl, the
-# `nginx` user (uid 101), its nginx.conf including conf.d/*.conf, a default site, /var/cache/nginx,
-# logs to stdout/stderr, an entrypoint that runs its arguments (the official one would also
-# render /etc/nginx/templates; our web image brings its own entrypoint instead).
-NGINX_SITE = r"""server {
-    listen 80;
-    server_name localhost;
-    location / { root /usr/share/nginx/html; index index.html; }
-}
-"""
-NGINX_CONF = r"""user nginx;
-worker_processes auto;
-error_log /var/log/nginx/error.log notice;
-pid /var/run/nginx.pid;
-events { worker_connections 1024; }
-http {
-    include /etc/nginx/mime.types;
-    default_type application/octet-stream;
-    access_log /var/log/nginx/access.log;
-    sendfile on;
-    keepalive_timeout 65;
-    include /etc/nginx/conf.d/*.conf;
-}
-"""
-NGINX_RECIPE = [
-    *SLIM,
-    "--include=ca-certificates,curl,gettext-base,nginx",
-    "--customize-hook=chroot \"$1\" groupadd --system --gid 101 nginx",
-    "--customize-hook=chroot \"$1\" useradd --system --gid nginx --no-create-home"
-    " --home /nonexistent --shell /bin/false --uid 101 nginx",
-    "--customize-hook=rm -rf \"$1\"/etc/nginx/sites-enabled \"$1\"/etc/nginx/sites-available"
-    " \"$1\"/var/www/html",
-    f"--customize-hook=printf '%s' '{NGINX_CONF}' > \"$1\"/etc/nginx/nginx.conf",
-    f"--customize-hook=printf '%s' '{NGINX_SITE}' > \"$1\"/etc/nginx/conf.d/default.conf",
-    "--customize-hook=mkdir -p \"$1\"/usr/share/nginx/html \"$1\"/docker-entrypoint.d"
-    " \"$1\"/var/cache/nginx",
-    "--customize-hook=ln -sf /dev/stdout \"$1\"/var/log/nginx/access.log",
-    "--customize-hook=ln -sf /dev/stderr \"$1\"/var/log/nginx/error.log",
-    "--customize-hook=printf '#!/bin/sh\\nexec \"$@\"\\n' > \"$1\"/docker-entrypoint.sh",
-    "--customize-hook=chmod 755 \"$1\"/docker-entrypoint.sh",
-]
-NGINX_IMAGE = """
-ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-ENTRYPOINT ["/docker-entrypoint.sh"]
-EXPOSE 80
-STOPSIGNAL SIGQUIT
-CMD ["nginx", "-g", "daemon off;"]
-"""
-
-
-def report(request, line: str) -> None:
-    """Write a line into the test run's output, even while pytest captures it."""
-    plugins = request.config.pluginmanager
-    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
-    if reporter is None:
-        return
-    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-        reporter.write_line(f"[images] {line}")
-
-
-def cannot(reason: str):
-    """Skip with a reason; under COVFEFE_REQUIRE_ALL=1 (CI) fail instead."""
-    if require_all():
-        pytest.fail(f"{reason} (COVFEFE_REQUIRE_ALL=1 requires the image tests to run)")
-    pytest.skip(reason)
 
 
 def hadolint() -> str:
@@ -168,16 +65,6 @@ def dockerfiles() -> list[Path]:
 
 def from_lines(path: Path) -> list[str]:
     return re.findall(r"^FROM\s+(\S+)", path.read_text(), flags=re.MULTILINE)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def tail(text: str, lines: int = 60) -> str:
-    return "\n".join(text.splitlines()[-lines:])
 
 
 # ---------------------------------------------------------------- static checks (no engine)
@@ -204,281 +91,6 @@ def test_dockerfiles_keep_the_official_base_images():
         assert from_lines(WEB_DOCKERFILE)[-1] == NGINX_BASE
 
 
-# ---------------------------------------------------------------- the engine and its stand-ins
-
-
-class Engine:
-    """A private dockerd and the docker CLI talking to it."""
-
-    def __init__(self, root: Path, docker: str, dockerd: str):
-        self.root, self.docker_path = root, docker
-        self.socket = root / "docker.sock"
-        self.log_path = root / "dockerd.log"
-        self.env = {**os.environ, "DOCKER_HOST": f"unix://{self.socket}",
-                    "DOCKER_CONFIG": str(root / "client"), "DOCKER_BUILDKIT": "0",
-                    "DOCKER_CLI_HINTS": "false"}
-        self.command = [dockerd, "--host", f"unix://{self.socket}",
-                        "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
-                        "--pidfile", str(root / "dockerd.pid"), "--bridge=none",
-                        "--iptables=false", "--ip6tables=false", "--log-level=warn"]
-        self.process = None
-
-    def start(self, timeout: float = 60) -> str | None:
-        """Start dockerd; return None when it answers, else why it could not start."""
-        with self.log_path.open("w") as log:
-            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                return (f"dockerd exited with status {self.process.returncode}:\n"
-                        f"{tail(self.log_path.read_text(), 20)}")
-            if self.socket.exists() and self("version", check=False, timeout=10).returncode == 0:
-                return None
-            time.sleep(0.5)
-        return f"dockerd did not answer within {timeout:.0f} s:\n{tail(self.log_path.read_text())}"
-
-    def __call__(self, *args, check=True, timeout=120, **kwargs) -> subprocess.CompletedProcess:
-        result = subprocess.run([self.docker_path, *map(str, args)], env=self.env,
-                                capture_output=True, text=True, timeout=timeout, **kwargs)
-        if check and result.returncode:
-            raise AssertionError(f"docker {' '.join(map(str, args))} failed "
-                                 f"({result.returncode}):\n{tail(result.stdout)}\n"
-                                 f"{tail(result.stderr)}")
-        return result
-
-    def info(self, template: str) -> str:
-        return self("info", "--format", template).stdout.strip()
-
-    def stop(self) -> dict[str, float]:
-        """Remove the containers, stop dockerd, unmount what it left and delete its folder;
-        return how long each step took."""
-        times, started = {}, time.monotonic()
-        if self.process is not None and self.process.poll() is None:
-            with contextlib.suppress(Exception):
-                ids = self("ps", "-aq", check=False).stdout.split()
-                if ids:
-                    self("rm", "-f", *ids, check=False)
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-        times["dockerd"] = time.monotonic() - started
-        with open("/proc/mounts") as mounts:
-            points = [line.split()[1] for line in mounts]
-        for point in sorted(points, key=len, reverse=True):
-            if point.startswith(f"{self.root}/"):
-                subprocess.run(["umount", "-l", point], capture_output=True, check=False)
-        shutil.rmtree(self.root, ignore_errors=True)
-        times["cleanup"] = time.monotonic() - started - times["dockerd"]
-        return times
-
-
-@pytest.fixture(scope="session")
-def engine(request):
-    """A running private dockerd (skipped, or failed in CI, when none can run here)."""
-    docker, dockerd = require_tool("docker"), require_tool("dockerd")
-    if os.geteuid() != 0:
-        cannot("dockerd and mmdebstrap need root; run the image tests as root (CI does)")
-    # A short path: the engine's unix sockets must fit in 108 bytes.
-    engine = Engine(Path(tempfile.mkdtemp(prefix="covfefe-docker-")), docker, dockerd)
-    try:
-        problem = engine.start()
-        if problem:
-            cannot(f"dockerd cannot run on this machine: {problem}")
-        report(request, f"dockerd {engine.info('{{.ServerVersion}}')} started, storage driver "
-                        f"{engine.info('{{.Driver}}')}")
-        yield engine
-    finally:
-        times = engine.stop()
-        report(request, "engine stopped in {dockerd:.0f} s, cleaned up in {cleanup:.0f} s"
-               .format(**times))
-
-
-def stand_in_tarball(name: str, recipe: list[str]) -> tuple[Path, subprocess.Popen | None]:
-    """The cached tarball of a stand-in, and the mmdebstrap making it when it is not there yet
-    (it writes TARBALL.partial, renamed by `finish_tarball`)."""
-    key = hashlib.sha256(json.dumps([DEBIAN_MIRROR, recipe]).encode()).hexdigest()[:12]
-    tarball = CACHE / f"{name}-{key}.tar"
-    if tarball.exists():
-        return tarball, None
-    CACHE.mkdir(parents=True, exist_ok=True)
-    for stale in CACHE.glob(f"{name}-*.tar"):  # made from an older recipe
-        stale.unlink()
-    partial, log = partial_paths(tarball)
-    with log.open("w") as output:
-        process = subprocess.Popen([require_tool("mmdebstrap"), "--mode=root", "--format=tar",
-                                    *recipe, "bookworm", str(partial), DEBIAN_MIRROR],
-                                   stdout=output, stderr=subprocess.STDOUT)
-    return tarball, process
-
-
-def partial_paths(tarball: Path) -> tuple[Path, Path]:
-    partial = tarball.with_name(f"{tarball.name}.{os.getpid()}.partial")
-    return partial, partial.with_name(f"{partial.name}.log")
-
-
-def finish_tarball(tarball: Path, process: subprocess.Popen | None) -> None:
-    if process is None:
-        return
-    partial, log = partial_paths(tarball)
-    try:
-        status = process.wait(timeout=600)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-        status = "timeout"
-    if status != 0:
-        partial.unlink(missing_ok=True)
-        pytest.fail(f"mmdebstrap could not make {tarball.name} ({status}):\n"
-                    f"{tail(log.read_text())}")
-    os.replace(partial, tarball)
-    log.unlink()
-
-
-@pytest.fixture(scope="session")
-def base_images(engine, request):
-    """Import the stand-ins under the official names (made with mmdebstrap on a cold cache)."""
-    wanted = [(PYTHON_BASE, "python-3.11-slim", PYTHON_RECIPE, PYTHON_IMAGE)]
-    if WEB_DOCKERFILE.exists():
-        wanted.append((NGINX_BASE, "nginx-1.27-bookworm", NGINX_RECIPE, NGINX_IMAGE))
-    started = time.monotonic()
-    # All made at once: downloads and unpacking overlap.
-    jobs = [(tag, name, instructions, *stand_in_tarball(name, recipe))
-            for tag, name, recipe, instructions in wanted]
-    for tag, name, instructions, tarball, process in jobs:
-        finish_tarball(tarball, process)
-        rootfs = f"covfefe-stand-in/{name}:rootfs"
-        engine("import", tarball, rootfs, timeout=300)
-        # The image's settings (ENV, CMD, STOPSIGNAL...) as a Dockerfile on top of the tree.
-        engine("build", "--tag", tag, "-", input=f"FROM {rootfs}\n{instructions}")
-        made = "made" if process else "cached"
-        report(request, f"stand-in {tag}: {made} {tarball.relative_to(ROOT)}")
-    report(request, f"base images ready in {time.monotonic() - started:.0f} s")
-    return [tag for tag, *_ in wanted]
-
-
-# ---------------------------------------------------------------- a package index for the builds
-
-
-def requirements(*extras: str) -> list[str]:
-    """What pip needs to build and install covfefe with extras: build system, deps, extras."""
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    optional = project["project"]["optional-dependencies"]
-    wanted = [*project["build-system"]["requires"], *project["project"]["dependencies"]]
-    todo, seen = list(extras), set()
-    while todo:
-        extra = todo.pop()
-        if extra in seen:
-            continue
-        seen.add(extra)
-        for requirement in optional[extra]:
-            own = re.fullmatch(r"covfefe\[([\w,\s-]+)\]", requirement.split(";")[0].strip())
-            if own:
-                todo.extend(name.strip() for name in own.group(1).split(","))
-            else:
-                wanted.append(requirement)
-    return sorted(set(wanted))
-
-
-def wheelhouse(python_version: str, *extras: str) -> Path:
-    """Wheels for covfefe[extras] on the image's Python, downloaded once by the host's pip (its
-    configuration knows how this machine reaches PyPI); a folder per set of requirements."""
-    wanted = requirements(*extras)
-    key = hashlib.sha256(json.dumps([python_version, wanted]).encode()).hexdigest()[:12]
-    folder = CACHE / f"wheels-{'-'.join(extras)}-{key}"
-    if (folder / ".complete").exists():
-        return folder
-    for stale in CACHE.glob(f"wheels-{'-'.join(extras)}-*"):  # older requirements
-        shutil.rmtree(stale)
-    folder.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet",
-                             "--only-binary=:all:", "--python-version", python_version,
-                             "--dest", str(folder), *wanted],
-                            capture_output=True, text=True, timeout=1200)
-    if result.returncode:
-        pytest.fail(f"pip could not download the wheels for covfefe[{','.join(extras)}]:\n"
-                    f"{tail(result.stdout + result.stderr)}")
-    (folder / ".complete").write_text("\n".join(wanted) + "\n")
-    return folder
-
-
-def normalize(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-class IndexHandler(http.server.BaseHTTPRequestHandler):
-    """A read-only PEP 503 "simple" index over flat folders of wheels."""
-
-    folders: list[Path] = []
-
-    def log_message(self, format, *args):
-        pass
-
-    def files(self) -> dict[str, Path]:
-        return {path.name: path for folder in self.folders for path in folder.glob("*.whl")}
-
-    def do_GET(self):
-        parts = [part for part in urllib.parse.urlsplit(self.path).path.split("/") if part]
-        files = self.files()
-        if parts[:1] == ["simple"] and len(parts) == 2:
-            project = normalize(parts[1])
-            links = [f'<a href="/files/{name}">{name}</a><br>' for name in sorted(files)
-                     if normalize(name.split("-")[0]) == project]
-            if links:
-                return self.send(200, "text/html", "\n".join(["<html><body>", *links,
-                                                                  "</body></html>"]).encode())
-        elif parts[:1] == ["files"] and len(parts) == 2 and parts[1] in files:
-            return self.send(200, "application/octet-stream", files[parts[1]].read_bytes())
-        self.send(404, "text/plain", b"not here\n")
-
-    def send(self, status: int, content_type: str, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
-@pytest.fixture(scope="session")
-def package_index(engine, base_images):
-    """A package index on 127.0.0.1 for the builds; returns a function extras -> its URL.
-    Its wheels suit the stand-in's Python (Debian's 3.11.2, where the host may have a later
-    3.11 that some releases require)."""
-    python_version = engine("run", "--rm", "--network", "none", PYTHON_BASE, "python", "-c",
-                            "import platform; print(platform.python_version())").stdout.strip()
-    handler = type("Handler", (IndexHandler,), {"folders": []})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-
-    def serving(*extras: str) -> str:
-        folder = wheelhouse(python_version, *extras)
-        if folder not in handler.folders:
-            handler.folders.append(folder)
-        return f"http://127.0.0.1:{server.server_address[1]}/simple/"
-
-    yield serving
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=10)
-
-
-def build(engine, request, dockerfile: Path, tag: str, index_url: str | None = None) -> dict:
-    """docker build (host network, the local index); returns the image's inspect record."""
-    arguments = ["build", "--network", "host", "--file", dockerfile, "--tag", tag]
-    if index_url:
-        arguments += ["--build-arg", f"PIP_INDEX_URL={index_url}"]
-    started = time.monotonic()
-    engine(*arguments, ROOT, timeout=BUILD_TIMEOUT, cwd=ROOT)
-    image = json.loads(engine("image", "inspect", tag).stdout)[0]
-    report(request, f"{tag}: built in {time.monotonic() - started:.0f} s, "
-                    f"{image['Size'] / 1e6:.0f} MB")
-    return image
-
-
 # ---------------------------------------------------------------- the build context
 
 
@@ -487,13 +99,15 @@ def context_listing(engine, context: Path, tmp_path: Path) -> set[str]:
     dockerfile = tmp_path / "Dockerfile.context"
     dockerfile.write_text(f"FROM {PYTHON_BASE}\nCOPY . /context\n"
                           "RUN cd /context && find . -maxdepth 3 | sort > /listing\n")
-    engine("build", "--file", dockerfile, "--tag", "covfefe-context:test", context,
-           cwd=context, timeout=300)
+    engine.client.images.build(path=str(context), dockerfile=str(dockerfile),
+                               tag="covfefe-context:test", rm=True)
     try:
-        return set(engine("run", "--rm", "--network", "none", "covfefe-context:test", "cat",
-                          "/listing").stdout.split())
+        status, listing, errors = engine.run("covfefe-context:test", ["cat", "/listing"],
+                                             network_mode="none")
+        assert status == 0, errors
+        return set(listing.split())
     finally:
-        engine("rmi", "covfefe-context:test")
+        engine.client.images.remove("covfefe-context:test")
 
 
 def test_build_context_holds_what_the_images_copy(engine, base_images, tmp_path):
@@ -530,13 +144,8 @@ def test_dockerignore_keeps_secrets_data_and_caches_out(engine, base_images, tmp
 
 @pytest.fixture(scope="session")
 def bundled_version() -> str:
-    """The bundled model's version as the build context holds it (read before building)."""
+    """The bundled model's version as the build context holds it."""
     return json.loads((ROOT / "models" / "covfefe" / "metadata.json").read_text())["version"]
-
-
-@pytest.fixture(scope="session")
-def serve_image(engine, base_images, package_index, bundled_version, request):
-    return build(engine, request, SERVE_DOCKERFILE, SERVE_IMAGE, package_index("serve"))
 
 
 def test_serve_image_configuration(engine, serve_image, request):
@@ -551,11 +160,11 @@ def test_serve_image_configuration(engine, serve_image, request):
     assert "8000/tcp" in config["ExposedPorts"]
     assert config["Cmd"] == ["gunicorn", "-c", "python:serve.gunicorn_conf", "serve:create_app()"]
     # The runtime has no pip, no wheels and no sources of its own: only the environment.
-    listing = engine("run", "--rm", "--network", "none", "--entrypoint", "sh", SERVE_IMAGE, "-c",
-                     "ls /opt/venv/bin; ls -d /wheels /src 2>&1", check=False).stdout
+    _, listing, _ = engine.run(SERVE_IMAGE, ["-c", "ls /opt/venv/bin; ls -d /wheels /src 2>&1"],
+                               entrypoint="sh", network_mode="none")
     assert "gunicorn" in listing and "pip" not in listing.split()
     assert "No such file" in listing
-    base = json.loads(engine("image", "inspect", PYTHON_BASE).stdout)[0]["Size"]
+    base = engine.client.images.get(PYTHON_BASE).attrs["Size"]
     added = serve_image["Size"] - base
     report(request, f"{SERVE_IMAGE} size: {serve_image['Size'] / 1e6:.0f} MB, of which "
                     f"{added / 1e6:.0f} MB on top of the {PYTHON_BASE} stand-in")
@@ -576,12 +185,14 @@ def request_json(url: str, body: dict | None = None) -> tuple[int, dict]:
             return error.code, json.loads(error.read())
 
 
-def run_serve(engine, name: str, *options: str) -> str:
+def run_serve(engine, name: str, environment: dict | None = None, **options) -> str:
     """Run the API image on the host network on a free port; wait until it answers."""
     port = free_port()
-    engine("run", "--detach", "--name", name, "--network", "host",
-           "--env", f"COVFEFE_BIND=127.0.0.1:{port}", "--health-interval", "1s",
-           *options, SERVE_IMAGE)
+    # The image's HEALTHCHECK, checked every second instead of every 30 (the rest is kept).
+    container = engine.client.containers.run(
+        SERVE_IMAGE, name=name, detach=True, network_mode="host",
+        environment={"COVFEFE_BIND": f"127.0.0.1:{port}", **(environment or {})},
+        healthcheck={"interval": 1_000_000_000}, **options)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -589,10 +200,15 @@ def run_serve(engine, name: str, *options: str) -> str:
               urllib.request.urlopen(f"{base}/api/health", timeout=2) as response):
             if response.status == 200:
                 return base
-        state = json.loads(engine("inspect", "--format", "{{json .State}}", name).stdout)
-        assert state["Running"], f"{name} stopped:\n{engine('logs', name).stderr}"
+        container.reload()
+        assert container.status == "running", f"{name} stopped:\n{logs(container)}"
         time.sleep(0.5)
-    pytest.fail(f"{name} did not answer within 90 s:\n{tail(engine('logs', name).stderr)}")
+    pytest.fail(f"{name} did not answer within 90 s:\n{logs(container)}")
+
+
+def remove(engine, name: str) -> None:
+    with contextlib.suppress(docker.errors.NotFound):
+        engine.client.containers.get(name).remove(force=True)
 
 
 @pytest.fixture(scope="module")
@@ -601,7 +217,7 @@ def serve_container(engine, serve_image):
     try:
         yield name, run_serve(engine, name)
     finally:
-        engine("rm", "--force", name, check=False)
+        remove(engine, name)
 
 
 def test_serve_container_generates_tweets_with_the_bundled_model(serve_container,
@@ -618,19 +234,20 @@ def test_serve_container_generates_tweets_with_the_bundled_model(serve_container
 
 def test_serve_container_is_healthy_and_not_root(engine, serve_container):
     name, _ = serve_container
+    container = engine.client.containers.get(name)
     deadline = time.monotonic() + 60
-    while (health := engine("inspect", "--format", "{{.State.Health.Status}}",
-                            name).stdout.strip()) != "healthy":
+    while (health := container.attrs["State"]["Health"]["Status"]) != "healthy":
         assert health in ("starting", "unhealthy") and time.monotonic() < deadline, health
         time.sleep(0.5)
+        container.reload()
     # gunicorn (PID 1) and its workers run as uid 1000, not root.
-    status = engine("exec", name, "cat", "/proc/1/status").stdout
-    assert re.search(r"^Uid:\s+1000\s+1000", status, flags=re.MULTILINE), status
-    assert engine("exec", name, "id", "-u").stdout.strip() == "1000"
+    _, (status, _) = container.exec_run(["cat", "/proc/1/status"], demux=True)
+    assert re.search(r"^Uid:\s+1000\s+1000", status.decode(), flags=re.MULTILINE), status
+    assert container.exec_run(["id", "-u"]).output.decode().strip() == "1000"
     # The bundled model is root's: the API can read it but not change it.
-    write = engine("exec", name, "touch", f"{IMAGE_HOME}/models/covfefe/metadata.json",
-                   check=False)
-    assert write.returncode != 0 and "Permission denied" in write.stderr
+    code, (_, errors) = container.exec_run(
+        ["touch", f"{IMAGE_HOME}/models/covfefe/metadata.json"], demux=True)
+    assert code != 0 and b"Permission denied" in errors
 
 
 def test_serve_container_serves_a_mounted_model(engine, serve_image, tmp_path):
@@ -643,12 +260,13 @@ def test_serve_container_serves_a_mounted_model(engine, serve_image, tmp_path):
         path.chmod(0o755 if path.is_dir() else 0o644)
     name = "covfefe-serve-mounted"
     try:
-        base = run_serve(engine, name, "--volume", f"{model.parent}:{IMAGE_HOME}/models:ro",
-                         "--env", f"COVFEFE_MODEL={IMAGE_HOME}/models/mounted")
+        base = run_serve(engine, name, {"COVFEFE_MODEL": f"{IMAGE_HOME}/models/mounted"},
+                         volumes={str(model.parent): {"bind": f"{IMAGE_HOME}/models",
+                                                      "mode": "ro"}})
         status, card = request_json(f"{base}/api/model")
         assert status == 200 and card["version"] == metadata["version"]
     finally:
-        engine("rm", "--force", name, check=False)
+        remove(engine, name)
 
 
 # ---------------------------------------------------------------- the train and web images
@@ -668,26 +286,20 @@ def test_train_image_builds_with_jupyterlab_and_papermill(engine, base_images, p
     assert config["Cmd"][:2] == ["jupyter", "lab"]
     check = ("import covfefe, papermill, jupyterlab, tensorflow; "
              "print(covfefe.__version__, papermill.__version__)")
-    result = engine("run", "--rm", "--network", "none", TRAIN_IMAGE, "python", "-c", check,
-                    timeout=300)
-    assert result.stdout.split()[0] == "0.1.0"
-    engine("rmi", TRAIN_IMAGE)
-
-
-@pytest.fixture(scope="module")
-def web_image(engine, base_images, request):
-    if not WEB_DOCKERFILE.exists():
-        pytest.skip("deploy/web/Dockerfile does not exist yet")
-    return build(engine, request, WEB_DOCKERFILE, WEB_IMAGE)
+    status, output, errors = engine.run(TRAIN_IMAGE, ["python", "-c", check],
+                                        network_mode="none")
+    assert status == 0, errors
+    assert output.split()[0] == "0.1.0"
+    engine.client.images.remove(TRAIN_IMAGE)
 
 
 def test_web_image_builds_on_the_nginx_stand_in(engine, web_image):
     image = web_image
     assert image["Config"]["User"].split(":")[0] not in ("", "root", "0")
     # Its entrypoint renders the configuration and nginx -t accepts it.
-    result = engine("run", "--rm", "--network", "none", "--env", "DOMAIN=covfefe.example.org",
-                    WEB_IMAGE, "check", check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
+    status, output, errors = engine.run(WEB_IMAGE, ["check"], network_mode="none",
+                                        environment={"DOMAIN": "covfefe.example.org"})
+    assert status == 0, output + errors
 
 
 class PinnedHTTPSConnection(http.client.HTTPSConnection):
@@ -718,20 +330,21 @@ def test_web_container_proxies_to_the_serve_container(engine, web_image, serve_c
             connection.close()
 
     try:
-        engine("run", "--detach", "--name", name, "--network", "host",
-               "--env", f"DOMAIN={domain}", "--env", "NGINX_LISTEN_ADDRESS=127.0.0.1",
-               "--env", f"NGINX_HTTP_PORT={http_port}", "--env", f"NGINX_HTTPS_PORT={https_port}",
-               "--env", f"NGINX_PUBLIC_HTTPS_PORT={https_port}",
-               "--env", f"API_UPSTREAM={urllib.parse.urlsplit(api).netloc}", WEB_IMAGE)
+        container = engine.client.containers.run(WEB_IMAGE, name=name, detach=True,
+                                                 network_mode="host", environment={
+            "DOMAIN": domain, "NGINX_LISTEN_ADDRESS": "127.0.0.1",
+            "NGINX_HTTP_PORT": str(http_port), "NGINX_HTTPS_PORT": str(https_port),
+            "NGINX_PUBLIC_HTTPS_PORT": str(https_port),
+            "API_UPSTREAM": urllib.parse.urlsplit(api).netloc})
         deadline = time.monotonic() + 60
         while True:
             try:
                 status, page = fetch(f"www.{domain}", "GET", "/")
                 break
             except OSError:
-                running = engine("inspect", "--format", "{{.State.Running}}", name).stdout
-                assert running.strip() == "true" and time.monotonic() < deadline, \
-                    tail(engine("logs", name).stderr)
+                container.reload()
+                assert container.status == "running" and time.monotonic() < deadline, \
+                    logs(container)
                 time.sleep(0.5)
         assert status == 200 and b"<html" in page.lower()
         status, body = fetch(f"api.{domain}", "POST", "/api/generate",
@@ -739,4 +352,4 @@ def test_web_container_proxies_to_the_serve_container(engine, web_image, serve_c
         assert status == 200, body
         assert json.loads(body)["completions"][0]["text"].startswith("Sad! ")
     finally:
-        engine("rm", "--force", name, check=False)
+        remove(engine, name)

@@ -33,8 +33,8 @@ SECRET_KEY = "covfefe-test-secret-must-never-be-printed"
 OPERATOR = "203.0.113.7"
 
 
-def expected_rules(operator_cidr: str) -> set[tuple]:
-    """The exact rule set the group must hold: (direction, protocol, from, to, cidr)."""
+def expected_rules(operator_cidr: str, group_id: str) -> set[tuple]:
+    """The exact rule set the group must hold: (direction, protocol, from, to, source)."""
     rules = set()
     for port in (80, 443):
         for cidr in ("0.0.0.0/0", "::/0"):
@@ -42,6 +42,10 @@ def expected_rules(operator_cidr: str) -> set[tuple]:
             rules.add(("egress", "tcp", port, port, cidr))
     for port in (22, 2376):
         rules.add(("ingress", "tcp", port, port, operator_cidr))
+    # Docker swarm between the group's own members, both ways, and no one else.
+    for protocol, port in (("tcp", 2377), ("tcp", 7946), ("udp", 7946), ("udp", 4789)):
+        for direction in ("ingress", "egress"):
+            rules.add((direction, protocol, port, port, group_id))
     return rules
 
 
@@ -174,7 +178,7 @@ def test_first_run_creates_exactly_the_rules(run, ec2):
     assert group["GroupName"] == GROUP
     assert group["VpcId"] == default_vpc(ec2)
     # Exactly these: AWS's default allow-all egress rule is gone, nothing else is open.
-    assert flatten(group) == expected_rules(f"{OPERATOR}/32")
+    assert flatten(group) == expected_rules(f"{OPERATOR}/32", group_id)
     assert f"created security group {GROUP} ({group_id})" in result.stdout
     assert "revoked      egress  all traffic to 0.0.0.0/0" in result.stdout
 
@@ -193,24 +197,24 @@ def test_second_run_changes_nothing(run, ec2):
     assert "is up to date: nothing changed" in second.stdout
     assert "added" not in second.stdout and "revoked" not in second.stdout
     after = describe(ec2, first)
-    assert flatten(after) == flatten(before) == expected_rules(f"{OPERATOR}/32")
+    assert flatten(after) == flatten(before) == expected_rules(f"{OPERATOR}/32", first)
     # Not only the same rules: the same rule objects (none revoked and added again).
     assert rule_ids(ec2, first) == ids_before
-    assert len(ids_before) == len(expected_rules(f"{OPERATOR}/32"))
+    assert len(ids_before) == len(expected_rules(f"{OPERATOR}/32", first))
 
 
 def test_new_operator_ip_replaces_the_old_one(run, ec2):
     group_id = group_id_of(run("--operator-ip", OPERATOR))
     result = run("--operator-ip", "198.51.100.42")
     assert group_id_of(result) == group_id
-    assert flatten(describe(ec2, group_id)) == expected_rules("198.51.100.42/32")
+    assert flatten(describe(ec2, group_id)) == expected_rules("198.51.100.42/32", group_id)
     assert f"revoked      ingress tcp 22      from {OPERATOR}/32" in result.stdout
     assert "4 rule changes made" in result.stdout
 
 
 def test_ipv6_operator_gets_a_single_address(run, ec2):
     group_id = group_id_of(run("--operator-ip", "2001:db8::7"))
-    assert flatten(describe(ec2, group_id)) == expected_rules("2001:db8::7/128")
+    assert flatten(describe(ec2, group_id)) == expected_rules("2001:db8::7/128", group_id)
 
 
 def test_dry_run_changes_nothing_on_the_server(run, ec2):
@@ -242,7 +246,28 @@ def test_dry_run_changes_nothing_on_the_server(run, ec2):
 
     # The real run then removes the drift.
     group_id_of(run("--operator-ip", "198.51.100.42"))
-    assert flatten(describe(ec2, group_id)) == expected_rules("198.51.100.42/32")
+    assert flatten(describe(ec2, group_id)) == expected_rules("198.51.100.42/32", group_id)
+
+
+def test_swarm_ports_are_open_between_members_only(run, ec2):
+    """2377/tcp, 7946/tcp+udp and 4789/udp from and to the group itself (the swarm's hosts):
+    a swarm port opened to the world by hand is revoked."""
+    dry = run("--operator-ip", OPERATOR, "--dry-run")
+    assert "would add    ingress tcp 2377    from sg-new" in dry.stdout
+    assert "would add    egress  udp 4789    to sg-new" in dry.stdout
+    group_id = group_id_of(run("--operator-ip", OPERATOR))
+    swarm_ports = {2377, 7946, 4789}
+    swarm = {rule for rule in flatten(describe(ec2, group_id)) if rule[2] in swarm_ports}
+    assert {source for *_, source in swarm} == {group_id}
+    assert {(direction, protocol, port) for direction, protocol, port, _, _ in swarm} == {
+        (direction, protocol, port) for direction in ("ingress", "egress")
+        for protocol, port in (("tcp", 2377), ("tcp", 7946), ("udp", 7946), ("udp", 4789))}
+    ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 2377, "ToPort": 2377,
+         "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+    result = run("--operator-ip", OPERATOR)
+    assert "revoked      ingress tcp 2377    from 0.0.0.0/0" in result.stdout
+    assert flatten(describe(ec2, group_id)) == expected_rules(f"{OPERATOR}/32", group_id)
 
 
 def test_given_vpc_is_used(run, ec2):
@@ -252,13 +277,14 @@ def test_given_vpc_is_used(run, ec2):
     dry = run("--operator-ip", OPERATOR, "--vpc-id", vpc_id, "--dry-run")
     assert f"would create security group {GROUP} in {vpc_id}" in dry.stdout
     assert "would revoke egress  all traffic to ::/0" in dry.stdout
-    assert "dry run: 12 rule changes not made" in dry.stdout
+    # 12 for the web and the operator, 8 for the swarm (4 ports, in and out).
+    assert "dry run: 20 rule changes not made" in dry.stdout
     result = run("--operator-ip", OPERATOR, "--vpc-id", vpc_id)
-    assert "12 rule changes made" in result.stdout
+    assert "20 rule changes made" in result.stdout
     group_id = group_id_of(result)
     group = describe(ec2, group_id)
     assert group["VpcId"] == vpc_id
-    assert flatten(group) == expected_rules(f"{OPERATOR}/32")
+    assert flatten(group) == expected_rules(f"{OPERATOR}/32", group_id)
     in_default = ec2.describe_security_groups(Filters=[
         {"Name": "group-name", "Values": [GROUP]},
         {"Name": "vpc-id", "Values": [default_vpc(ec2)]}])["SecurityGroups"]
@@ -314,7 +340,7 @@ def test_operator_ip_is_looked_up(run, ec2, serve_folder, tmp_path):
     (tmp_path / "broken").write_text("<html>rate limited</html>\n")
     base = serve_folder(tmp_path)
     group_id = group_id_of(run("--checkip-url", f"{base}/checkip"))
-    assert flatten(describe(ec2, group_id)) == expected_rules("192.0.2.55/32")
+    assert flatten(describe(ec2, group_id)) == expected_rules("192.0.2.55/32", group_id)
 
     result = run("--checkip-url", f"{base}/broken")
     assert result.returncode == 1
@@ -332,7 +358,7 @@ def test_aws_cli_sees_the_rules(run, moto, aws_env):
         env=aws_env, capture_output=True, text=True, timeout=60, check=True,
     )
     (group,) = json.loads(described.stdout)["SecurityGroups"]
-    assert flatten(group) == expected_rules(f"{OPERATOR}/32")
+    assert flatten(group) == expected_rules(f"{OPERATOR}/32", group_id)
 
 
 def load_script():
@@ -346,7 +372,7 @@ def load_script():
 
 def test_plan_ignores_descriptions_and_normalizes_protocols():
     sg = load_script()
-    wanted = sg.desired_rules("203.0.113.7/32")
+    wanted = sg.desired_rules("203.0.113.7/32", "sg-0123456789abcdef0")
     # The same rules as AWS may describe them: other descriptions, protocol given as a number.
     described = [
         {"IpProtocol": "6", "FromPort": 22, "ToPort": 22,

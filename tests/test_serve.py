@@ -15,6 +15,7 @@ def test_health_reports_ok_and_version(client):
     assert body["status"] == "ok" and body["version"] == __version__
     assert {"rows_in_flight", "queued", "steps_per_second"} <= set(body["engine"])
     assert isinstance(body["stream_steps"], int)
+    assert body["rate_limit"] == {"storage": "memory", "shared": False}
 
 
 def test_errors_are_one_line_json(client):

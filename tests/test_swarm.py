@@ -1,0 +1,295 @@
+"""Beyond one host: the swarm stack (deploy/stack.yml) deployed for real on a single-node swarm.
+
+deploy/stack_health.py (the Docker SDK) is checked first on its own: an unreachable daemon is
+one clear sentence naming DOCKER_HOST.
+
+Then the tests' private dockerd (tests/docker_engine.py) becomes a single-node swarm, and
+deploy/07-stack.sh deploys the stack on it with the locally built images (serve, web, and the
+Redis stand-in; certbot is left out: it needs Let's Encrypt), talking to it through a
+docker-machine stub, the real docker CLI and the project's Python. This kernel has no IPVS, so
+the routing mesh and service virtual IPs could not work here; the stack uses neither (DNS round
+robin to the replicas, host-mode ports for nginx), as it does in production. Checked through
+nginx over TLS and the Docker SDK: every replica healthy and reached, the rate limit exact
+across them, a rolling update to a new image tag under a bounded load with no failed request,
+scaling down.
+"""
+
+import http.client
+import io
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.docker_engine import SERVE_IMAGE, cannot, report
+from tests.helpers import ROOT, free_port
+
+STACK_HEALTH = ROOT / "deploy" / "stack_health.py"
+STACK_LABEL = "com.docker.stack.namespace"
+
+
+@pytest.mark.parametrize("docker_host", ["unix:///nonexistent/docker.sock",
+                                         "tcp://127.0.0.1:9"])
+def test_stack_health_names_an_unreachable_daemon(docker_host, tmp_path):
+    env = {**os.environ, "DOCKER_HOST": docker_host, "HOME": str(tmp_path)}
+    env.pop("DOCKER_TLS_VERIFY", None)
+    result = subprocess.run([sys.executable, str(STACK_HEALTH), "--stack", "covfefe"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line == (f"stack_health.py: error: cannot reach the Docker daemon at {docker_host} "
+                    "(DOCKER_HOST): start it, or point DOCKER_HOST at it "
+                    "(eval \"$(deploy/use-host.sh aws)\")")
+    assert not result.stdout
+
+
+# ---------------------------------------------------------------- a real single-node swarm
+
+DOMAIN = "covfefe.example.org"
+STACK = "covfefetest"
+REPLICAS = 3
+LIMIT = 15  # requests per client and hour on the generating routes, in the stack's Redis
+CHEAP = {"prefix": "", "n": 1, "max_length": 1, "seed": 1}
+SERVE_V2 = "covfefe-serve:test-v2"
+
+
+class PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to a name (SNI and Host) at 127.0.0.1, whatever the name resolves to."""
+
+    def connect(self):
+        raw = socket.create_connection(("127.0.0.1", self.port), timeout=self.timeout)
+        self.sock = self._context.wrap_socket(raw, server_hostname=self.host)
+
+
+@dataclass
+class Stack:
+    """The stack on the test engine's swarm, and how to reach it through nginx."""
+
+    engine: object
+    https_port: int
+    sandbox: Path
+    env: dict
+
+    def deploy(self, *arguments: str) -> subprocess.CompletedProcess:
+        """deploy/07-stack.sh against the test engine (docker-machine is a stub pointing at it;
+        docker and the project's Python are real)."""
+        return subprocess.run([str(ROOT / "deploy" / "07-stack.sh"), *arguments],
+                              cwd=self.sandbox, env=self.env, capture_output=True, text=True,
+                              timeout=900)
+
+    def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, bytes]:
+        context = ssl.create_default_context()
+        # The placeholder certificate is self-signed: TLS itself is the nginx tests' business.
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        connection = PinnedHTTPSConnection(f"api.{DOMAIN}", self.https_port, context=context,
+                                           timeout=30)
+        try:
+            connection.request(method, path, body=json.dumps(body) if body else None,
+                               headers={"Content-Type": "application/json"})
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
+
+    def service(self, name: str):
+        return self.engine.client.services.get(f"{STACK}_{name}")
+
+    def serve_containers(self) -> list:
+        return self.engine.client.containers.list(
+            filters={"label": f"com.docker.swarm.service.name={STACK}_serve"})
+
+    def served(self, path: str, status: int = 200) -> dict[str, int]:
+        """How many requests for `path` answered `status` each running serve replica logged."""
+        wanted = (f'"path": "{path}", "status": {status}').encode()
+        return {container.name: container.logs().count(wanted)
+                for container in self.serve_containers()}
+
+
+def stack_file(folder: Path) -> Path:
+    """deploy/stack.yml without certbot (it needs Let's Encrypt): serve, redis and web."""
+    stack = yaml.safe_load((ROOT / "deploy" / "stack.yml").read_text())
+    del stack["services"]["certbot"]
+    path = folder / "stack.yml"
+    path.write_text(yaml.safe_dump(stack, sort_keys=False))
+    return path
+
+
+def sandbox_for(engine, folder: Path, https_port: int) -> dict:
+    """The environment 07-stack.sh runs in: a docker-machine that points docker at the test
+    engine, the test configuration, the trimmed stack file."""
+    bin_dir = folder / "bin"
+    bin_dir.mkdir()
+    machine = bin_dir / "docker-machine"
+    machine.write_text(
+        "#!/bin/sh\n"
+        'case "$1" in\n'
+        f'  ls) echo covfefe-test-aws ;;\n'
+        f'  env) echo \'export DOCKER_HOST="{engine.base_url}"\'; echo "unset DOCKER_TLS_VERIFY";'
+        ' echo "unset DOCKER_CERT_PATH" ;;\n'
+        '  *) echo "docker-machine stub: $*" >&2; exit 1 ;;\n'
+        "esac\n")
+    machine.chmod(0o755)
+    config = folder / "config.env"
+    values = {**env_lines(ROOT / "deploy" / "config.env"), "DOMAIN": DOMAIN,
+              "AWS_MACHINE": "covfefe-test-aws", "COMPOSE_PROJECT_NAME": STACK,
+              "API_REPLICAS": str(REPLICAS), "API_RATE_LIMIT": f"{LIMIT}/hour",
+              "WEB_HTTP_PORT": str(free_port()), "WEB_HTTPS_PORT": str(https_port)}
+    config.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
+    (folder / "client").mkdir()
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(folder), "LANG": "C.UTF-8",
+            "DOCKER_CONFIG": str(folder / "client"), "COVFEFE_DEPLOY_CONFIG": str(config),
+            "COVFEFE_DEPLOY_SECRETS": str(folder / "none.env"),
+            "COVFEFE_STACK_FILE": str(stack_file(folder)), "PYTHON": sys.executable,
+            "PYTHONPATH": str(ROOT)}
+
+
+def env_lines(path: Path) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines()
+             if line.strip() and not line.startswith("#"))
+    return dict(pairs)
+
+
+@pytest.fixture(scope="module")
+def stack(engine, serve_image, web_image, redis_image, tmp_path_factory, request):
+    """A single-node swarm on the test engine with the stack deployed by 07-stack.sh."""
+    if shutil.which("docker") is None:
+        cannot("the docker CLI is not installed (07-stack.sh runs it)")
+    client = engine.client
+    client.swarm.init(advertise_addr="127.0.0.1")
+    # The "new release" of the rolling update: the same API, another image.
+    client.images.build(fileobj=io.BytesIO(
+        f"FROM {SERVE_IMAGE}\nLABEL org.covfefe-flow.release=v2\n".encode()), tag=SERVE_V2)
+    folder = tmp_path_factory.mktemp("swarm")
+    https_port = free_port()
+    stack = Stack(engine, https_port, folder, sandbox_for(engine, folder, https_port))
+    started = time.monotonic()
+    try:
+        result = stack.deploy("--no-build", "--tag", "test", "--web-tag", "test")
+        assert result.returncode == 0, result.stdout + result.stderr
+        report(request, f"stack {STACK} deployed and converged in "
+                        f"{time.monotonic() - started:.0f} s")
+        # nginx answers (it may start before its first look-up of serve succeeds).
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if stack.request("GET", "/api/health")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "nginx did not answer through the stack"
+            time.sleep(1)
+        yield stack
+    finally:
+        for service in client.services.list(filters={"label": f"{STACK_LABEL}={STACK}"}):
+            service.remove()
+        client.swarm.leave(force=True)
+
+
+def test_the_stack_converges_with_every_replica_healthy(stack):
+    services = {service.name: service for service in stack.engine.client.services.list(
+        filters={"label": f"{STACK_LABEL}={STACK}"})}
+    assert set(services) == {f"{STACK}_serve", f"{STACK}_redis", f"{STACK}_web"}
+    serve = stack.service("serve")
+    assert serve.attrs["Spec"]["EndpointSpec"]["Mode"] == "dnsrr"
+    running = [task for task in serve.tasks(filters={"desired-state": "running"})
+               if task["Status"]["State"] == "running"]
+    assert len(running) == REPLICAS
+    for container in stack.serve_containers():
+        container.reload()
+        assert container.attrs["State"]["Health"]["Status"] == "healthy"
+    # The deploy tool agrees (and says so through the SDK).
+    result = subprocess.run([sys.executable, str(STACK_HEALTH), "--stack", STACK],
+                            env={**os.environ, "DOCKER_HOST": stack.engine.base_url},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert f"{STACK}_serve" in result.stdout and f"{REPLICAS}/{REPLICAS} running" in result.stdout
+
+
+def test_requests_through_nginx_reach_every_replica(stack):
+    for _ in range(30):
+        status, body = stack.request("GET", "/api/model")
+        assert status == 200, body
+    counts = stack.served("/api/model")
+    assert len(counts) == REPLICAS and sum(counts.values()) >= 30
+    assert all(counts.values()), f"a replica got no request: {counts}"
+    status, body = stack.request("GET", "/api/health")
+    assert json.loads(body)["rate_limit"] == {"storage": "redis", "shared": True}
+
+
+def test_the_rate_limit_holds_across_the_replicas(stack):
+    statuses = [stack.request("POST", "/api/generate", CHEAP)[0] for _ in range(LIMIT + 10)]
+    assert statuses == [200] * LIMIT + [429] * 10
+    allowed = stack.served("/api/generate")
+    assert sum(allowed.values()) == LIMIT
+    assert sum(1 for count in allowed.values() if count) >= 2, \
+        f"the allowed requests went to one replica only: {allowed}"
+
+
+def test_a_rolling_update_under_load_fails_no_request(stack, request):
+    """serve to a new image tag, one replica at a time, start-first, while clients keep
+    asking through nginx: every request answers 200."""
+    results: list[tuple[int | str, float]] = []
+    done = threading.Event()
+
+    def client():
+        paths = ["/api/model", "/api/openapi.json", "/api/health"]
+        number = 0
+        # Bounded: it stops with the update, or after 5,000 requests or 10 minutes at most.
+        deadline = time.monotonic() + 600
+        while not done.is_set() and len(results) < 5000 and time.monotonic() < deadline:
+            started = time.monotonic()
+            try:
+                status, _ = stack.request("GET", paths[number % len(paths)])
+            except OSError as error:
+                status = type(error).__name__
+            results.append((status, time.monotonic() - started))
+            number += 1
+
+    clients = [threading.Thread(target=client) for _ in range(2)]
+    started = time.monotonic()
+    for thread in clients:
+        thread.start()
+    try:
+        result = stack.deploy("--no-build", "--tag", "test-v2", "--web-tag", "test")
+    finally:
+        done.set()
+        for thread in clients:
+            thread.join(timeout=60)
+    duration = time.monotonic() - started
+    assert result.returncode == 0, result.stdout + result.stderr
+    failures = [status for status, _ in results if status != 200]
+    report(request, f"rolling update of {REPLICAS} replicas under load: {len(results)} "
+                    f"requests, {len(failures)} failed, {duration:.0f} s, slowest "
+                    f"{max(seconds for _, seconds in results):.2f} s")
+    assert not failures, Counter(failures)
+    assert len(results) >= 100, "the load ran all through the update"
+    serve = stack.service("serve")
+    assert serve.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] == SERVE_V2
+    assert serve.attrs["UpdateStatus"]["State"] == "completed"
+    images = {container.image.tags[0] for container in stack.serve_containers()}
+    assert images == {SERVE_V2} and len(stack.serve_containers()) == REPLICAS
+    # web was left alone: its tag did not change.
+    assert stack.service("web").attrs.get("UpdateStatus") is None
+
+
+def test_serve_scales_down(stack):
+    result = stack.deploy("--scale", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2/2 running" in result.stdout
+    serve = stack.service("serve")
+    assert serve.attrs["Spec"]["Mode"]["Replicated"]["Replicas"] == 2
+    running = [task for task in serve.tasks(filters={"desired-state": "running"})
+               if task["Status"]["State"] == "running"]
+    assert len(running) == 2
+    assert stack.request("GET", "/api/model")[0] == 200
