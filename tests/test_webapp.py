@@ -258,7 +258,7 @@ def test_keyboard_only(page, server):
     assert cards(page).count() == 1
     assert cards(page).first.locator(".text").inner_text().startswith("Our great ")
     link = cards(page).first.locator("a.permalink").get_attribute("href")
-    assert parse_qs(urlparse(link).query)["temperature"] == ["0.7"]
+    assert parse_qs(urlparse(link).query)["temperature"] == [f"{default - 0.1:g}"]
     # The card's actions are reachable by keyboard too.
     page.locator("button.copy").focus()
     page.keyboard.press("Tab")
