@@ -25,6 +25,19 @@ class BitsPerChar(keras.callbacks.Callback):
             self.model.optimizer.learning_rate))
 
 
+class BatchOrder(keras.callbacks.Callback):
+    """Shuffle the batches of each epoch by that epoch's number, however often the input
+    pipeline starts over (tf.distribute opens one iterator more than the epochs, to look at the
+    data first: counting iterators would give the epochs another order than on one device)."""
+
+    def __init__(self, batches):
+        super().__init__()
+        self.batches = batches
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.batches.epoch = epoch
+
+
 class LearningRateDecay(keras.callbacks.Callback):
     """Multiply the learning rate by ``decay`` at the start of every epoch after the first
     ``after`` ones. It multiplies the current rate, so it composes with ReduceLROnPlateau, and

@@ -24,6 +24,7 @@ finished goes straight to evaluation and export. Changing the architecture or th
 existing run is refused: start a new run directory instead.
 """
 
+import contextlib
 import os
 import sys
 import time
@@ -36,6 +37,7 @@ from covfefe import config as settings
 from covfefe.artifact import save_artifact
 from covfefe.backend import import_keras
 from covfefe.callbacks import (
+    BatchOrder,
     BitsPerChar,
     KerasBatches,
     LearningRateDecay,
@@ -149,24 +151,46 @@ def _finetune_done(train_config: TrainConfig, state: RunState) -> bool:
         or state.stop_reason == "early stopping")
 
 
+def distribution_scope(distribute: str):
+    """The scope to build or load the model in for a `distribute` parameter: Keras trains a
+    model with the tf.distribute strategy it was made under. One device: a scope that does
+    nothing."""
+    if not distribute:
+        return contextlib.nullcontext()
+    if keras.backend.backend() != "tensorflow":
+        raise UserError(f"distribute={distribute!r} needs Keras's TensorFlow backend "
+                        f"(KERAS_BACKEND=tensorflow), not {keras.backend.backend()}")
+    import tensorflow as tf
+
+    devices = distribute.partition(":")[2]
+    try:
+        strategy = tf.distribute.MirroredStrategy(devices=devices.split(",") if devices else None)
+    except (ValueError, RuntimeError) as error:
+        raise UserError(f"distribute={distribute!r}: {error}") from None
+    return strategy.scope()
+
+
 def _main_model(train_config: TrainConfig, run_dir: Path, state: RunState, vocab_size: int):
     """The model the main phase starts (or resumes) from: its last checkpoint, or a new one."""
     keras.utils.set_random_seed(train_config.seed + state.epochs_done)  # the initial weights too
     last = run_dir / "checkpoints" / "last.keras"
-    if state.epochs_done and last.exists():
-        return keras.saving.load_model(last)
-    return compile_model(build_model(train_config.model_config(), vocab_size),
-                         train_config.learning_rate)
+    with distribution_scope(train_config.distribute):
+        if state.epochs_done and last.exists():
+            return keras.saving.load_model(last)
+        return compile_model(build_model(train_config.model_config(), vocab_size),
+                             train_config.learning_rate)
 
 
 def _finetune_model(train_config: TrainConfig, run_dir: Path, state: RunState):
     """The model fine-tuning resumes from, or starts from: the main phase's best epoch, at the
     fine-tuning rate, with fresh patience."""
     if state.fine_tuning:
-        return keras.saving.load_model(run_dir / "checkpoints" / "last.keras")
+        with distribution_scope(train_config.distribute):
+            return keras.saving.load_model(run_dir / "checkpoints" / "last.keras")
     state.phase, state.finetune_from = FINE_TUNE, state.epochs_done
     state.early_stopping.wait = state.reduce_lr.wait = 0
-    model = keras.saving.load_model(run_dir / "checkpoints" / "best.keras")
+    with distribution_scope(train_config.distribute):
+        model = keras.saving.load_model(run_dir / "checkpoints" / "best.keras")
     model.optimizer.learning_rate = train_config.finetune_learning_rate
     return model
 
@@ -199,6 +223,7 @@ def _train_phase(train_config: TrainConfig, run_dir: Path, state: RunState, phas
     )
     callbacks = [
         *phase.schedule,
+        BatchOrder(batches),
         BitsPerChar(),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=first > 0),
         keras.callbacks.TensorBoard(str(run_dir / "tensorboard")),

@@ -46,6 +46,10 @@ class TrainConfig:
     baseline_order: int = 7  # the Kneser-Ney character n-gram baseline's order
     export_dir: str = ""  # where the artifact goes ("" = <run_dir>/model)
     saved_model: bool = True  # also export a TF Serving SavedModel
+    # Data-parallel training (tf.distribute.MirroredStrategy): each batch is split between the
+    # devices and their gradients summed; batch_size stays the whole batch, so the model is the
+    # same as on one device, up to rounding.
+    distribute: str = ""  # "" one device; "mirrored": every GPU; "mirrored:GPU:0,GPU:1": those
 
     def __post_init__(self):
         if not self.run_dir:
@@ -75,6 +79,10 @@ class TrainConfig:
         if not self.finetune_learning_rate > 0:
             raise UserError("finetune_learning_rate must be above 0, not "
                             f"{self.finetune_learning_rate!r}")
+        kind, _, devices = str(self.distribute).partition(":")
+        if kind not in ("", "mirrored") or (":" in str(self.distribute) and not devices):
+            raise UserError(f"distribute must be \"\" (one device), \"mirrored\" or "
+                            f"\"mirrored:DEVICE,DEVICE...\", not {self.distribute!r}")
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(cell=self.cell, layers=self.layers, units=self.units,
