@@ -230,6 +230,15 @@ def _add_train(commands) -> None:
     train.set_defaults(run=_run_train)
 
 
+def _add_tweet_source(group) -> None:
+    """Add the tweets' source (--archive or --dataset) to a mutually exclusive group."""
+    group.add_argument("--archive", nargs="?", const="", metavar="SOURCE",
+                       help="an archive file, folder, glob or URL (no value: $COVFEFE_ARCHIVE)")
+    group.add_argument("--dataset", metavar="PATH",
+                       help="a collected dataset (the default source: "
+                       "$COVFEFE_DATA_DIR/tweets.parquet)")
+
+
 def _add_evaluate(commands) -> None:
     evaluate = commands.add_parser(
         "evaluate", help="bits per character of a model (and the n-gram baseline) on tweets",
@@ -242,11 +251,7 @@ def _add_evaluate(commands) -> None:
     _add_model_option(evaluate)
     source = evaluate.add_mutually_exclusive_group()
     source.add_argument("--text", metavar="FILE", help="one tweet per line, scored as written")
-    source.add_argument("--archive", nargs="?", const="", metavar="SOURCE",
-                        help="an archive file, folder, glob or URL (no value: $COVFEFE_ARCHIVE)")
-    source.add_argument("--dataset", metavar="PATH",
-                        help="a collected dataset (the default source: "
-                        "$COVFEFE_DATA_DIR/tweets.parquet)")
+    _add_tweet_source(source)
     evaluate.add_argument("--since", type=_date, metavar="DATE",
                           help="only tweets from this UTC date on (default: the start of the "
                           "model's validation period)")
@@ -285,13 +290,7 @@ def _add_mix(commands) -> None:
         "--output); generation and evaluation then use the mixture.",
     )
     _add_model_option(mix)
-    source = mix.add_mutually_exclusive_group()
-    source.add_argument("--archive", nargs="?", const="", metavar="SOURCE",
-                        help="the tweets from an archive file, folder, glob or URL (no value: "
-                        "$COVFEFE_ARCHIVE)")
-    source.add_argument("--dataset", metavar="PATH",
-                        help="the tweets from a collected dataset (the default source: "
-                        "$COVFEFE_DATA_DIR/tweets.parquet)")
+    _add_tweet_source(mix.add_mutually_exclusive_group())
     mix.add_argument("--order", type=int, default=9, metavar="N",
                      help="the n-gram order (default: 9)")
     mix.add_argument("--holdout", type=int, default=1500, metavar="TWEETS",

@@ -20,6 +20,21 @@ from tests.helpers import ROOT, free_port, stop_process
 pytestmark = pytest.mark.network
 
 
+def _wait_for_health(process: subprocess.Popen, base: str, log) -> None:
+    """Wait until the server at ``base`` answers /api/health; fail with its log if it exits
+    or does not answer within 60 s."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{base}/api/health", timeout=1)
+            return
+        except OSError:
+            assert process.poll() is None, log.read_text()
+            time.sleep(0.2)
+    stop_process(process)
+    pytest.fail(f"gunicorn did not answer within 60 s:\n{log.read_text()}")
+
+
 @pytest.fixture(scope="module")
 def server(tiny_model, tmp_path_factory):
     port = free_port()
@@ -29,17 +44,7 @@ def server(tiny_model, tmp_path_factory):
             [sys.executable, "-m", "covfefe", "serve", "--port", str(port), "--workers", "2",
              "--model", str(tiny_model.path)], stdout=output, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{base}/api/health", timeout=1)
-            break
-        except OSError:
-            assert process.poll() is None, log.read_text()
-            time.sleep(0.2)
-    else:
-        process.kill()
-        pytest.fail(f"gunicorn did not answer within 60 s:\n{log.read_text()}")
+    _wait_for_health(process, base, log)
     yield base, log
     process.terminate()
     process.wait(timeout=20)
@@ -107,17 +112,7 @@ def bundled(tmp_path_factory):
     process, base = start_gunicorn(log, COVFEFE_MODEL=str(config.BUNDLED_MODEL),
                                    COVFEFE_RATE_LIMIT="100000 per minute",
                                    COVFEFE_REQUEST_READ_TIMEOUT="1")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{base}/api/health", timeout=1)
-            break
-        except OSError:
-            assert process.poll() is None, log.read_text()
-            time.sleep(0.2)
-    else:
-        stop_process(process)
-        pytest.fail(f"gunicorn did not answer within 60 s:\n{log.read_text()}")
+    _wait_for_health(process, base, log)
     yield base, log
     stop_process(process)
 
