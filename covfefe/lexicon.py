@@ -68,8 +68,6 @@ class Lexicon:
                 node = children[node][edge]
             complete[node] = True
         self.children = np.array(children, dtype=np.int32)
-        # An apostrophe ends the word before it unless a letter follows (the word pattern):
-        # a node reached by an apostrophe may end where its parent was a word.
         self.complete = np.array(complete, dtype=bool)
 
     def __len__(self) -> int:
@@ -121,6 +119,14 @@ class LexiconConstraint:
         self._edge_symbols = np.flatnonzero(is_edge)
         self._ending_symbols = np.flatnonzero(~is_edge)
         self._letter_symbols = np.flatnonzero(is_edge & (self.edge < len(LETTERS)))
+        self._apostrophe_symbols = np.flatnonzero(self.edge == len(LETTERS))
+        # Where a word may end: at a complete node, and at a node reached by an apostrophe
+        # where the word before it was complete (an apostrophe ends the word before it unless
+        # a letter follows: the word pattern).
+        after_apostrophe = self.lexicon.children[:, len(LETTERS)]
+        parents = np.flatnonzero(after_apostrophe >= 0)
+        self._may_end = self.lexicon.complete.copy()
+        self._may_end[after_apostrophe[parents]] |= self.lexicon.complete[parents]
 
     def initial_state(self, n: int) -> list:
         return [self.model.initial_state(n), np.zeros(n, dtype=np.int64)]
@@ -152,31 +158,15 @@ class LexiconConstraint:
             children = self.lexicon.children[words][:, self.edge[self._edge_symbols]] >= 0
             part = np.ones((len(words), len(self.edge)), dtype=bool)
             part[:, self._edge_symbols] = children
-            part[:, self._ending_symbols] = self._may_end(words)[:, None]
+            may_end = self._may_end[words][:, None]
+            part[:, self._ending_symbols] = may_end
             # The apostrophe may also end a complete word (then nothing but a non-letter).
-            apostrophes = self._edge_symbols[self.edge[self._edge_symbols] == len(LETTERS)]
-            part[:, apostrophes] |= self._may_end(words)[:, None]
+            part[:, self._apostrophe_symbols] |= may_end
             mask[in_word] = part
         after = nodes == APOSTROPHE_END
         if after.any():
             mask[np.ix_(np.flatnonzero(after), self._letter_symbols)] = False
         return mask
-
-    def _may_end(self, nodes: np.ndarray) -> np.ndarray:
-        """A word may end at a complete node; at a node reached by an apostrophe, where the
-        word before the apostrophe was complete (the apostrophe then is not part of it)."""
-        return self.lexicon.complete[nodes] | self._apostrophe_of_complete[nodes]
-
-    @property
-    def _apostrophe_of_complete(self) -> np.ndarray:
-        cached = getattr(self, "_apostrophe_cache", None)
-        if cached is None:
-            children = self.lexicon.children[:, len(LETTERS)]
-            cached = np.zeros(len(self.lexicon.complete), dtype=bool)
-            parents = np.flatnonzero(children >= 0)
-            cached[children[parents]] = self.lexicon.complete[parents]
-            self._apostrophe_cache = cached
-        return cached
 
     def step(self, ids: np.ndarray, state: list) -> tuple[np.ndarray, list]:
         log_probs, model_state = self.model.step(ids, state[0])
