@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from covfefe.compiled import compiled
 from covfefe.errors import UserError
 from covfefe.text import END_ID
 
@@ -200,32 +201,30 @@ class KneserNeyModel:
              ) -> tuple[np.ndarray, list[np.ndarray]]:
         """Feed one symbol per row; return the log-probability of every next symbol and the new
         state (the same interface as `covfefe.generate.NumpyNetwork.step`)."""
+        probs, state = self.step_probs(ids, state)
+        return np.log(probs), state
+
+    def step_probs(self, ids: np.ndarray, state: list[np.ndarray]
+                   ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """`step`, with probabilities rather than their logarithms (for `covfefe.mixture`)."""
+        self._check_fitted()
         (history,) = state
-        history = np.concatenate([history, np.asarray(ids, np.int64)[:, None]], axis=1)[:, 1:]
-        return np.log(self.next_probs(history)), [history]
+        history = np.ascontiguousarray(history, dtype=np.int64)
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        probs = np.empty((len(history), self.vocab_size))
+        shifted = np.empty_like(history)
+        _step_probs(self.keys, self.cumulative, self.bounds, self.discounts, history, ids,
+                    shifted, probs)
+        return probs, [shifted]
 
     def next_probs(self, history: np.ndarray) -> np.ndarray:
         """Return the probability of each next symbol ``[rows, vocab]`` after each row of the
         last ``order - 1`` symbols (the padded history, oldest first)."""
         self._check_fitted()
-        rows, base = len(history), self.vocab_size
-        # The context of order k is the last k - 1 symbols, the newest least significant.
-        powers = base ** np.arange(self.order - 1, dtype=np.int64)
-        contexts = np.zeros((rows, self.order), dtype=np.int64)
-        contexts[:, 1:] = np.cumsum(history[:, ::-1] * powers, axis=1)
-        start, sizes, backoff, totals = self._contexts(contexts)
-        flat_sizes = sizes.ravel()
-        offsets = np.repeat(start.ravel() - np.cumsum(flat_sizes) + flat_sizes, flat_sizes)
-        flat = offsets + np.arange(flat_sizes.sum())
-        counts = np.zeros((rows * self.order, base))
-        symbols = (self.keys[flat] & _UNTAG) % base
-        counts[np.repeat(np.arange(rows * self.order), flat_sizes), symbols] = (
-            self.cumulative[flat + 1].astype(np.float64)
-            - self.cumulative[flat].astype(np.float64))
-        counts = counts.reshape(rows, self.order, base)
-        discounted = (np.maximum(counts - self.discounts[:, None], 0.0)
-                      / totals[:, :, None])
-        return self._interpolate(discounted, backoff)
+        history = np.ascontiguousarray(history, dtype=np.int64)
+        probs = np.empty((len(history), self.vocab_size))
+        _next_probs(self.keys, self.cumulative, self.bounds, self.discounts, history, probs)
+        return probs
 
     # Storage.
 
@@ -278,6 +277,88 @@ class KneserNeyModel:
             previous = keys
         model._set_levels(levels, data["discounts"].tolist())
         return model
+
+
+@compiled
+def _row_probs(keys, cumulative, bounds, discounts, history, out, start, stop, weight, total):
+    """Write into ``out`` the probability of each next symbol after one row's ``history``
+    (oldest first), as `KneserNeyModel.log_probs` computes it; ``start`` to ``total`` are
+    scratch arrays of one element per order."""
+    order, base, width = len(discounts), len(out), len(history)
+    context, power, seen, uniform = 0, 1, order, 0.0
+    for k in range(order):  # order k + 1: the context is the last k symbols
+        if k:
+            context += history[width - k] * power
+            power *= base
+        low = ((k + 1) << LEVEL_SHIFT) + context * base
+        # The first key of the level at or above the context's first continuation.
+        lo, hi = bounds[k], bounds[k + 1]
+        while lo < hi:
+            middle = (lo + hi) >> 1
+            if keys[middle] < low:
+                lo = middle + 1
+            else:
+                hi = middle
+        end = lo
+        while end < bounds[k + 1] and keys[end] < low + base:
+            end += 1
+        start[k], stop[k] = lo, end
+        if end == lo:
+            # Every order below holds the suffixes of the n-grams above it, so a context that
+            # is unseen here is unseen in every higher order too.
+            seen = k
+            break
+    for k in range(seen, order):
+        start[k], stop[k] = 0, 0
+    # Order k's share counts times the back-off weights of the orders above it.
+    weight[order - 1] = 1.0
+    for k in range(order - 1, -1, -1):
+        size = stop[k] - start[k]
+        if size:
+            total[k] = np.float64(cumulative[stop[k]]) - np.float64(cumulative[start[k]])
+            backoff = discounts[k] * size / total[k]
+        else:
+            total[k], backoff = 1.0, 1.0
+        if k:
+            weight[k - 1] = weight[k] * backoff
+        else:
+            uniform = weight[0] * backoff / base
+    out[:] = 0.0
+    for k in range(order):  # lowest order first: the order of the sum in `log_probs`
+        low = ((k + 1) << LEVEL_SHIFT)
+        for index in range(start[k], stop[k]):
+            symbol = (keys[index] - low) % base
+            count = np.float64(cumulative[index + 1]) - np.float64(cumulative[index])
+            out[symbol] += weight[k] * (max(count - discounts[k], 0.0) / total[k])
+    for symbol in range(base):
+        out[symbol] += uniform
+
+
+@compiled
+def _next_probs(keys, cumulative, bounds, discounts, history, out):
+    """Write into ``out[row]`` the probability of each next symbol after ``history[row]``."""
+    order = len(discounts)
+    start, stop = np.empty(order, np.int64), np.empty(order, np.int64)
+    weight, total = np.empty(order), np.empty(order)
+    for row in range(len(history)):
+        _row_probs(keys, cumulative, bounds, discounts, history[row], out[row], start, stop,
+                   weight, total)
+
+
+@compiled
+def _step_probs(keys, cumulative, bounds, discounts, history, ids, shifted, out):
+    """Append ``ids[row]`` to each ``history[row]``, dropping its oldest symbol, into
+    ``shifted``; write the probabilities after it into ``out`` (as `_next_probs`)."""
+    order = len(discounts)
+    start, stop = np.empty(order, np.int64), np.empty(order, np.int64)
+    weight, total = np.empty(order), np.empty(order)
+    width = history.shape[1]
+    for row in range(len(history)):
+        if width:
+            shifted[row, :width - 1] = history[row, 1:]
+            shifted[row, width - 1] = ids[row]
+        _row_probs(keys, cumulative, bounds, discounts, shifted[row], out[row], start, stop,
+                   weight, total)
 
 
 def _put_small(arrays: dict, name: str, values: np.ndarray) -> None:

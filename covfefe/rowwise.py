@@ -15,19 +15,10 @@ BLAS kernel would), and the products vectorise over the output columns.
 """
 
 import numpy as np
-from numba import njit
+
+from covfefe.compiled import compiled as _compiled
 
 GROUP = 8  # products summed as one fixed tree before they are added to the total
-
-
-def _compiled(function):
-    """Compile with numba, cached on disk where numba finds a writable folder (beside this
-    file, or the user's cache folder); where there is none (a read-only install without a
-    home), compiled anew in each process rather than not at all."""
-    try:
-        return njit(nogil=True, cache=True, error_model="numpy")(function)
-    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
-        return njit(nogil=True, error_model="numpy")(function)
 
 
 @_compiled
