@@ -13,7 +13,9 @@ renormalised by the sampler, so the rest of the distribution is the model's own.
 The state of a row is its trie node: ``ROOT`` between words, ``FREE`` inside a word the
 lexicon does not hold, or ``APOSTROPHE_END`` after an apostrophe that ended a word (no letter
 may follow it, else the two would read as one word). The constraint has the generator's step
-interface, so `covfefe.generate.TweetGenerator` and the serving engine use it as they are.
+interface, so `covfefe.generate.TweetGenerator` and the serving engine use it as they are;
+a step advances each row's node and masks its scores in one compiled pass (numba), each row on
+its own.
 """
 
 import lzma
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from covfefe.compiled import compiled
 from covfefe.errors import UserError
 from covfefe.text import END_ID, PAD_ID, Vocabulary
 
@@ -131,45 +134,76 @@ class LexiconConstraint:
     def initial_state(self, n: int) -> list:
         return [self.model.initial_state(n), np.zeros(n, dtype=np.int64)]
 
-    def _advance(self, nodes: np.ndarray, ids: np.ndarray) -> np.ndarray:
-        """Return each row's node after writing one symbol."""
-        edges = self.edge[ids]
-        inside = nodes >= ROOT
-        # A letter after an apostrophe that ended a word, or inside an unknown word: FREE.
-        nxt = np.where(inside & (edges >= 0),
-                       self.lexicon.children[np.maximum(nodes, 0), np.maximum(edges, 0)], FREE)
-        ends = edges < 0
-        apostrophe = edges == len(LETTERS)
-        # An apostrophe the trie does not continue ends the word (if it may end there).
-        nxt = np.where(apostrophe & (nxt < 0) & inside
-                       & self.lexicon.complete[np.maximum(nodes, 0)], APOSTROPHE_END, nxt)
-        nxt = np.where(apostrophe & (nodes == ROOT), ROOT, nxt)  # a quote, between words
-        nxt = np.where(apostrophe & (nodes == APOSTROPHE_END), APOSTROPHE_END, nxt)
-        nxt = np.where((nodes == FREE) & apostrophe, FREE, nxt)
-        return np.where(ends, ROOT, nxt)
-
     def allowed(self, nodes: np.ndarray) -> np.ndarray:
         """Return the mask ``[rows, symbols]`` of what each row may write next."""
-        rows = len(nodes)
-        mask = np.ones((rows, len(self.edge)), dtype=bool)
-        in_word = nodes > ROOT
-        if in_word.any():
-            words = nodes[in_word]
-            children = self.lexicon.children[words][:, self.edge[self._edge_symbols]] >= 0
-            part = np.ones((len(words), len(self.edge)), dtype=bool)
-            part[:, self._edge_symbols] = children
-            may_end = self._may_end[words][:, None]
-            part[:, self._ending_symbols] = may_end
-            # The apostrophe may also end a complete word (then nothing but a non-letter).
-            part[:, self._apostrophe_symbols] |= may_end
-            mask[in_word] = part
-        after = nodes == APOSTROPHE_END
-        if after.any():
-            mask[np.ix_(np.flatnonzero(after), self._letter_symbols)] = False
+        nodes = np.ascontiguousarray(nodes, dtype=np.int64)
+        mask = np.empty((len(nodes), len(self.edge)), dtype=bool)
+        _allowed(nodes, self.edge, self.lexicon.children, self._may_end, mask)
         return mask
 
     def step(self, ids: np.ndarray, state: list) -> tuple[np.ndarray, list]:
-        log_probs, model_state = self.model.step(ids, state[0])
-        nodes = self._advance(state[1], np.asarray(ids, dtype=np.int64))
-        masked = np.where(self.allowed(nodes), log_probs, -np.inf)
+        scores, model_state = self.model.step(ids, state[0])
+        scores = np.ascontiguousarray(scores)
+        nodes, masked = np.empty(len(scores), dtype=np.int64), np.empty_like(scores)
+        _advance_and_mask(np.ascontiguousarray(state[1], dtype=np.int64),
+                          np.ascontiguousarray(ids, dtype=np.int64), self.edge,
+                          self.lexicon.children, self.lexicon.complete, self._may_end, scores,
+                          nodes, masked)
         return masked, [model_state, nodes]
+
+
+APOSTROPHE_EDGE = len(LETTERS)  # the trie edge of the apostrophe; the letters' are below it
+
+
+@compiled
+def _next_node(node, edge, children, complete):
+    """Return the node after writing a symbol whose trie edge is ``edge`` at ``node``."""
+    if edge < 0:  # a character outside words ends the word
+        return ROOT
+    if edge == APOSTROPHE_EDGE:
+        if node <= ROOT:  # a quote between words, inside an unknown word, after an ended one
+            return node
+        child = children[node, edge]
+        # An apostrophe the trie does not continue ends the word (if it may end there).
+        return child if child >= 0 or not complete[node] else APOSTROPHE_END
+    # A letter after an apostrophe that ended a word, or inside an unknown word: FREE.
+    return children[node, edge] if node >= ROOT else FREE
+
+
+@compiled
+def _allowed_after(node, edges, children, may_end, mask):
+    """Write into ``mask`` what may follow ``node``, for each symbol (its trie edge in
+    ``edges``): a letter or apostrophe that continues a word of the lexicon, a character that
+    ends the word where it may end; no letter after an apostrophe that ended a word; anything
+    between words and inside an unknown word."""
+    for symbol in range(len(edges)):
+        edge = edges[symbol]
+        if node > ROOT:
+            if edge < 0:
+                mask[symbol] = may_end[node]
+            else:
+                # The apostrophe may also end a complete word (then nothing but a non-letter).
+                mask[symbol] = children[node, edge] >= 0 or (edge == APOSTROPHE_EDGE
+                                                             and may_end[node])
+        else:
+            mask[symbol] = not (node == APOSTROPHE_END and 0 <= edge < APOSTROPHE_EDGE)
+
+
+@compiled
+def _allowed(nodes, edges, children, may_end, mask):
+    for row in range(len(nodes)):
+        _allowed_after(nodes[row], edges, children, may_end, mask[row])
+
+
+@compiled
+def _advance_and_mask(nodes, ids, edges, children, complete, may_end, scores, new_nodes,
+                      masked):
+    """Advance each row's node by its symbol into ``new_nodes``; copy its scores into
+    ``masked`` with what may not follow set to minus infinity."""
+    allowed = np.empty(len(edges), dtype=np.bool_)
+    for row in range(len(nodes)):
+        node = _next_node(nodes[row], edges[ids[row]], children, complete)
+        new_nodes[row] = node
+        _allowed_after(node, edges, children, may_end, allowed)
+        for symbol in range(len(edges)):
+            masked[row, symbol] = scores[row, symbol] if allowed[symbol] else -np.inf

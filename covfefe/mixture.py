@@ -7,9 +7,14 @@ tweets that neither model's counts include: the last ``holdout`` training tweets
 network's fine-tuning window, scored by a table counted without them. The table that ships is
 then counted on every training tweet.
 
-Scoring (`covfefe.evaluate`) and generating (`MixedModel`, a drop-in for the network in
-`covfefe.generate.TweetGenerator`) both go through `mix_log_probs`, so a tweet gets the same
-probability from both (a test checks it).
+Scoring (`covfefe.evaluate`) mixes log-probabilities: `mix_log_probs` is
+``logaddexp(log w + log p_network, log(1 - w) + log p_ngram)``. Generating (`MixedModel`, a
+drop-in for the network in `covfefe.generate.TweetGenerator`) mixes every next symbol of every
+row at each step, so it does the same sum without the round trip through logarithms:
+`mix_logits` takes the network's logits and the table's probabilities and computes, per row and
+in one compiled pass, ``log(w exp(z - m) / sum(exp(z - m)) + (1 - w) p_ngram)`` (``m`` the row's
+largest logit, in float64). Both are the same mixture to rounding (about 1e-15), so a tweet gets
+the same probability from both (a test checks it).
 """
 
 import math
@@ -17,6 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from covfefe.compiled import compiled
 from covfefe.errors import UserError
 from covfefe.text import PAD_ID
 
@@ -31,6 +37,36 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 def mix_log_probs(network: np.ndarray, ngram: np.ndarray, weight: float) -> np.ndarray:
     """Return ``log(w exp(network) + (1 - w) exp(ngram))`` of two log-probability arrays."""
     return np.logaddexp(math.log(weight) + network, math.log1p(-weight) + ngram)
+
+
+@compiled
+def _mix(logits, ngram, weight, out):
+    """Write ``log(weight softmax(logits[row]) + (1 - weight) ngram[row])`` into ``out[row]``,
+    each row on its own."""
+    rows, size = logits.shape
+    shares = np.empty(size)
+    for row in range(rows):
+        largest = -np.inf
+        for symbol in range(size):
+            largest = max(largest, np.float64(logits[row, symbol]))
+        total = 0.0
+        for symbol in range(size):
+            shares[symbol] = np.exp(np.float64(logits[row, symbol]) - largest)
+            total += shares[symbol]
+        scale = weight / total
+        for symbol in range(size):
+            out[row, symbol] = np.log(scale * shares[symbol]
+                                      + (1.0 - weight) * ngram[row, symbol])
+
+
+def mix_logits(logits: np.ndarray, ngram_probs: np.ndarray, weight: float) -> np.ndarray:
+    """Return ``log(w softmax(logits) + (1 - w) ngram_probs)`` row by row (float64): what
+    ``mix_log_probs(log_softmax(logits), log(ngram_probs), w)`` gives, in one pass."""
+    logits = np.ascontiguousarray(logits)
+    ngram_probs = np.ascontiguousarray(ngram_probs, dtype=np.float64)
+    out = np.empty(ngram_probs.shape)
+    _mix(logits, ngram_probs, float(weight), out)
+    return out
 
 
 def fit_weight(network: np.ndarray, ngram: np.ndarray, iterations: int = 200) -> float:
@@ -91,9 +127,8 @@ class MixedModel:
 
     def step(self, ids: np.ndarray, state: list) -> tuple[np.ndarray, list]:
         logits, network_state = self.network.step(ids, state[0])
-        ngram_log_probs, ngram_state = self.ngram.step(ids, state[1])
-        mixed = mix_log_probs(log_softmax(logits), ngram_log_probs, self.weight)
-        return mixed, [network_state, ngram_state]
+        ngram_probs, ngram_state = self.ngram.step_probs(ids, state[1])
+        return mix_logits(logits, ngram_probs, self.weight), [network_state, ngram_state]
 
 
 def fit_mixture(network, train: Sequence[np.ndarray], holdout: np.ndarray, order: int,

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from covfefe.artifact import NGRAM, load_artifact
+from covfefe.config import BUNDLED_MODEL, resolve
 from covfefe.corpus import encode_tweets
 from covfefe.evaluate import score_model
 from covfefe.generate import TweetGenerator
-from covfefe.mixture import MixedModel, fit_weight, mix_log_probs
+from covfefe.mixture import MixedModel, fit_weight, log_softmax, mix_log_probs, mix_logits
 from tests.helpers import covfefe
 
 SUMMARY = re.compile(r"^bits_per_char=(\d+\.\d{4}) chars=(\d+) tweets=(\d+)", re.MULTILINE)
@@ -144,3 +145,48 @@ def test_a_models_saved_defaults_are_what_a_request_without_settings_gets(mixed_
     assert body["completions"][0]["text"] == generator.complete("The ", seed=5)[0].text
     printed = covfefe("generate", "The ", "--seed", "5", "--model", str(tuned.path))
     assert printed.stdout.strip() == generator.complete("The ", seed=5)[0].text
+
+
+def test_the_fused_mixture_of_a_step_is_the_mixture_that_scoring_computes():
+    """``log(w softmax(z) + (1 - w) p)`` in one pass equals ``mix_log_probs`` of the logs, and
+    each row is mixed on its own, bit for bit."""
+    rng = np.random.default_rng(7)
+    logits = (rng.standard_normal((40, 91)) * rng.uniform(0.1, 30, (40, 1))).astype(np.float32)
+    ngram = rng.dirichlet(np.full(91, 0.05), 40) + 1e-12
+    ngram /= ngram.sum(axis=1, keepdims=True)
+    mixed = mix_logits(logits, ngram, 0.37)
+    expected = mix_log_probs(log_softmax(logits), np.log(ngram), 0.37)
+    np.testing.assert_allclose(mixed, expected, rtol=1e-12, atol=1e-12)
+    assert np.exp(mixed).sum(axis=1) == pytest.approx(np.ones(40), abs=1e-12)
+    for row in (0, 9, 39):
+        assert np.array_equal(mix_logits(logits[row:row + 1], ngram[row:row + 1], 0.37)[0],
+                              mixed[row])
+
+
+def test_each_layer_of_the_served_model_steps_a_row_the_same_alone_and_in_a_batch():
+    """The bundled model as served, `LexiconConstraint(MixedModel(network, table))`: every
+    layer's output for a row, alone and among 32 others, bit for bit."""
+    generator = TweetGenerator.from_artifact(resolve(BUNDLED_MODEL))
+    constraint = generator.network
+    mixture = constraint.model
+    rng = np.random.default_rng(5)
+    text = generator.vocabulary.encode("Make America Great Again! The Fake News Media's "
+                                       "ratings are way down. Thank you!")
+    ids = np.stack([np.roll(text, -shift)[:40] for shift in rng.integers(0, len(text), 33)], 1)
+    ids[::7] = rng.integers(1, len(generator.vocabulary), (len(ids[::7]), 33))
+    state, together = constraint.initial_state(33), []
+    for symbols in ids:
+        table, _ = mixture.ngram.step_probs(symbols, state[0][1])
+        mixed, _ = mixture.step(symbols, state[0])
+        masked, state = constraint.step(symbols, state)
+        together.append((table, mixed, masked))
+    for row in (0, 13, 32):
+        alone = constraint.initial_state(1)
+        for t, symbols in enumerate(ids[:, row:row + 1]):
+            table, _ = mixture.ngram.step_probs(symbols, alone[0][1])
+            mixed, _ = mixture.step(symbols, alone[0])
+            masked, alone = constraint.step(symbols, alone)
+            for name, one, batch in zip(("table", "mixture", "constraint"),
+                                        (table, mixed, masked), together[t], strict=True):
+                assert np.array_equal(one[0], batch[row]), (name, row, t)
+    assert not np.isfinite(together[-1][2]).all()  # the lexicon masked something

@@ -5,8 +5,8 @@ import pytest
 
 from covfefe.corpus import encode_tweets
 from covfefe.errors import UserError
-from covfefe.ngram import KneserNeyModel
-from covfefe.text import Vocabulary
+from covfefe.ngram import LEVEL_SHIFT, KneserNeyModel
+from covfefe.text import END_ID, Vocabulary
 
 TEXTS = ["Make America Great Again!", "The Fake News Media is the enemy of the people.",
          "Make America Safe Again!", "The Fake News is working overtime.",
@@ -94,3 +94,63 @@ def test_a_damaged_table_is_one_sentence(tmp_path):
     path.write_bytes(b"not a table")
     with pytest.raises(UserError, match=r"n-gram table .* cannot be read"):
         KneserNeyModel.load(path)
+
+
+def numpy_next_probs(ngram: KneserNeyModel, history: np.ndarray) -> np.ndarray:
+    """The generation step as NumPy computed it before the compiled kernel: every row's context
+    of every order looked up at once, the continuations scattered into a dense table."""
+    rows, base = len(history), ngram.vocab_size
+    powers = base ** np.arange(ngram.order - 1, dtype=np.int64)
+    contexts = np.zeros((rows, ngram.order), dtype=np.int64)
+    contexts[:, 1:] = np.cumsum(history[:, ::-1] * powers, axis=1)
+    start, sizes, backoff, totals = ngram._contexts(contexts)
+    flat_sizes = sizes.ravel()
+    offsets = np.repeat(start.ravel() - np.cumsum(flat_sizes) + flat_sizes, flat_sizes)
+    flat = offsets + np.arange(flat_sizes.sum())
+    counts = np.zeros((rows * ngram.order, base))
+    symbols = (ngram.keys[flat] & ((1 << LEVEL_SHIFT) - 1)) % base
+    counts[np.repeat(np.arange(rows * ngram.order), flat_sizes), symbols] = (
+        ngram.cumulative[flat + 1].astype(np.float64) - ngram.cumulative[flat].astype(np.float64))
+    counts = counts.reshape(rows, ngram.order, base)
+    discounted = np.maximum(counts - ngram.discounts[:, None], 0.0) / totals[:, :, None]
+    return ngram._interpolate(discounted, backoff)
+
+
+def histories(ngram: KneserNeyModel, vocabulary, rows: int, seed: int) -> np.ndarray:
+    """Histories of every kind: from the training tweets (long contexts seen), padded starts,
+    and random symbols (unseen contexts)."""
+    rng = np.random.default_rng(seed)
+    text = np.concatenate([[END_ID] * (ngram.order - 1)]
+                          + [[*vocabulary.encode(t), END_ID] for t in TEXTS])
+    width = ngram.order - 1
+    starts = rng.integers(0, len(text) - width, rows)
+    found = np.stack([text[s:s + width] for s in starts]).astype(np.int64)
+    found[rows // 3:rows // 2] = rng.integers(0, ngram.vocab_size, (rows // 2 - rows // 3, width))
+    return found
+
+
+@pytest.mark.parametrize("order", [1, 2, 5, 8])
+def test_the_compiled_step_computes_the_numpy_formula_bit_for_bit(vocabulary, order):
+    ngram = KneserNeyModel(order, len(vocabulary)).fit(encode_tweets(TEXTS, vocabulary))
+    history = histories(ngram, vocabulary, 60, seed=order)
+    np.testing.assert_array_equal(ngram.next_probs(history), numpy_next_probs(ngram, history))
+
+
+@pytest.mark.parametrize("order", [1, 3, 6])
+def test_a_row_steps_the_same_alone_and_in_a_batch(vocabulary, order):
+    """Bit for bit: the serving engine batches unrelated requests."""
+    ngram = KneserNeyModel(order, len(vocabulary)).fit(encode_tweets(TEXTS, vocabulary))
+    rng = np.random.default_rng(order)
+    history = histories(ngram, vocabulary, 24, seed=order)
+    ids = rng.integers(0, len(vocabulary), len(history))
+    log_probs, (shifted,) = ngram.step(ids, [history])
+    probs, _ = ngram.step_probs(ids, [history])
+    # The state is the history one symbol on: the oldest dropped, the fed one last.
+    np.testing.assert_array_equal(shifted, np.concatenate([history, ids[:, None]], 1)[:, 1:])
+    np.testing.assert_array_equal(log_probs, np.log(probs))
+    for row in (0, 5, 11, 23):
+        alone, (alone_history,) = ngram.step(ids[row:row + 1], [history[row:row + 1]])
+        assert np.array_equal(alone[0], log_probs[row])
+        assert np.array_equal(alone_history[0], shifted[row])
+        assert np.array_equal(ngram.next_probs(history[row:row + 1])[0],
+                              ngram.next_probs(history)[row])
