@@ -16,7 +16,19 @@ precede the n-gram), with one absolute discount per order, ``D = n1 / (n1 + 2 n2
 so every character has a probability above zero.
 
 The model can also generate: `initial_state` and `step` make it a drop-in for the network in
-`covfefe.generate.TweetGenerator` (the state is the last ``order - 1`` symbols of each row).
+`covfefe.generate.TweetGenerator`. Generation gives every next symbol of every row at each step,
+so it is compiled (numba), each row on its own (its result does not depend on the rest of the
+batch, bit for bit), with the scoring's arithmetic (to rounding): for each order from the
+highest down, the back-off weight ``D * distinct / total`` of its context (1 where the
+context is unseen) multiplies into the weight of the orders below; then each order's
+``max(count - D, 0) / total`` times its weight is added into the row, lowest order first, and
+the uniform share (every order's back-off weight multiplied, over the vocabulary size) last.
+A row's state is its last ``order - 1`` symbols and, for each order, where its context's
+continuations lie in the keys: the next context of order k + 1 is the current context of order
+k followed by the new symbol, so the step finds it among those few continuations and follows a
+link to its own rather than searching all the keys (`next_probs`, from a history alone,
+searches). The links take 4 bytes per n-gram below the highest order (12 MB for the bundled
+9-gram table), made when generation starts (`initial_state`).
 `save` writes it compactly (a 9-gram table of the archive, 4.5 million n-grams, takes about
 4 MB): the keys of order k are stored as the index of their context among the keys of order
 k - 1 (small steps, mostly 0 or 1) plus the last symbol, and the counts as bytes, then LZMA.
@@ -78,7 +90,7 @@ class KneserNeyModel:
     beside the running total of the counts: one ``np.searchsorted`` finds, for every order at
     once, the n-grams that continue a context, and the interpolation of the orders is a
     weighted sum (the weight of order k is the product of the back-off weights above it), the
-    same arithmetic for scoring (`log_probs`) and generating (`next_probs`).
+    same arithmetic for scoring (`log_probs`) and generating (`next_probs`, `step`, compiled).
     """
 
     def __init__(self, order: int, vocab_size: int):
@@ -93,6 +105,7 @@ class KneserNeyModel:
         self.cumulative = np.zeros(1, dtype=np.int64)  # counts of keys[:i] summed, at i
         self.discounts = np.zeros(0)  # one per order, lowest first
         self.bounds = np.zeros(order + 1, dtype=np.int64)  # keys of order k: bounds[k-1:k+1]
+        self._links = None  # what generation steps follow, built on first use (`_step_links`)
 
     @property
     def name(self) -> str:
@@ -134,6 +147,7 @@ class KneserNeyModel:
         self.discounts = np.array(discounts if discounts is not None
                                   else [_discount(counts) for _, counts in levels])
         self.bounds = np.concatenate([[0], np.cumsum([len(keys) for keys, _ in levels])])
+        self._links = None
 
     def level(self, length: int) -> tuple[np.ndarray, np.ndarray]:
         """Return the (keys, counts) of the n-grams of one order (copies, untagged)."""
@@ -194,8 +208,13 @@ class KneserNeyModel:
     # Generation: the same probabilities, for every next symbol of a batch of histories.
 
     def initial_state(self, n: int) -> list[np.ndarray]:
-        """Return the state of ``n`` new tweets: ``order - 1`` END symbols each (the padding)."""
-        return [np.full((n, self.order - 1), END_ID, dtype=np.int64)]
+        """Return the state of ``n`` new tweets: the history (``order - 1`` END symbols each,
+        the padding) and where its contexts' continuations lie in the keys."""
+        self._step_links()  # built now rather than in a step
+        history = np.full((n, self.order - 1), END_ID, dtype=np.int64)
+        ranges = np.empty((n, 2 * self.order), dtype=np.int64)
+        _search_ranges(self.keys, self.bounds, self.vocab_size, history, ranges)
+        return [history, ranges]
 
     def step(self, ids: np.ndarray, state: list[np.ndarray]
              ) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -207,24 +226,52 @@ class KneserNeyModel:
     def step_probs(self, ids: np.ndarray, state: list[np.ndarray]
                    ) -> tuple[np.ndarray, list[np.ndarray]]:
         """`step`, with probabilities rather than their logarithms (for `covfefe.mixture`)."""
-        self._check_fitted()
-        (history,) = state
-        history = np.ascontiguousarray(history, dtype=np.int64)
+        history, ranges = state
+        children, orphan_low, orphan_start = self._step_links()
         ids = np.ascontiguousarray(ids, dtype=np.int64)
+        history = np.ascontiguousarray(history, dtype=np.int64)
         probs = np.empty((len(history), self.vocab_size))
-        shifted = np.empty_like(history)
-        _step_probs(self.keys, self.cumulative, self.bounds, self.discounts, history, ids,
-                    shifted, probs)
-        return probs, [shifted]
+        new_history, new_ranges = np.empty_like(history), np.empty_like(ranges)
+        _step_probs(self.keys, self.cumulative, self.bounds, self.discounts, children,
+                    orphan_low, orphan_start, history, np.ascontiguousarray(ranges), ids,
+                    new_history, new_ranges, probs)
+        return probs, [new_history, new_ranges]
 
     def next_probs(self, history: np.ndarray) -> np.ndarray:
         """Return the probability of each next symbol ``[rows, vocab]`` after each row of the
         last ``order - 1`` symbols (the padded history, oldest first)."""
         self._check_fitted()
         history = np.ascontiguousarray(history, dtype=np.int64)
+        ranges = np.empty((len(history), 2 * self.order), dtype=np.int64)
+        _search_ranges(self.keys, self.bounds, self.vocab_size, history, ranges)
         probs = np.empty((len(history), self.vocab_size))
-        _next_probs(self.keys, self.cumulative, self.bounds, self.discounts, history, probs)
+        _fill(self.keys, self.cumulative, self.discounts, ranges, probs)
         return probs
+
+    def _step_links(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return (built on first use) what a step follows from a context to the next one
+        instead of searching the keys: for each n-gram of every order but the highest, the
+        first of the n-grams of the order above that continue it (``children``, indexed like
+        the keys); and the few contexts that have continuations but are no n-gram of the order
+        below (only the padding at a tweet's start: ``orphan_low``, the smallest key of each
+        one's continuations, sorted, and ``orphan_start``, where they begin)."""
+        self._check_fitted()
+        if self._links is None:
+            base, bounds = self.vocab_size, self.bounds
+            children = np.empty(bounds[-2], dtype=np.int32 if bounds[-1] < 2**31 else np.int64)
+            orphans = []
+            for k in range(1, self.order):  # the keys of order k + 1 and their contexts
+                keys = self.keys[bounds[k]:bounds[k + 1]]
+                contexts = (keys & _UNTAG) // base | np.int64(k << LEVEL_SHIFT)
+                below = self.keys[bounds[k - 1]:bounds[k]]
+                children[bounds[k - 1]:bounds[k]] = bounds[k] + np.searchsorted(contexts, below)
+                found = np.minimum(np.searchsorted(below, contexts), len(below) - 1)
+                orphans.append(np.unique(contexts[below[found] != contexts]))
+            orphan_low = np.concatenate([np.zeros(0, np.int64)] + [
+                (contexts & _UNTAG) * base | np.int64((k + 1) << LEVEL_SHIFT)
+                for k, contexts in enumerate(orphans, start=1)])
+            self._links = (children, orphan_low, np.searchsorted(self.keys, orphan_low))
+        return self._links
 
     # Storage.
 
@@ -280,85 +327,117 @@ class KneserNeyModel:
 
 
 @compiled
-def _row_probs(keys, cumulative, bounds, discounts, history, out, start, stop, weight, total):
-    """Write into ``out`` the probability of each next symbol after one row's ``history``
-    (oldest first), as `KneserNeyModel.log_probs` computes it; ``start`` to ``total`` are
-    scratch arrays of one element per order."""
-    order, base, width = len(discounts), len(out), len(history)
-    context, power, seen, uniform = 0, 1, order, 0.0
-    for k in range(order):  # order k + 1: the context is the last k symbols
-        if k:
-            context += history[width - k] * power
-            power *= base
-        low = ((k + 1) << LEVEL_SHIFT) + context * base
-        # The first key of the level at or above the context's first continuation.
-        lo, hi = bounds[k], bounds[k + 1]
-        while lo < hi:
-            middle = (lo + hi) >> 1
-            if keys[middle] < low:
-                lo = middle + 1
-            else:
-                hi = middle
-        end = lo
-        while end < bounds[k + 1] and keys[end] < low + base:
-            end += 1
-        start[k], stop[k] = lo, end
-        if end == lo:
-            # Every order below holds the suffixes of the n-grams above it, so a context that
-            # is unseen here is unseen in every higher order too.
-            seen = k
-            break
-    for k in range(seen, order):
-        start[k], stop[k] = 0, 0
-    # Order k's share counts times the back-off weights of the orders above it.
-    weight[order - 1] = 1.0
-    for k in range(order - 1, -1, -1):
-        size = stop[k] - start[k]
-        if size:
-            total[k] = np.float64(cumulative[stop[k]]) - np.float64(cumulative[start[k]])
-            backoff = discounts[k] * size / total[k]
+def _first_at_or_above(array, first, stop, value):
+    """Return the first index in ``array[first:stop]`` (sorted) whose value is at least
+    ``value``, ``stop`` if none is."""
+    while first < stop:
+        middle = (first + stop) >> 1
+        if array[middle] < value:
+            first = middle + 1
         else:
-            total[k], backoff = 1.0, 1.0
-        if k:
-            weight[k - 1] = weight[k] * backoff
-        else:
-            uniform = weight[0] * backoff / base
-    out[:] = 0.0
-    for k in range(order):  # lowest order first: the order of the sum in `log_probs`
-        low = ((k + 1) << LEVEL_SHIFT)
-        for index in range(start[k], stop[k]):
-            symbol = (keys[index] - low) % base
-            count = np.float64(cumulative[index + 1]) - np.float64(cumulative[index])
-            out[symbol] += weight[k] * (max(count - discounts[k], 0.0) / total[k])
-    for symbol in range(base):
-        out[symbol] += uniform
+            stop = middle
+    return first
 
 
 @compiled
-def _next_probs(keys, cumulative, bounds, discounts, history, out):
-    """Write into ``out[row]`` the probability of each next symbol after ``history[row]``."""
-    order = len(discounts)
-    start, stop = np.empty(order, np.int64), np.empty(order, np.int64)
-    weight, total = np.empty(order), np.empty(order)
+def _context_low(history, k, base, context):
+    """Return the context of order k + 1 (the last k symbols of ``history``) from that of
+    order k, and the smallest key its continuations can have."""
+    if k:
+        context += history[len(history) - k] * base ** (k - 1)
+    return context, ((k + 1) << LEVEL_SHIFT) + context * base
+
+
+@compiled
+def _search_ranges(keys, bounds, base, history, ranges):
+    """Write into ``ranges[row]`` where the continuations of each context of ``history[row]``
+    lie in the keys: their first index for each order, lowest first, then their end."""
+    order = len(bounds) - 1
     for row in range(len(history)):
-        _row_probs(keys, cumulative, bounds, discounts, history[row], out[row], start, stop,
-                   weight, total)
+        context = 0
+        for k in range(order):
+            context, low = _context_low(history[row], k, base, context)
+            first = _first_at_or_above(keys, bounds[k], bounds[k + 1], low)
+            ranges[row, k] = first
+            ranges[row, order + k] = _first_at_or_above(keys, first, min(first + base,
+                                                                          bounds[k + 1]),
+                                                        low + base)
 
 
 @compiled
-def _step_probs(keys, cumulative, bounds, discounts, history, ids, shifted, out):
+def _step_probs(keys, cumulative, bounds, discounts, children, orphan_low, orphan_start,
+                history, ranges, ids, new_history, new_ranges, out):
     """Append ``ids[row]`` to each ``history[row]``, dropping its oldest symbol, into
-    ``shifted``; write the probabilities after it into ``out`` (as `_next_probs`)."""
-    order = len(discounts)
-    start, stop = np.empty(order, np.int64), np.empty(order, np.int64)
-    weight, total = np.empty(order), np.empty(order)
+    ``new_history``; write where the new contexts' continuations lie into ``new_ranges`` and
+    the probabilities after them into ``out``. No search of the keys: the new context of
+    order k + 1 is the old context of order k followed by the symbol, one of that context's
+    continuations (found among the few in ``ranges``), and its own continuations begin at
+    its ``children`` entry."""
+    order, base = len(discounts), out.shape[1]
     width = history.shape[1]
     for row in range(len(history)):
         if width:
-            shifted[row, :width - 1] = history[row, 1:]
-            shifted[row, width - 1] = ids[row]
-        _row_probs(keys, cumulative, bounds, discounts, shifted[row], out[row], start, stop,
-                   weight, total)
+            new_history[row, :width - 1] = history[row, 1:]
+            new_history[row, width - 1] = ids[row]
+        context = 0
+        for k in range(order):
+            context, low = _context_low(new_history[row], k, base, context)
+            if k == 0:
+                first = bounds[0]
+            else:
+                key = (k << LEVEL_SHIFT) + context  # the context, as an n-gram of order k
+                index = _first_at_or_above(keys, ranges[row, k - 1], ranges[row, order + k - 1],
+                                           key)
+                if index < ranges[row, order + k - 1] and keys[index] == key:
+                    first = children[index]
+                else:
+                    orphan = _first_at_or_above(orphan_low, 0, len(orphan_low), low)
+                    if orphan < len(orphan_low) and orphan_low[orphan] == low:
+                        first = orphan_start[orphan]
+                    else:
+                        first = bounds[k + 1]  # an unseen context: no continuations
+            end = first
+            while end < bounds[k + 1] and keys[end] < low + base:
+                end += 1
+            new_ranges[row, k], new_ranges[row, order + k] = first, end
+    _fill(keys, cumulative, discounts, new_ranges, out)
+
+
+@compiled
+def _fill(keys, cumulative, discounts, ranges, out):
+    """Write into ``out[row]`` the probability of each next symbol, given where the
+    continuations of the row's contexts lie (``ranges[row]``, as `_search_ranges` writes it),
+    as `KneserNeyModel.log_probs` computes it: order k's discounted counts times the back-off
+    weights of the orders above it, lowest order first, then the uniform share."""
+    order, base = len(discounts), out.shape[1]
+    weight, total = np.empty(order), np.empty(order)
+    for row in range(len(ranges)):
+        start, stop = ranges[row, :order], ranges[row, order:]
+        weight[order - 1], uniform = 1.0, 0.0
+        for k in range(order - 1, -1, -1):
+            size = stop[k] - start[k]
+            if size:
+                total[k] = np.float64(cumulative[stop[k]]) - np.float64(cumulative[start[k]])
+                backoff = discounts[k] * size / total[k]
+            else:
+                total[k], backoff = 1.0, 1.0
+            if k:
+                weight[k - 1] = weight[k] * backoff
+            else:
+                uniform = weight[0] * backoff / base
+        row_out = out[row]
+        row_out[:] = 0.0
+        for k in range(order):
+            if stop[k] == start[k]:
+                continue
+            # The continuations share their context: the symbol is the key less the smallest.
+            low = keys[start[k]] - (keys[start[k]] - ((k + 1) << LEVEL_SHIFT)) % base
+            for index in range(start[k], stop[k]):
+                count = np.float64(cumulative[index + 1]) - np.float64(cumulative[index])
+                row_out[keys[index] - low] += weight[k] * (
+                    max(count - discounts[k], 0.0) / total[k])
+        for symbol in range(base):
+            row_out[symbol] += uniform
 
 
 def _put_small(arrays: dict, name: str, values: np.ndarray) -> None:

@@ -138,19 +138,27 @@ def test_the_compiled_step_computes_the_numpy_formula_bit_for_bit(vocabulary, or
 
 @pytest.mark.parametrize("order", [1, 3, 6])
 def test_a_row_steps_the_same_alone_and_in_a_batch(vocabulary, order):
-    """Bit for bit: the serving engine batches unrelated requests."""
+    """Bit for bit (the serving engine batches unrelated requests), and as `next_probs` finds
+    the history's contexts by searching the keys: the step follows them from the last step."""
     ngram = KneserNeyModel(order, len(vocabulary)).fit(encode_tweets(TEXTS, vocabulary))
     rng = np.random.default_rng(order)
-    history = histories(ngram, vocabulary, 24, seed=order)
-    ids = rng.integers(0, len(vocabulary), len(history))
-    log_probs, (shifted,) = ngram.step(ids, [history])
-    probs, _ = ngram.step_probs(ids, [history])
-    # The state is the history one symbol on: the oldest dropped, the fed one last.
-    np.testing.assert_array_equal(shifted, np.concatenate([history, ids[:, None]], 1)[:, 1:])
-    np.testing.assert_array_equal(log_probs, np.log(probs))
-    for row in (0, 5, 11, 23):
-        alone, (alone_history,) = ngram.step(ids[row:row + 1], [history[row:row + 1]])
-        assert np.array_equal(alone[0], log_probs[row])
-        assert np.array_equal(alone_history[0], shifted[row])
-        assert np.array_equal(ngram.next_probs(history[row:row + 1])[0],
-                              ngram.next_probs(history)[row])
+    rows, steps = 12, 30
+    # Training text (long contexts seen), random symbols (unseen), ENDs (the padding again).
+    ids = np.stack([np.roll(np.concatenate([vocabulary.encode(text) for text in TEXTS]),
+                            -rng.integers(0, 300))[:steps] for _ in range(rows)], axis=1)
+    ids[rng.random(ids.shape) < 0.1] = END_ID
+    ids[10:14, ::3] = rng.integers(0, len(vocabulary), (4, len(ids[0, ::3])))
+    state, together = ngram.initial_state(rows), []
+    for symbols in ids:
+        previous = state[0]
+        log_probs, state = ngram.step(symbols, state)
+        # The history is one symbol on: the oldest dropped, the fed one last.
+        np.testing.assert_array_equal(
+            state[0], np.concatenate([previous, symbols[:, None]], axis=1)[:, 1:])
+        np.testing.assert_array_equal(log_probs, np.log(ngram.next_probs(state[0])))
+        together.append(log_probs)
+    for row in (0, 5, 11):
+        alone = ngram.initial_state(1)
+        for t, symbols in enumerate(ids[:, row:row + 1]):
+            log_probs, alone = ngram.step(symbols, alone)
+            assert np.array_equal(log_probs[0], together[t][row])
