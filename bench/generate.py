@@ -77,6 +77,56 @@ def sampling_per_step(generator, rows: int, repeat: int = 200) -> tuple[float, f
     return together, (time.perf_counter() - started) / repeat
 
 
+def layers_per_step(model: str, rows: int, tweets: int = 64) -> dict[str, float] | None:
+    """Seconds per step of each layer of the served model (`LexiconConstraint(MixedModel(
+    network, n-gram table))`) on its own, stepping ``rows`` of the model's own tweets: a
+    layer's time is its step less the step of what it wraps. None for a model without both."""
+    from covfefe.generate import TweetGenerator
+    from covfefe.lexicon import LexiconConstraint
+    from covfefe.mixture import MixedModel
+    from covfefe.text import END_ID
+
+    generator = TweetGenerator.from_artifact(model)  # its own: its steps get timed
+    constraint = generator.network
+    if not (isinstance(constraint, LexiconConstraint)
+            and isinstance(constraint.model, MixedModel)):
+        return None
+    mixture = constraint.model
+    spent = dict.fromkeys(("network", "table", "mixture", "constraint"), 0.0)
+
+    def timed(layer, method: str, name: str) -> None:
+        step = getattr(layer, method)
+
+        def timed_step(*args):
+            started = time.perf_counter()
+            result = step(*args)
+            spent[name] += time.perf_counter() - started
+            return result
+        setattr(layer, method, timed_step)
+
+    timed(mixture.network, "step", "network")
+    timed(mixture.ngram, "step_probs", "table")
+    timed(mixture, "step", "mixture")
+    timed(constraint, "step", "constraint")
+    texts = [c.text for seed in range(max(tweets // rows, 4))
+             for c in generator.complete("", n=rows, seed=seed, temperature=0.8)]
+    for name in spent:
+        spent[name] = 0.0
+    steps = 0
+    for first in range(0, len(texts), rows):
+        encoded = [[END_ID, *generator.vocabulary.encode(text)]
+                   for text in texts[first:first + rows]]
+        length = min(len(ids) for ids in encoded)
+        ids = np.array([row[:length] for row in encoded]).T
+        state = constraint.initial_state(rows)
+        for symbols in ids:
+            _, state = constraint.step(symbols, state)
+        steps += length
+    return {"network": spent["network"] / steps, "table": spent["table"] / steps,
+            "mixing": (spent["mixture"] - spent["network"] - spent["table"]) / steps,
+            "lexicon": (spent["constraint"] - spent["mixture"]) / steps}
+
+
 def per_char(function, repeat: int, rounds: int = 3) -> float:
     """Return the seconds per generated character (per step for a batch) over ``repeat`` runs,
     the best of ``rounds`` rounds (as timeit does: the others were slowed by something else)."""
@@ -145,6 +195,7 @@ def main() -> None:
                               args.tweets * 10) * args.length
     engine.stop()
     rows_sampling, one_by_one = sampling_per_step(generator, 32)
+    layers = {rows: layers_per_step(model, rows) for rows in (1, 16)}
     index = TweetGenerator.from_artifact(model).novelty
     novelty = None
     if index is not None:
@@ -177,6 +228,14 @@ def main() -> None:
     print(f"sampling 32 rows with their own temperature, top-k, top-p: "
           f"{rows_sampling * 1000:.2f} ms per step vectorised, {one_by_one * 1000:.2f} ms row by "
           f"row ({one_by_one / rows_sampling:.0f}x)")
+    for rows, layer in layers.items():
+        if layer is not None:
+            print(f"layers around the network per step, {rows} rows: n-gram table "
+                  f"{layer['table'] * 1e6:.0f} us, mixing {layer['mixing'] * 1e6:.0f} us, "
+                  f"lexicon {layer['lexicon'] * 1e6:.0f} us: together "
+                  f"{(layer['table'] + layer['mixing'] + layer['lexicon']) / layer['network']:.2f}x"
+                  f" the network's step "
+                  f"({layer['network'] * 1e6:.0f} us)")
     if novelty is not None:
         print(f"novelty check: {novelty * 1000:.2f} ms per tweet")
     print(f"cold start (fresh process: import, load, first tweet): {start['first_tweet_s']:.2f} s"
