@@ -257,20 +257,15 @@ class KneserNeyModel:
         one's continuations, sorted, and ``orphan_start``, where they begin)."""
         self._check_fitted()
         if self._links is None:
-            base, bounds = self.vocab_size, self.bounds
+            bounds = self.bounds
             children = np.empty(bounds[-2], dtype=np.int32 if bounds[-1] < 2**31 else np.int64)
-            orphans = []
-            for k in range(1, self.order):  # the keys of order k + 1 and their contexts
-                keys = self.keys[bounds[k]:bounds[k + 1]]
-                contexts = (keys & _UNTAG) // base | np.int64(k << LEVEL_SHIFT)
-                below = self.keys[bounds[k - 1]:bounds[k]]
-                children[bounds[k - 1]:bounds[k]] = bounds[k] + np.searchsorted(contexts, below)
-                found = np.minimum(np.searchsorted(below, contexts), len(below) - 1)
-                orphans.append(np.unique(contexts[below[found] != contexts]))
-            orphan_low = np.concatenate([np.zeros(0, np.int64)] + [
-                (contexts & _UNTAG) * base | np.int64((k + 1) << LEVEL_SHIFT)
-                for k, contexts in enumerate(orphans, start=1)])
-            self._links = (children, orphan_low, np.searchsorted(self.keys, orphan_low))
+            orphaned = np.zeros(len(self.keys), dtype=bool)
+            _link_levels(self.keys, bounds, self.vocab_size, children, orphaned)
+            # An orphan context's continuations follow each other: find the first of each.
+            index = np.flatnonzero(orphaned)
+            lows = self.keys[index] - (self.keys[index] & _UNTAG) % self.vocab_size
+            orphan_low, first = np.unique(lows, return_index=True)
+            self._links = (children, orphan_low, index[first])
         return self._links
 
     # Storage.
@@ -346,6 +341,28 @@ def _context_low(history, k, base, context):
     if k:
         context += history[len(history) - k] * base ** (k - 1)
     return context, ((k + 1) << LEVEL_SHIFT) + context * base
+
+
+@compiled
+def _link_levels(keys, bounds, base, children, orphaned):
+    """Write into ``children[j]``, for each key of every order but the highest, the index of
+    the first key of the order above that continues it; mark in ``orphaned`` the keys whose
+    context is no key of the order below. One merge of each pair of sorted levels: a key of
+    order k + 1 continues the key ``c`` of order k when its ids lie in
+    ``[c * base, (c + 1) * base)``."""
+    for k in range(1, len(bounds) - 1):
+        index, stop = bounds[k], bounds[k + 1]
+        tag, below_tag = (k + 1) << LEVEL_SHIFT, k << LEVEL_SHIFT
+        for j in range(bounds[k - 1], bounds[k]):
+            low = (keys[j] - below_tag) * base  # its continuations' ids begin here
+            while index < stop and keys[index] - tag < low:
+                # Past the previous key's continuations, before this one's: an orphan.
+                orphaned[index] = True
+                index += 1
+            children[j] = index
+            while index < stop and keys[index] - tag < low + base:
+                index += 1
+        orphaned[index:stop] = True
 
 
 @compiled

@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 
+from covfefe.artifact import load_artifact
+from covfefe.config import BUNDLED_MODEL, resolve
 from covfefe.corpus import encode_tweets
 from covfefe.errors import UserError
 from covfefe.ngram import LEVEL_SHIFT, KneserNeyModel
@@ -162,3 +164,21 @@ def test_a_row_steps_the_same_alone_and_in_a_batch(vocabulary, order):
         for t, symbols in enumerate(ids[:, row:row + 1]):
             log_probs, alone = ngram.step(symbols, alone)
             assert np.array_equal(log_probs[0], together[t][row])
+
+
+def test_the_bundled_table_steps_to_the_contexts_that_a_search_finds():
+    """4.5 million n-grams: every step's probabilities, from the contexts followed link by link,
+    equal those of `next_probs`, which searches the keys for the same history."""
+    artifact = load_artifact(resolve(BUNDLED_MODEL))
+    ngram, vocabulary = artifact.ngram_model(), artifact.vocabulary
+    rng = np.random.default_rng(0)
+    text = np.array(vocabulary.encode(
+        "Make America Great Again! The Fake News Media is working overtime, very unfair. "
+        "Thank you to our great Veterans. We will WIN BIG in November! #MAGA"))
+    ids = np.stack([np.roll(text, -shift)[:60] for shift in rng.integers(0, len(text), 16)], 1)
+    ids[rng.random(ids.shape) < 0.05] = END_ID
+    ids[20:25, ::4] = rng.integers(0, len(vocabulary), (5, 4))
+    state = ngram.initial_state(16)
+    for symbols in ids:
+        probs, state = ngram.step_probs(symbols, state)
+        np.testing.assert_array_equal(probs, ngram.next_probs(state[0]))
