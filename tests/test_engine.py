@@ -22,12 +22,12 @@ from covfefe.engine import (
     EngineBusy,
     EngineError,
     join_rows,
-    sample_rows,
     take_rows,
 )
 from covfefe.errors import UserError
 from covfefe.generate import TweetGenerator, sample
 from covfefe.rowwise import matmul
+from covfefe.sampling import sample_rows
 from tests.helpers import free_port, stop_process
 
 # Varied requests: prefixes of different lengths (fed while others generate), every sampling
