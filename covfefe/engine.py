@@ -398,11 +398,8 @@ class Engine:
             chosen = np.ascontiguousarray(logits, dtype=np.float64)
             drawing = self._jobs
         chosen[:, BANNED] = -np.inf
-        # One uniform per candidate per step, ended candidates included, in the order
-        # TweetGenerator draws them: a request's text does not depend on the batch.
-        uniforms = [job.rng.random(job.n) for job in drawing]
-        uniforms = np.concatenate([u if u.size == job.live.size else u[job.live]
-                                   for u, job in zip(uniforms, drawing, strict=True)])
+        # Each row's uniform for its position, drawn when its job joined (see _Rows.add).
+        uniforms = rows.uniforms[index, rows.length[index]]
         symbols, log_probs = draw_rows(chosen, uniforms, rows.temperature[index],
                                        rows.top_k[index], rows.top_p[index])
         rows.log_prob[index] += log_probs
@@ -461,7 +458,7 @@ class Engine:
 class _Rows:
     """What the engine keeps per row of the batch, in row order: the next input symbol, the
     sampling parameters, whether the row draws yet, what it has written, its log-probability,
-    and which job and candidate it belongs to."""
+    the uniform of each of its draws, and which job and candidate it belongs to."""
 
     def __init__(self, max_chars: int):
         self.max_chars = max_chars
@@ -474,19 +471,25 @@ class _Rows:
         self.length = np.zeros(0, dtype=np.int64)
         self.limit = np.zeros(0, dtype=np.int64)
         self.log_prob = np.zeros(0)
+        self.uniforms = np.zeros((0, max_chars))
         self.owners: list[tuple[Job, int]] = []
 
     _ARRAYS = ("ids", "temperature", "top_k", "top_p", "sampling", "history", "length",
-               "limit", "log_prob")
+               "limit", "log_prob", "uniforms")
 
     def add(self, job: Job) -> None:
         n = job.n
+        # The uniforms of every position at once: one per candidate per step, ended candidates
+        # included, in the order TweetGenerator draws them (``rng.random(n)`` per step), so a
+        # request's text does not depend on its batch.
+        uniforms = np.zeros((n, self.max_chars))
+        uniforms[:, :job.positions] = job.rng.random((job.positions, n)).T
         fresh = {"ids": np.full(n, job.feed[0]), "temperature": np.full(n, job.temperature),
                  "top_k": np.full(n, job.top_k), "top_p": np.full(n, job.top_p),
                  "sampling": np.zeros(n, dtype=bool),
                  "history": np.zeros((n, self.max_chars), dtype=np.int64),
                  "length": np.zeros(n, dtype=np.int64), "limit": np.full(n, job.positions),
-                 "log_prob": np.zeros(n)}
+                 "log_prob": np.zeros(n), "uniforms": uniforms}
         for name in self._ARRAYS:
             setattr(self, name, np.concatenate([getattr(self, name), fresh[name]]))
         self.owners.extend((job, candidate) for candidate in range(n))

@@ -97,11 +97,16 @@ def draw_rows(logits: np.ndarray, uniforms: np.ndarray, temperature, top_k=0, to
     rows = logits.shape[0]
     symbols = np.empty(rows, dtype=np.int64)
     log_probs = np.empty(rows)
-    _draw(logits, np.ascontiguousarray(uniforms, dtype=np.float64),
-          np.broadcast_to(np.asarray(temperature, dtype=np.float64), rows).copy(),
-          np.broadcast_to(np.asarray(top_k, dtype=np.int64), rows).copy(),
-          np.broadcast_to(np.asarray(top_p, dtype=np.float64), rows).copy(), symbols, log_probs)
+    _draw(logits, _per_row(uniforms, rows, np.float64), _per_row(temperature, rows, np.float64),
+          _per_row(top_k, rows, np.int64), _per_row(top_p, rows, np.float64), symbols, log_probs)
     return symbols, log_probs
+
+
+def _per_row(value, rows: int, dtype) -> np.ndarray:
+    """``value`` as one contiguous entry per row (a scalar is repeated)."""
+    if np.ndim(value) == 0:
+        return np.full(rows, value, dtype=dtype)
+    return np.ascontiguousarray(value, dtype=dtype).reshape(rows)
 
 
 def sample_rows(logits: np.ndarray, uniforms: np.ndarray, temperature, top_k=0,
