@@ -55,9 +55,9 @@ def engine_steps(engine, length: int, n: int, seed: int) -> int:
 
 def sampling_per_step(generator, rows: int, repeat: int = 200) -> tuple[float, float]:
     """Seconds to draw one symbol for each of ``rows`` rows with their own parameters: the
-    engine's vectorised sampling, against `sample` called once per row."""
-    from covfefe.engine import sample_rows
+    compiled sampling (covfefe.sampling), against the NumPy `sample` called once per row."""
     from covfefe.generate import sample
+    from covfefe.sampling import sample_rows
 
     logits, _ = generator.network.step(np.arange(rows) % 80 + 3,
                                        generator.network.initial_state(rows))

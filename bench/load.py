@@ -7,14 +7,16 @@ For each path (``COVFEFE_ENGINE=1``: the requests of a worker stepped together; 
 request runs its own steps in its thread, as before the engine) it starts `covfefe serve` with
 2 workers and the path's default settings, then, for each number of clients, has every client
 post /api/generate (one candidate, the model's own length) back to back. Prints requests per
-second, p50/p95/p99 latency of the answered requests, errors, deliberate 503s, and the workers'
-memory at the start and end of the run; then the engine's figures as ratios against the
-per-request path. The rate limit is lifted for the run.
+second, p50/p95/p99 latency of the answered requests, errors, deliberate 503s, the workers'
+memory at the start and end of the run, and the CPU time per answered request of the workers
+and of the clients (this process: it shares the machine); then the engine's figures as ratios
+against the per-request path. The rate limit is lifted for the run.
 """
 
 import argparse
 import json
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -42,6 +44,16 @@ def worker_rss_mb(master: int) -> list[float]:
             if line.startswith("VmRSS:"):
                 sizes.append(int(line.split()[1]) / 1024)
     return sizes
+
+
+def workers_cpu_s(master: int) -> float:
+    """CPU seconds (user and system) the master's children have used so far."""
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    ticks = 0
+    for child in children:
+        fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def start_server(args, engine: str) -> tuple[subprocess.Popen, str]:
@@ -126,15 +138,22 @@ def main() -> None:
             load(base, 2, 2, body)  # warm up: first requests, compiled kernels
             for clients in args.clients:
                 before = worker_rss_mb(server.pid)
+                cpu = workers_cpu_s(server.pid), resource.getrusage(resource.RUSAGE_SELF)
                 result = load(base, clients, args.seconds, body)
                 result["rss"] = (before, worker_rss_mb(server.pid))
+                used = resource.getrusage(resource.RUSAGE_SELF)
+                answered = max(result["answered"], 1)
+                result["server_cpu_ms"] = (workers_cpu_s(server.pid) - cpu[0]) / answered * 1e3
+                result["client_cpu_ms"] = (used.ru_utime + used.ru_stime - cpu[1].ru_utime
+                                           - cpu[1].ru_stime) / answered * 1e3
                 results[path, clients] = result
                 rss = " / ".join(f"{a:.0f}->{b:.0f}" for a, b in zip(*result["rss"],
                                                                        strict=False))
                 print(f"  {path:11s} {clients:4d} clients: {result['rps']:6.1f} requests/s, "
                       f"p50 {result['p50']:6.0f} ms, p95 {result['p95']:6.0f} ms, p99 "
                       f"{result['p99']:6.0f} ms, errors {result['errors']}, 503s "
-                      f"{result['refused']}, worker RSS MB {rss}"
+                      f"{result['refused']}, worker RSS MB {rss}, CPU ms per answer: workers "
+                      f"{result['server_cpu_ms']:.1f}, clients {result['client_cpu_ms']:.1f}"
                       + (f" {result['error_sample']}" if result["errors"] else ""), flush=True)
         finally:
             server.terminate()

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from covfefe.errors import UserError
-from covfefe.generate import GREEDY_BELOW, Completion, TweetGenerator, log_softmax
+from covfefe.generate import Completion, TweetGenerator
+from covfefe.sampling import draw_rows
 from covfefe.text import END_ID, MAX_TWEET_CHARS, PAD_ID, UNK_ID
 
 log = logging.getLogger(__name__)
@@ -47,62 +48,6 @@ class EngineBusy(Exception):
 
 class EngineError(RuntimeError):
     """The engine failed while a request was in flight (a bug; the request cannot finish)."""
-
-
-# Vectorised sampling: one row per sequence, each row with its own parameters. Row by row the
-# arithmetic is that of covfefe.generate.sample (the same NumPy operations along each row), so
-# a row draws the same symbol here as there from the same uniform.
-
-
-def top_k_rows(logits: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """Keep the ``k[i]`` most likely symbols of row ``i`` (0, or the vocabulary size or more,
-    keeps all); the rest become -inf. Rows are changed in place and returned."""
-    vocabulary = logits.shape[-1]
-    active = np.flatnonzero((k > 0) & (k < vocabulary))
-    if active.size:
-        rows = logits[active]
-        # The k-th largest value, as np.partition finds it in top_k_filter.
-        threshold = np.sort(rows, axis=-1)[np.arange(active.size), vocabulary - k[active]]
-        logits[active] = np.where(rows >= threshold[:, None], rows, -np.inf)
-    return logits
-
-
-def top_p_rows(logits: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Keep, in row ``i``, the smallest set of most likely symbols whose probability reaches
-    ``p[i]`` (1 keeps all). Rows are changed in place and returned."""
-    active = np.flatnonzero(p < 1.0)
-    if active.size:
-        rows = logits[active]
-        order = np.argsort(-rows, axis=-1)
-        probabilities = np.exp(log_softmax(np.take_along_axis(rows, order, axis=-1)))
-        before = np.cumsum(probabilities, axis=-1) - probabilities
-        keep_sorted = before < p[active, None]  # the most likely symbol is always kept
-        keep = np.zeros_like(keep_sorted)
-        np.put_along_axis(keep, order, keep_sorted, axis=-1)
-        logits[active] = np.where(keep, rows, -np.inf)
-    return logits
-
-
-def sample_rows(logits: np.ndarray, uniforms: np.ndarray, temperature: np.ndarray,
-                top_k: np.ndarray, top_p: np.ndarray) -> np.ndarray:
-    """Draw one symbol per row of (float64) logits, row ``i`` with its own temperature, top-k
-    and top-p, from the uniform ``uniforms[i]`` in [0, 1): as `covfefe.generate.sample` does
-    for a whole batch with one set of parameters."""
-    greedy = temperature < GREEDY_BELOW
-    if greedy.any():  # the limit as the temperature goes to 0: the most likely symbol
-        scaled = logits / np.where(greedy, 1.0, temperature)[:, None]
-        rows = logits[greedy]
-        scaled[greedy] = np.where(rows >= rows.max(axis=-1, keepdims=True), 0.0, -np.inf)
-    else:
-        scaled = logits / temperature[:, None]
-    if top_k.any():  # (the filters cost a sort; most requests use neither)
-        scaled = top_k_rows(scaled, top_k)
-    if (top_p < 1.0).any():
-        scaled = top_p_rows(scaled, top_p)
-    weights = np.exp(scaled - scaled.max(axis=-1, keepdims=True))
-    cumulative = np.cumsum(weights, axis=-1)
-    draws = uniforms[:, None] * cumulative[:, -1:]
-    return np.minimum((cumulative < draws).sum(axis=-1), logits.shape[-1] - 1)
 
 
 def _map(function, *nests):
@@ -453,16 +398,11 @@ class Engine:
             chosen = np.ascontiguousarray(logits, dtype=np.float64)
             drawing = self._jobs
         chosen[:, BANNED] = -np.inf
-        # One uniform per candidate per step, ended candidates included, in the order
-        # TweetGenerator draws them: a request's text does not depend on the batch.
-        uniforms = [job.rng.random(job.n) for job in drawing]
-        uniforms = np.concatenate([u if u.size == job.live.size else u[job.live]
-                                   for u, job in zip(uniforms, drawing, strict=True)])
-        symbols = sample_rows(chosen, uniforms, rows.temperature[index], rows.top_k[index],
-                              rows.top_p[index])
-        top = chosen.max(axis=1)
-        log_z = top + np.log(np.exp(chosen - top[:, None]).sum(axis=1))
-        rows.log_prob[index] += chosen[np.arange(index.size), symbols] - log_z
+        # Each row's uniform for its position, drawn when its job joined (see _Rows.add).
+        uniforms = rows.uniforms[index, rows.length[index]]
+        symbols, log_probs = draw_rows(chosen, uniforms, rows.temperature[index],
+                                       rows.top_k[index], rows.top_p[index])
+        rows.log_prob[index] += log_probs
         rows.history[index, rows.length[index]] = symbols
         rows.length[index] += 1
         rows.ids[index] = symbols
@@ -518,7 +458,7 @@ class Engine:
 class _Rows:
     """What the engine keeps per row of the batch, in row order: the next input symbol, the
     sampling parameters, whether the row draws yet, what it has written, its log-probability,
-    and which job and candidate it belongs to."""
+    the uniform of each of its draws, and which job and candidate it belongs to."""
 
     def __init__(self, max_chars: int):
         self.max_chars = max_chars
@@ -531,19 +471,25 @@ class _Rows:
         self.length = np.zeros(0, dtype=np.int64)
         self.limit = np.zeros(0, dtype=np.int64)
         self.log_prob = np.zeros(0)
+        self.uniforms = np.zeros((0, max_chars))
         self.owners: list[tuple[Job, int]] = []
 
     _ARRAYS = ("ids", "temperature", "top_k", "top_p", "sampling", "history", "length",
-               "limit", "log_prob")
+               "limit", "log_prob", "uniforms")
 
     def add(self, job: Job) -> None:
         n = job.n
+        # The uniforms of every position at once: one per candidate per step, ended candidates
+        # included, in the order TweetGenerator draws them (``rng.random(n)`` per step), so a
+        # request's text does not depend on its batch.
+        uniforms = np.zeros((n, self.max_chars))
+        uniforms[:, :job.positions] = job.rng.random((job.positions, n)).T
         fresh = {"ids": np.full(n, job.feed[0]), "temperature": np.full(n, job.temperature),
                  "top_k": np.full(n, job.top_k), "top_p": np.full(n, job.top_p),
                  "sampling": np.zeros(n, dtype=bool),
                  "history": np.zeros((n, self.max_chars), dtype=np.int64),
                  "length": np.zeros(n, dtype=np.int64), "limit": np.full(n, job.positions),
-                 "log_prob": np.zeros(n)}
+                 "log_prob": np.zeros(n), "uniforms": uniforms}
         for name in self._ARRAYS:
             setattr(self, name, np.concatenate([getattr(self, name), fresh[name]]))
         self.owners.extend((job, candidate) for candidate in range(n))

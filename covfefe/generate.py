@@ -6,7 +6,8 @@ new character, carrying the state forward, for ``n`` candidates in one batch. It
 NumPy copies of the network's weights, so it needs neither TensorFlow nor a GPU, and it
 produces the same next-character distribution as the Keras model (a test compares them).
 
-Sampling (temperature, top-k, top-p) is a set of small pure functions over logits.
+Sampling (temperature, top-k, top-p) is compiled in `covfefe.sampling`, row by row; the small
+NumPy functions here (`sample` and its filters) are its reference.
 """
 
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from covfefe.errors import UserError
 from covfefe.lexicon import LexiconConstraint
 from covfefe.mixture import MixedModel
 from covfefe.numpy_network import NumpyNetwork
+from covfefe.sampling import GREEDY_BELOW, draw_rows
 from covfefe.text import END_ID, MAX_TWEET_CHARS, PAD_ID, UNK_ID, Vocabulary
 
 
@@ -38,26 +40,33 @@ def top_k_filter(logits: np.ndarray, k: int) -> np.ndarray:
 
 
 def top_p_filter(logits: np.ndarray, p: float) -> np.ndarray:
-    """Keep the smallest set of most likely symbols whose probability reaches ``p`` (nucleus)."""
+    """Keep the symbols whose likelier symbols together hold less than ``p`` of the probability
+    (nucleus sampling: the smallest set of most likely symbols reaching ``p``, with tied
+    symbols kept or dropped together)."""
     if p >= 1.0:
         return logits
     order = np.argsort(-logits, axis=-1)
-    probabilities = np.exp(log_softmax(np.take_along_axis(logits, order, axis=-1)))
-    before = np.cumsum(probabilities, axis=-1) - probabilities  # mass of the likelier symbols
-    keep_sorted = before < p  # the most likely symbol is always kept
+    ranked = np.take_along_axis(logits, order, axis=-1)
+    probabilities = np.exp(log_softmax(ranked))
+    before = np.zeros_like(probabilities)  # the mass of the symbols ranked before each
+    np.cumsum(probabilities[..., :-1], axis=-1, out=before[..., 1:])
+    # A tied symbol counts the mass before its group (the first of the same value).
+    positions = np.arange(ranked.shape[-1])
+    new_group = np.ones(ranked.shape, dtype=bool)
+    new_group[..., 1:] = ranked[..., 1:] != ranked[..., :-1]
+    first = np.maximum.accumulate(np.where(new_group, positions, 0), axis=-1)
+    keep_sorted = np.take_along_axis(before, first, axis=-1) < p  # the likeliest always kept
     keep = np.zeros_like(keep_sorted)
     np.put_along_axis(keep, order, keep_sorted, axis=-1)
     return np.where(keep, logits, -np.inf)
-
-
-GREEDY_BELOW = 1e-3
 
 
 def sample(logits: np.ndarray, rng: np.random.Generator, *, temperature: float = 1.0,
            top_k: int = 0, top_p: float = 1.0) -> np.ndarray:
     """Draw one symbol per row of logits after temperature, top-k and top-p. Temperatures
     below ``GREEDY_BELOW`` pick the most likely symbol (the limit as the temperature goes to 0;
-    dividing by a tinier one would overflow)."""
+    dividing by a tinier one would overflow). The NumPy reference of what generation draws
+    with (`covfefe.sampling.draw_rows`, compiled, row by row)."""
     if temperature < GREEDY_BELOW:
         best = logits.max(axis=-1, keepdims=True)
         logits = np.where(logits >= best, 0.0, -np.inf)
@@ -179,14 +188,11 @@ class TweetGenerator:
         log_prob = np.zeros(n)
         done = np.zeros(n, dtype=bool)  # the model has written END
         banned = np.array([PAD_ID, UNK_ID])  # never written: padding, and "some rare character"
-        rows = np.arange(n)
         for position in range(generated.shape[1]):
-            logits = np.ascontiguousarray(logits, dtype=np.float64)  # row sums: C order
+            logits = np.array(logits, dtype=np.float64)  # a copy, to ban symbols in
             logits[:, banned] = -np.inf
-            symbols = sample(logits, rng, temperature=temperature, top_k=top_k, top_p=top_p)
-            top = logits.max(axis=1)
-            log_z = top + np.log(np.exp(logits - top[:, None]).sum(axis=1))
-            symbol_log_prob = logits[rows, symbols] - log_z
+            symbols, symbol_log_prob = draw_rows(logits, rng.random(n), temperature, top_k,
+                                                 top_p)
             log_prob += np.where(done, 0.0, symbol_log_prob)
             symbols = np.where(done, PAD_ID, symbols)
             generated[:, position] = symbols

@@ -8,7 +8,7 @@ module, below both, so that the artifact and the generator do not import each ot
 import numpy as np
 
 from covfefe.errors import UserError
-from covfefe.rowwise import matmul
+from covfefe.rowwise import lstm_cell, matmul
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -101,11 +101,7 @@ class NumpyNetwork:
                     z = matmul(h, weights, table[ids])
                 else:
                     z = matmul(np.concatenate([x, h], axis=-1), weights, bias)
-                units = h.shape[-1]  # gates i, f, g, o side by side; slices are views
-                input_forget = _sigmoid(z[:, :2 * units])
-                c = (input_forget[:, units:] * c
-                     + input_forget[:, :units] * np.tanh(z[:, 2 * units:3 * units]))
-                h = _sigmoid(z[:, 3 * units:]) * np.tanh(c)
+                h, c = lstm_cell(z, c)  # compiled: gates i, f, g, o side by side
                 new_state.append((h, c))
             else:
                 kernel, recurrent = weights

@@ -12,16 +12,22 @@ multiply-add, so a row's result is a function of that row and ``w`` alone, whate
 
 The kernel is compiled with numba: four rows at a time share each loaded row of ``w`` (as a
 BLAS kernel would), and the products vectorise over the output columns.
+
+`lstm_cell` is the rest of an LSTM step, compiled too: NumPy's ufuncs cost more than the
+products themselves at small batches (each a pass over memory and a temporary). Its tanh is a
+rational approximation (Eigen's and XLA's, within 4e-7 of the true value) built of only
+multiplications, additions and one division, so it vectorises; the sigmoid is
+``(tanh(x / 2) + 1) / 2``. Element by element, so rows stay independent here as well.
 """
 
 import numpy as np
 
-from covfefe.compiled import compiled as _compiled
+from covfefe.compiled import compiled
 
 GROUP = 8  # products summed as one fixed tree before they are added to the total
 
 
-@_compiled
+@compiled
 def _accumulate(x, w, out):
     """Add ``x @ w`` to ``out`` in place, row by row in a fixed order (see the module)."""
     rows, depth = x.shape
@@ -71,9 +77,54 @@ def _accumulate(x, w, out):
 def matmul(x: np.ndarray, w: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
     """Return ``start + x @ w`` (float32) with each row independent of the others, bit for bit.
     ``start`` is one row (broadcast, e.g. a bias) or one row per row of ``x``; None is zero."""
-    out = np.zeros((x.shape[0], w.shape[1]), dtype=np.float32)  # C order, as the kernel's
-    if start is not None:
-        out[...] = start
+    out = np.empty((x.shape[0], w.shape[1]), dtype=np.float32)  # C order, as the kernel's
+    out[...] = 0.0 if start is None else start
     _accumulate(np.ascontiguousarray(x, dtype=np.float32),
                 np.ascontiguousarray(w, dtype=np.float32), out)
     return out
+
+
+@compiled
+def _tanh(a):
+    """tanh of a float32 as a rational function of it (clamped where tanh is 1 in float32)."""
+    limit = np.float32(7.90531110763549805)
+    x = min(max(a, -limit), limit)
+    x2 = x * x
+    p = np.float32(-2.76076847742355e-16)
+    p = p * x2 + np.float32(2.00018790482477e-13)
+    p = p * x2 + np.float32(-8.60467152213735e-11)
+    p = p * x2 + np.float32(5.12229709037114e-08)
+    p = p * x2 + np.float32(1.48572235717979e-05)
+    p = p * x2 + np.float32(6.37261928875436e-04)
+    p = p * x2 + np.float32(4.89352455891786e-03)
+    q = np.float32(1.19825839466702e-06)
+    q = q * x2 + np.float32(1.18534705686654e-04)
+    q = q * x2 + np.float32(2.26843463243900e-03)
+    q = q * x2 + np.float32(4.89352518554385e-03)
+    return a if abs(a) < np.float32(0.0004) else x * p / q
+
+
+@compiled
+def _lstm_cell(z, c, h_out, c_out):
+    rows, units = c.shape
+    half, one = np.float32(0.5), np.float32(1.0)
+    for r in range(rows):
+        zr, cr, h_row, c_row = z[r], c[r], h_out[r], c_out[r]
+        for j in range(units):
+            i = half * (_tanh(half * zr[j]) + one)
+            f = half * (_tanh(half * zr[units + j]) + one)
+            g = _tanh(zr[2 * units + j])
+            o = half * (_tanh(half * zr[3 * units + j]) + one)
+            new = f * cr[j] + i * g
+            c_row[j] = new
+            h_row[j] = o * _tanh(new)
+
+
+def lstm_cell(z: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return the new ``(h, c)`` of an LSTM from its gate pre-activations ``z`` (i, f, g, o
+    side by side, as Keras orders them) and its cell state ``c`` (float32, one row each)."""
+    h_out = np.empty_like(c, dtype=np.float32)
+    c_out = np.empty_like(h_out)
+    _lstm_cell(np.ascontiguousarray(z, dtype=np.float32),
+               np.ascontiguousarray(c, dtype=np.float32), h_out, c_out)
+    return h_out, c_out

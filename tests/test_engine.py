@@ -22,12 +22,12 @@ from covfefe.engine import (
     EngineBusy,
     EngineError,
     join_rows,
-    sample_rows,
     take_rows,
 )
 from covfefe.errors import UserError
-from covfefe.generate import TweetGenerator, sample
-from covfefe.rowwise import matmul
+from covfefe.generate import TweetGenerator, sample, top_p_filter
+from covfefe.rowwise import lstm_cell, matmul
+from covfefe.sampling import sample_rows
 from tests.helpers import free_port, stop_process
 
 # Varied requests: prefixes of different lengths (fed while others generate), every sampling
@@ -126,6 +126,45 @@ def test_sampling_rows_with_different_parameters_side_by_side():
     drawn = sample_rows(logits, uniforms, np.array([1.0, 1.0, 1.0, 1e-6]),
                         np.array([0, 2, 0, 0]), np.array([1.0, 1.0, 0.7, 1.0]))
     assert drawn.tolist() == [3, 1, 1, 0]
+
+
+def test_top_p_keeps_or_drops_tied_symbols_together():
+    # Probabilities 0.4, 0.2, 0.2, 0.2: p = 0.5 reaches past the first symbol into the tie.
+    logits = np.log(np.array([[0.4, 0.2, 0.2, 0.2], [0.2, 0.2, 0.4, 0.2]]))
+    assert np.isfinite(top_p_filter(logits, 0.5)).all()
+    assert np.isfinite(top_p_filter(logits, 0.3)).tolist() == [[True, False, False, False],
+                                                                 [False, False, True, False]]
+    for uniform in np.linspace(0, 0.999, 40):  # any of the tied symbols can be drawn
+        drawn = sample_rows(logits, np.full(2, uniform), 1.0, 0, 0.5)
+        expected = [sample(row[None], _Fixed(uniform), top_p=0.5)[0] for row in logits]
+        assert drawn.tolist() == expected
+    assert set(sample_rows(np.repeat(logits[:1], 400, axis=0),
+                           np.random.default_rng(0).random(400), 1.0, 0, 0.5)) == {0, 1, 2, 3}
+
+
+class _Fixed:
+    """A stand-in random generator that always returns the same uniform."""
+
+    def __init__(self, uniform: float):
+        self.uniform = uniform
+
+    def random(self, shape):
+        return np.full(shape, self.uniform)
+
+
+def test_the_compiled_lstm_cell_computes_the_lstm_gates():
+    rng = np.random.default_rng(3)
+    z = np.concatenate([rng.normal(0, 4, size=(50, 4 * 37)),
+                        np.full((1, 4 * 37), 30.0), np.full((1, 4 * 37), 1e-5)]).astype(np.float32)
+    c = rng.normal(0, 2, size=(52, 37)).astype(np.float32)
+    h_new, c_new = lstm_cell(z, c)
+    sigmoid = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    i, f, g, o = np.split(z.astype(np.float64), 4, axis=1)
+    expected_c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
+    np.testing.assert_allclose(c_new, expected_c, rtol=0, atol=2e-6)
+    np.testing.assert_allclose(h_new, sigmoid(o) * np.tanh(expected_c), rtol=0, atol=2e-6)
+    h_row, c_row = lstm_cell(z[7:8], c[7:8])  # a row alone: the same bits
+    assert np.array_equal(h_row[0], h_new[7]) and np.array_equal(c_row[0], c_new[7])
 
 
 def test_state_rows_are_taken_and_joined_leaf_by_leaf_whatever_the_nest():
