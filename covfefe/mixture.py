@@ -13,7 +13,7 @@ drop-in for the network in `covfefe.generate.TweetGenerator`) mixes every next s
 row at each step, so it does the same sum without the round trip through logarithms:
 `mix_logits` takes the network's logits and the table's probabilities and computes, per row and
 in one compiled pass, ``log(w exp(z - m) / sum(exp(z - m)) + (1 - w) p_ngram)`` (``m`` the row's
-largest logit, in float64). Both are the same mixture to rounding (about 1e-15), so a tweet gets
+largest logit, in float64). Both are the same mixture to rounding (a few 1e-15), so a tweet gets
 the same probability from both (a test checks it).
 """
 
