@@ -202,6 +202,8 @@ def _advance_and_mask(nodes, ids, edges, children, complete, may_end, scores, ne
     ``masked`` with what may not follow set to minus infinity."""
     allowed = np.empty(len(edges), dtype=np.bool_)
     for row in range(len(nodes)):
+        if not 0 <= ids[row] < len(edges):  # compiled code checks no index: a crash, else
+            raise IndexError("a symbol outside the vocabulary")
         node = _next_node(nodes[row], edges[ids[row]], children, complete)
         new_nodes[row] = node
         _allowed_after(node, edges, children, may_end, allowed)

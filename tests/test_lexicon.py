@@ -132,6 +132,8 @@ def test_the_compiled_step_keeps_the_rules_for_every_node_and_symbol(constrained
             np.testing.assert_array_equal(masked, np.where(
                 numpy_allowed(constraint, expected), scores, -np.inf))
             reached |= set(advanced.tolist())
+        with pytest.raises(IndexError, match="a symbol outside the vocabulary"):
+            constraint.step(np.array([symbols]), [None, nodes[:1]])
     finally:
         constraint.model = model
     assert {ROOT, FREE, APOSTROPHE_END} <= reached  # every kind of node
