@@ -64,6 +64,9 @@ def mix_logits(logits: np.ndarray, ngram_probs: np.ndarray, weight: float) -> np
     ``mix_log_probs(log_softmax(logits), log(ngram_probs), w)`` gives, in one pass."""
     logits = np.ascontiguousarray(logits)
     ngram_probs = np.ascontiguousarray(ngram_probs, dtype=np.float64)
+    if logits.shape != ngram_probs.shape or logits.ndim != 2:
+        raise ValueError(f"the network's logits {logits.shape} and the table's probabilities "
+                         f"{ngram_probs.shape} must be the same [rows, symbols]")
     out = np.empty(ngram_probs.shape)
     _mix(logits, ngram_probs, float(weight), out)
     return out
