@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from covfefe.rowwise import compiled
+from covfefe.compiled import compiled
 
 GREEDY_BELOW = 1e-3  # a temperature below this is greedy (dividing by it could overflow)
 
