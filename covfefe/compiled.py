@@ -3,15 +3,11 @@
 from numba import njit
 
 
-def compiled(function=None, *, fastmath=False):
+def compiled(function):
     """Compile with numba, cached on disk where numba finds a writable folder (beside this
     file, or the user's cache folder); where there is none (a read-only install without a
-    home), compiled anew in each process rather than not at all. ``fastmath`` passes LLVM's
-    fast-math flags (a set, e.g. to let it reorder a sum); use as ``@compiled`` or
-    ``@compiled(fastmath=...)``."""
-    if function is None:
-        return lambda function: compiled(function, fastmath=fastmath)
+    home), compiled anew in each process rather than not at all."""
     try:
-        return njit(nogil=True, cache=True, error_model="numpy", fastmath=fastmath)(function)
+        return njit(nogil=True, cache=True, error_model="numpy")(function)
     except RuntimeError:  # numba: "cannot cache function ...: no locator available"
-        return njit(nogil=True, error_model="numpy", fastmath=fastmath)(function)
+        return njit(nogil=True, error_model="numpy")(function)

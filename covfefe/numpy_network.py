@@ -8,7 +8,7 @@ module, below both, so that the artifact and the generator do not import each ot
 import numpy as np
 
 from covfefe.errors import UserError
-from covfefe.rowwise import Weights, lstm_cell, matmul
+from covfefe.rowwise import lstm_cell, matmul
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -36,14 +36,12 @@ class NumpyNetwork:
         for index, (kind, (kernel, recurrent, bias)) in enumerate(self.cells):
             if kind == "lstm":
                 if index == 0:
-                    plan.append(("lstm", matmul(self.embedding, kernel, bias), Weights(recurrent),
-                                 None))
+                    plan.append(("lstm", matmul(self.embedding, kernel, bias), recurrent, None))
                 else:
-                    plan.append(("lstm", None, Weights(np.vstack([kernel, recurrent])), bias))
+                    plan.append(("lstm", None, np.vstack([kernel, recurrent]), bias))
             else:
                 table = matmul(self.embedding, kernel, bias[0]) if index == 0 else None
-                plan.append(("gru", table, (Weights(kernel), Weights(recurrent)), bias))
-        self._dense = Weights(self.dense_kernel)
+                plan.append(("gru", table, (kernel, recurrent), bias))
         return plan
 
     @classmethod
@@ -116,4 +114,4 @@ class NumpyNetwork:
                 h = z * h + (1 - z) * np.tanh(x_in[:, 2 * units:] + r * h_in[:, 2 * units:])
                 new_state.append((h,))
             x = h
-        return matmul(x, self._dense, self.dense_bias), new_state
+        return matmul(x, self.dense_kernel, self.dense_bias), new_state

@@ -24,138 +24,64 @@ import numpy as np
 
 from covfefe.compiled import compiled
 
-ROWS = 4  # rows per pass of the kernel (a batch's last two or three are padded to four)
-COLUMNS = 12  # output columns per pass of the one-row kernel; weights are padded to these
+GROUP = 8  # products summed as one fixed tree before they are added to the total
 
 
-@compiled(fastmath={"reassoc", "nsz", "contract"})
-def _accumulate(x, wt, out):
-    """Add ``x @ wt.T`` to ``out`` in place, four rows and three columns at a time (see the
-    module); ``x`` has a multiple of four rows."""
+@compiled
+def _accumulate(x, w, out):
+    """Add ``x @ w`` to ``out`` in place, row by row in a fixed order (see the module)."""
     rows, depth = x.shape
-    width = wt.shape[0]
-    wide = width - width % 3
-    for i in range(0, rows, 4):
-        x0, x1, x2, x3 = x[i], x[i + 1], x[i + 2], x[i + 3]
-        for j in range(0, wide, 3):
-            w0, w1, w2 = wt[j], wt[j + 1], wt[j + 2]
-            s00 = s01 = s02 = s10 = s11 = s12 = np.float32(0.0)
-            s20 = s21 = s22 = s30 = s31 = s32 = np.float32(0.0)
-            for k in range(depth):
-                s00 += x0[k] * w0[k]
-                s01 += x0[k] * w1[k]
-                s02 += x0[k] * w2[k]
-                s10 += x1[k] * w0[k]
-                s11 += x1[k] * w1[k]
-                s12 += x1[k] * w2[k]
-                s20 += x2[k] * w0[k]
-                s21 += x2[k] * w1[k]
-                s22 += x2[k] * w2[k]
-                s30 += x3[k] * w0[k]
-                s31 += x3[k] * w1[k]
-                s32 += x3[k] * w2[k]
-            out[i, j] += s00
-            out[i, j + 1] += s01
-            out[i, j + 2] += s02
-            out[i + 1, j] += s10
-            out[i + 1, j + 1] += s11
-            out[i + 1, j + 2] += s12
-            out[i + 2, j] += s20
-            out[i + 2, j + 1] += s21
-            out[i + 2, j + 2] += s22
-            out[i + 3, j] += s30
-            out[i + 3, j + 1] += s31
-            out[i + 3, j + 2] += s32
-        for j in range(wide, width):  # the last columns, one at a time
-            w0 = wt[j]
-            s00 = s10 = s20 = s30 = np.float32(0.0)
-            for k in range(depth):
-                s00 += x0[k] * w0[k]
-                s10 += x1[k] * w0[k]
-                s20 += x2[k] * w0[k]
-                s30 += x3[k] * w0[k]
-            out[i, j] += s00
-            out[i + 1, j] += s10
-            out[i + 2, j] += s20
-            out[i + 3, j] += s30
+    width = w.shape[1]
+    whole = depth - depth % 8
+    i = 0
+    while i + 4 <= rows:  # four rows share each loaded row of w
+        o0, o1, o2, o3 = out[i], out[i + 1], out[i + 2], out[i + 3]
+        for k in range(0, whole, 8):
+            w0, w1, w2, w3 = w[k], w[k + 1], w[k + 2], w[k + 3]
+            w4, w5, w6, w7 = w[k + 4], w[k + 5], w[k + 6], w[k + 7]
+            a0, a1, a2, a3, a4, a5, a6, a7 = x[i, k:k + 8]
+            b0, b1, b2, b3, b4, b5, b6, b7 = x[i + 1, k:k + 8]
+            c0, c1, c2, c3, c4, c5, c6, c7 = x[i + 2, k:k + 8]
+            d0, d1, d2, d3, d4, d5, d6, d7 = x[i + 3, k:k + 8]
+            for j in range(width):
+                v0, v1, v2, v3 = w0[j], w1[j], w2[j], w3[j]
+                v4, v5, v6, v7 = w4[j], w5[j], w6[j], w7[j]
+                o0[j] += (((a0 * v0 + a1 * v1) + (a2 * v2 + a3 * v3))
+                          + ((a4 * v4 + a5 * v5) + (a6 * v6 + a7 * v7)))
+                o1[j] += (((b0 * v0 + b1 * v1) + (b2 * v2 + b3 * v3))
+                          + ((b4 * v4 + b5 * v5) + (b6 * v6 + b7 * v7)))
+                o2[j] += (((c0 * v0 + c1 * v1) + (c2 * v2 + c3 * v3))
+                          + ((c4 * v4 + c5 * v5) + (c6 * v6 + c7 * v7)))
+                o3[j] += (((d0 * v0 + d1 * v1) + (d2 * v2 + d3 * v3))
+                          + ((d4 * v4 + d5 * v5) + (d6 * v6 + d7 * v7)))
+        i += 4
+    first_single = i
+    for i in range(first_single, rows):  # the last rows, one at a time: the same sums
+        o0 = out[i]
+        for k in range(0, whole, 8):
+            w0, w1, w2, w3 = w[k], w[k + 1], w[k + 2], w[k + 3]
+            w4, w5, w6, w7 = w[k + 4], w[k + 5], w[k + 6], w[k + 7]
+            a0, a1, a2, a3, a4, a5, a6, a7 = x[i, k:k + 8]
+            for j in range(width):
+                o0[j] += (((a0 * w0[j] + a1 * w1[j]) + (a2 * w2[j] + a3 * w3[j]))
+                          + ((a4 * w4[j] + a5 * w5[j]) + (a6 * w6[j] + a7 * w7[j])))
+    for i in range(rows):  # the depth beyond a multiple of eight, one product at a time
+        o0 = out[i]
+        for k in range(whole, depth):
+            a0 = x[i, k]
+            w0 = w[k]
+            for j in range(width):
+                o0[j] += a0 * w0[j]
 
 
-@compiled(fastmath={"reassoc", "nsz", "contract"})
-def _accumulate_row(x0, wt, out):
-    """Add ``wt @ x0`` to the row ``out``, twelve columns at a time: the same sum per element
-    as `_accumulate` (twelve running sums in the loop, as there), for a row alone."""
-    depth = x0.shape[0]
-    width = wt.shape[0]
-    for j in range(0, width, 12):
-        w0, w1, w2, w3, w4, w5 = wt[j], wt[j + 1], wt[j + 2], wt[j + 3], wt[j + 4], wt[j + 5]
-        w6, w7, w8, w9 = wt[j + 6], wt[j + 7], wt[j + 8], wt[j + 9]
-        w10, w11 = wt[j + 10], wt[j + 11]
-        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = s8 = s9 = s10 = s11 = np.float32(0.0)
-        for k in range(depth):
-            a = x0[k]
-            s0 += a * w0[k]
-            s1 += a * w1[k]
-            s2 += a * w2[k]
-            s3 += a * w3[k]
-            s4 += a * w4[k]
-            s5 += a * w5[k]
-            s6 += a * w6[k]
-            s7 += a * w7[k]
-            s8 += a * w8[k]
-            s9 += a * w9[k]
-            s10 += a * w10[k]
-            s11 += a * w11[k]
-        out[j] += s0
-        out[j + 1] += s1
-        out[j + 2] += s2
-        out[j + 3] += s3
-        out[j + 4] += s4
-        out[j + 5] += s5
-        out[j + 6] += s6
-        out[j + 7] += s7
-        out[j + 8] += s8
-        out[j + 9] += s9
-        out[j + 10] += s10
-        out[j + 11] += s11
-
-
-class Weights:
-    """A weight matrix ``w`` (``[depth, width]``) as `matmul` reads it, made once when a
-    network is loaded: transposed (each output column's weights side by side), with columns of
-    zeros up to a multiple of twelve (so both kernels run whole passes)."""
-
-    def __init__(self, w: np.ndarray):
-        self.shape = w.shape
-        depth, width = w.shape
-        self.transposed = np.zeros((-(-width // COLUMNS) * COLUMNS, depth), dtype=np.float32)
-        self.transposed[:width] = np.asarray(w, dtype=np.float32).T
-
-
-def matmul(x: np.ndarray, w, start: np.ndarray | None = None) -> np.ndarray:
-    """Return ``start + x @ w`` (float32, C order) with each row independent of the others,
-    bit for bit. ``w`` is a matrix or its `Weights`; ``start`` is one row (broadcast, e.g. a
-    bias) or one row per row of ``x``; None is zero."""
-    if not isinstance(w, Weights):
-        w = Weights(w)
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    rows = x.shape[0]
-    depth, width = w.shape
-    columns = w.transposed.shape[0]
-    whole = rows - rows % ROWS  # rows in passes of four
-    tail = rows - whole
-    out = np.zeros((rows if tail < 2 else whole + ROWS, columns), dtype=np.float32)
-    if start is not None:
-        out[:rows, :width] = start
-    if whole:
-        _accumulate(x[:whole], w.transposed, out[:whole])
-    if tail == 1:  # a row alone (or the last one): its own kernel, the same sums
-        _accumulate_row(x[whole], w.transposed, out[whole])
-    elif tail:  # two or three: rows of zeros make up a pass
-        last = np.zeros((ROWS, depth), dtype=np.float32)
-        last[:tail] = x[whole:]
-        _accumulate(last, w.transposed, out[whole:])
-    out = out[:rows, :width]
-    return out if columns == width else np.ascontiguousarray(out)
+def matmul(x: np.ndarray, w: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
+    """Return ``start + x @ w`` (float32) with each row independent of the others, bit for bit.
+    ``start`` is one row (broadcast, e.g. a bias) or one row per row of ``x``; None is zero."""
+    out = np.empty((x.shape[0], w.shape[1]), dtype=np.float32)  # C order, as the kernel's
+    out[...] = 0.0 if start is None else start
+    _accumulate(np.ascontiguousarray(x, dtype=np.float32),
+                np.ascontiguousarray(w, dtype=np.float32), out)
+    return out
 
 
 @compiled
