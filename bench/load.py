@@ -35,11 +35,15 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def workers(master: int) -> list[str]:
+    """The process ids of the gunicorn workers (the master's children)."""
+    return Path(f"/proc/{master}/task/{master}/children").read_text().split()
+
+
 def worker_rss_mb(master: int) -> list[float]:
-    """Resident memory of each gunicorn worker (the master's children), in MB."""
-    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    """Resident memory of each gunicorn worker, in MB."""
     sizes = []
-    for child in children:
+    for child in workers(master):
         for line in Path(f"/proc/{child}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 sizes.append(int(line.split()[1]) / 1024)
@@ -47,10 +51,9 @@ def worker_rss_mb(master: int) -> list[float]:
 
 
 def workers_cpu_s(master: int) -> float:
-    """CPU seconds (user and system) the master's children have used so far."""
-    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    """CPU seconds (user and system) the gunicorn workers have used so far."""
     ticks = 0
-    for child in children:
+    for child in workers(master):
         fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
         ticks += int(fields[11]) + int(fields[12])  # utime, stime
     return ticks / os.sysconf("SC_CLK_TCK")

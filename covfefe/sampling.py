@@ -23,15 +23,22 @@ GREEDY_BELOW = 1e-3  # a temperature below this is greedy (dividing by it could 
 
 
 @compiled
+def _max(values):
+    """The largest of a row of values (-inf for none)."""
+    top = -np.inf
+    for value in values:
+        top = max(top, value)
+    return top
+
+
+@compiled
 def _draw(logits, uniforms, temperature, top_k, top_p, symbols, log_probs):
     rows, size = logits.shape
     scaled = np.empty(size)
     cumulative = np.empty(size)
     for r in range(rows):
         row = logits[r]
-        top = -np.inf
-        for s in range(size):
-            top = max(top, row[s])
+        top = _max(row)
         total = 0.0
         for s in range(size):
             total += math.exp(row[s] - top)
@@ -70,9 +77,7 @@ def _draw(logits, uniforms, temperature, top_k, top_p, symbols, log_probs):
                         scaled[order[s]] = -np.inf
                 before += group
                 start = stop
-        best = -np.inf
-        for s in range(size):
-            best = max(best, scaled[s])
+        best = _max(scaled)
         running = 0.0
         for s in range(size):
             running += math.exp(scaled[s] - best)
