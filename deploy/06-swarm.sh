@@ -21,7 +21,6 @@ Each worker costs what the manager does (deploy/README.md, \"Beyond one host\").
 
 SWARM_PORT=2377
 
-# The host's address inside the VPC, where the swarm members talk to each other.
 # untraced COMMAND...: run COMMAND (a function) with TRACE=1's xtrace off, for secret values.
 untraced() {
   local tracing=
@@ -39,13 +38,27 @@ join_swarm() {
   run docker swarm join --token "$SWARM_JOIN_TOKEN" --advertise-addr "$1" "$2"
 }
 
-# private_ip NAME VAR: set VAR to it.
+# private_ip NAME VAR: set VAR to the host's address inside the VPC, where the swarm members
+# talk to each other.
 private_ip() {
   local name=$1 found
   capture found "<$name-private-ip>" "docker-machine inspect $name failed" \
     docker-machine inspect --format '{{.Driver.PrivateIPAddress}}' "$name"
   [[ -n $found ]] || die "docker-machine knows no private IP of $name (an amazonec2 host?)"
   printf -v "$2" '%s' "$found"
+}
+
+# in_swarm NAME: point docker at the host NAME; succeed, and say so, when it is in a swarm
+# already (a dry run assumes it is not, and prints every step).
+in_swarm() {
+  local state
+  use_machine "$1"
+  swarm_state state
+  if [[ $state == active ]] && ! is_dry_run; then
+    log "$1 is in a swarm already"
+    return 0
+  fi
+  return 1
 }
 
 swarm() {
@@ -63,15 +76,9 @@ swarm() {
   run deploy/01-security-group.sh "${dry[@]}"
   machine_exists "$AWS_MACHINE" || die "no host $AWS_MACHINE: run deploy/02-aws-host.sh first"
 
-  local manager_ip state
+  local manager_ip
   private_ip "$AWS_MACHINE" manager_ip
-  use_machine "$AWS_MACHINE"
-  swarm_state state
-  if [[ $state == active ]] && ! is_dry_run; then
-    log "$AWS_MACHINE is in a swarm already"
-  else
-    run docker swarm init --advertise-addr "$manager_ip"
-  fi
+  in_swarm "$AWS_MACHINE" || run docker swarm init --advertise-addr "$manager_ip"
   # A secret (anyone holding it can join): masked wherever a command is printed, and out of
   # TRACE=1's way.
   export SWARM_JOIN_TOKEN
@@ -85,12 +92,7 @@ swarm() {
       run deploy/02-aws-host.sh "$name"
     fi
     private_ip "$name" address
-    use_machine "$name"
-    swarm_state state
-    if [[ $state == active ]] && ! is_dry_run; then
-      log "$name is in a swarm already"
-      continue
-    fi
+    in_swarm "$name" && continue
     untraced join_swarm "$address" "$manager_ip:$SWARM_PORT"
   done
   use_machine "$AWS_MACHINE"
