@@ -28,13 +28,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from covfefe.errors import UserError
-from covfefe.generate import Completion, TweetGenerator
+from covfefe.generate import BANNED, Completion, TweetGenerator
 from covfefe.sampling import draw_rows
-from covfefe.text import END_ID, MAX_TWEET_CHARS, PAD_ID, UNK_ID
+from covfefe.text import END_ID, MAX_TWEET_CHARS, PAD_ID
 
 log = logging.getLogger(__name__)
 
-BANNED = np.array([PAD_ID, UNK_ID])  # never written: padding, and "some rare character"
 WAIT_POLL_S = 1.0  # how often a waiting request checks that the engine is still alive
 
 
@@ -170,10 +169,6 @@ class Engine:
         self.max_rows = max_rows
         self.max_queue = max_queue
         self.retry_after = retry_after
-        vocabulary = generator.vocabulary
-        self._symbol_text = np.array(
-            [vocabulary.decode([i]) if i not in (END_ID, PAD_ID) else ""
-             for i in range(len(vocabulary))], dtype=object)
         self._lock = threading.Condition()
         self._waiting: deque[Job] = deque()
         self._reserved = 0  # rows of the jobs admitted (in flight)
@@ -408,7 +403,7 @@ class Engine:
         rows.ids[index] = symbols
         ending = (symbols == END_ID) | (rows.length[index] == rows.limit[index])
         if any(job.streamed for job in drawing):
-            texts = self._symbol_text[symbols].tolist()
+            texts = self.generator.symbol_text[symbols].tolist()
             offset = 0
             for job in drawing:
                 if job.streamed:

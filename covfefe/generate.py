@@ -95,6 +95,9 @@ class Completion:
         return self.prefix + self.generated
 
 
+BANNED = np.array([PAD_ID, UNK_ID])  # never written: padding, and "some rare character"
+
+
 def normalise_prefix(prefix: str) -> str:
     """Clean a prefix as training text was cleaned (keeping a trailing space, which matters to
     what comes next). Characters the vocabulary does not hold stay in it: the network reads
@@ -119,7 +122,7 @@ class TweetGenerator:
         # (`covfefe evaluate --sweep --save-defaults`), else plain sampling.
         self.defaults = {"temperature": 1.0, "top_p": 1.0, **(defaults or {})}
         # What each symbol adds to the text ("" for END and padding), looked up per step.
-        self._symbol_text = np.array(
+        self.symbol_text = np.array(
             [vocabulary.decode([i]) if i not in (END_ID, PAD_ID) else ""
              for i in range(len(vocabulary))], dtype=object)
 
@@ -187,17 +190,16 @@ class TweetGenerator:
         generated = np.zeros((n, max_length - len(prefix)), dtype=np.int64)
         log_prob = np.zeros(n)
         done = np.zeros(n, dtype=bool)  # the model has written END
-        banned = np.array([PAD_ID, UNK_ID])  # never written: padding, and "some rare character"
         for position in range(generated.shape[1]):
             logits = np.array(logits, dtype=np.float64)  # a copy, to ban symbols in
-            logits[:, banned] = -np.inf
+            logits[:, BANNED] = -np.inf
             symbols, symbol_log_prob = draw_rows(logits, rng.random(n), temperature, top_k,
                                                  top_p)
             log_prob += np.where(done, 0.0, symbol_log_prob)
             symbols = np.where(done, PAD_ID, symbols)
             generated[:, position] = symbols
             done |= symbols == END_ID
-            yield "chars", self._symbol_text[symbols].tolist()
+            yield "chars", self.symbol_text[symbols].tolist()
             if done.all():
                 break
             logits, state = self.network.step(np.where(done, END_ID, symbols), state)
