@@ -1,10 +1,14 @@
 """Helpers the tests share (fixtures live in conftest.py): the checkout's root, system tools
-that a test needs, stopping a server, a free port, the command line, shared constants."""
+that a test needs, stopping a server, a free port, the command line, HTTPS to a local nginx,
+shared constants."""
 
+import http.client
+import json
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -77,3 +81,27 @@ def covfefe(*args, env=None) -> subprocess.CompletedProcess:
     environment = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "covfefe", *args], capture_output=True,
                           text=True, env=environment, timeout=300)
+
+
+class PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to a name (SNI and Host) at 127.0.0.1, whatever the name resolves to."""
+
+    def connect(self):
+        raw = socket.create_connection(("127.0.0.1", self.port), timeout=self.timeout)
+        self.sock = self._context.wrap_socket(raw, server_hostname=self.host)
+
+
+def https_request(host: str, port: int, method: str, path: str, body: dict | None = None
+                  ) -> tuple[int, bytes]:
+    """One request (JSON body) to ``host`` served at 127.0.0.1:``port``: status and body. The
+    placeholder certificate is self-signed: TLS itself is the nginx tests' business."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    connection = PinnedHTTPSConnection(host, port, context=context, timeout=30)
+    try:
+        connection.request(method, path, body=json.dumps(body) if body else None,
+                           headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()

@@ -14,13 +14,10 @@ keep this file within its time budget.
 """
 
 import contextlib
-import http.client
 import json
 import os
 import re
 import shutil
-import socket
-import ssl
 import subprocess
 import sys
 import time
@@ -45,7 +42,7 @@ from tests.docker_engine import (
     logs,
     report,
 )
-from tests.helpers import ROOT, free_port, require_tool
+from tests.helpers import ROOT, free_port, https_request, require_tool
 
 pytestmark = pytest.mark.network
 
@@ -302,32 +299,14 @@ def test_web_image_builds_on_the_nginx_stand_in(engine, web_image):
     assert status == 0, output + errors
 
 
-class PinnedHTTPSConnection(http.client.HTTPSConnection):
-    """HTTPS to a name (SNI and Host) at 127.0.0.1, whatever the name resolves to."""
-
-    def connect(self):
-        raw = socket.create_connection(("127.0.0.1", self.port), timeout=self.timeout)
-        self.sock = self._context.wrap_socket(raw, server_hostname=self.host)
-
-
 def test_web_container_proxies_to_the_serve_container(engine, web_image, serve_container):
     """The two images together: the page from www, a tweet from api through nginx."""
     _, api = serve_container
     domain, http_port, https_port = "covfefe.example.org", free_port(), free_port()
     name = "covfefe-web-test"
-    # The placeholder certificate is self-signed: TLS itself is the nginx tests' business.
-    context = ssl.create_default_context()
-    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
 
     def fetch(host: str, method: str, path: str, body: dict | None = None):
-        connection = PinnedHTTPSConnection(host, https_port, context=context, timeout=30)
-        try:
-            connection.request(method, path, body=json.dumps(body) if body else None,
-                               headers={"Content-Type": "application/json"})
-            response = connection.getresponse()
-            return response.status, response.read()
-        finally:
-            connection.close()
+        return https_request(host, https_port, method, path, body)
 
     try:
         container = engine.client.containers.run(WEB_IMAGE, name=name, detach=True,

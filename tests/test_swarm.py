@@ -14,13 +14,10 @@ across them, a rolling update to a new image tag under a bounded load with no fa
 scaling down.
 """
 
-import http.client
 import io
 import json
 import os
 import shutil
-import socket
-import ssl
 import subprocess
 import sys
 import threading
@@ -33,7 +30,7 @@ import pytest
 import yaml
 
 from tests.docker_engine import SERVE_IMAGE, cannot, report
-from tests.helpers import ROOT, free_port
+from tests.helpers import ROOT, free_port, https_request
 
 STACK_HEALTH = ROOT / "deploy" / "stack_health.py"
 STACK_LABEL = "com.docker.stack.namespace"
@@ -64,14 +61,6 @@ CHEAP = {"prefix": "", "n": 1, "max_length": 1, "seed": 1}
 SERVE_V2 = "covfefe-serve:test-v2"
 
 
-class PinnedHTTPSConnection(http.client.HTTPSConnection):
-    """HTTPS to a name (SNI and Host) at 127.0.0.1, whatever the name resolves to."""
-
-    def connect(self):
-        raw = socket.create_connection(("127.0.0.1", self.port), timeout=self.timeout)
-        self.sock = self._context.wrap_socket(raw, server_hostname=self.host)
-
-
 @dataclass
 class Stack:
     """The stack on the test engine's swarm, and how to reach it through nginx."""
@@ -89,18 +78,7 @@ class Stack:
                               timeout=900)
 
     def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, bytes]:
-        context = ssl.create_default_context()
-        # The placeholder certificate is self-signed: TLS itself is the nginx tests' business.
-        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-        connection = PinnedHTTPSConnection(f"api.{DOMAIN}", self.https_port, context=context,
-                                           timeout=30)
-        try:
-            connection.request(method, path, body=json.dumps(body) if body else None,
-                               headers={"Content-Type": "application/json"})
-            response = connection.getresponse()
-            return response.status, response.read()
-        finally:
-            connection.close()
+        return https_request(f"api.{DOMAIN}", self.https_port, method, path, body)
 
     def service(self, name: str):
         return self.engine.client.services.get(f"{STACK}_{name}")
