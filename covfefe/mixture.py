@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from covfefe.compiled import compiled
+from covfefe.compiled import compiled, largest
 from covfefe.errors import UserError
 from covfefe.text import PAD_ID
 
@@ -46,12 +46,10 @@ def _mix(logits, ngram, weight, out):
     rows, size = logits.shape
     shares = np.empty(size)
     for row in range(rows):
-        largest = -np.inf
-        for symbol in range(size):
-            largest = max(largest, np.float64(logits[row, symbol]))
+        top = np.float64(largest(logits[row]))
         total = 0.0
         for symbol in range(size):
-            shares[symbol] = np.exp(np.float64(logits[row, symbol]) - largest)
+            shares[symbol] = np.exp(np.float64(logits[row, symbol]) - top)
             total += shares[symbol]
         scale = weight / total
         for symbol in range(size):

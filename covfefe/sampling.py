@@ -17,18 +17,9 @@ import math
 
 import numpy as np
 
-from covfefe.compiled import compiled
+from covfefe.compiled import compiled, largest
 
 GREEDY_BELOW = 1e-3  # a temperature below this is greedy (dividing by it could overflow)
-
-
-@compiled
-def _max(values):
-    """The largest of a row of values (-inf for none)."""
-    top = -np.inf
-    for value in values:
-        top = max(top, value)
-    return top
 
 
 @compiled
@@ -38,7 +29,7 @@ def _draw(logits, uniforms, temperature, top_k, top_p, symbols, log_probs):
     cumulative = np.empty(size)
     for r in range(rows):
         row = logits[r]
-        top = _max(row)
+        top = largest(row)
         total = 0.0
         for s in range(size):
             total += math.exp(row[s] - top)
@@ -77,7 +68,7 @@ def _draw(logits, uniforms, temperature, top_k, top_p, symbols, log_probs):
                         scaled[order[s]] = -np.inf
                 before += group
                 start = stop
-        best = _max(scaled)
+        best = largest(scaled)
         running = 0.0
         for s in range(size):
             running += math.exp(scaled[s] - best)
