@@ -102,7 +102,8 @@ def _run_train(args) -> None:
     names = [field.name for field in dataclasses.fields(TrainConfig)]
     values.update({name: getattr(args, name) for name in names
                    if getattr(args, name) is not None})
-    result = train(TrainConfig.from_dict(values), progress=not args.no_progress)
+    result = train(TrainConfig.from_dict(values), progress=not args.no_progress,
+                   export=not args.no_export)
     print(result.summary())
 
 
@@ -226,6 +227,9 @@ def _add_train(commands) -> None:
             type=_bool if kind is bool else kind,
             help=f"{helps.get(field.name, field.name)} (default: {field.default!r})",
         )
+    train.add_argument("--no-export", action="store_true",
+                       help="train only; rerun without it to score and export (on a GPU "
+                       "machine: the scoring and the n-gram baselines are CPU work)")
     train.add_argument("--no-progress", action="store_true", help="hide progress bars")
     train.set_defaults(run=_run_train)
 

@@ -8,7 +8,8 @@ A run lives in its own folder (the run directory)::
     <run>/checkpoints/last.keras, best.keras   written after every epoch (optimizer included)
     <run>/state.json           epochs done, best epoch, early-stopping and learning-rate state
     <run>/history.csv          one row per epoch (loss, bits/char, learning rate)
-    <run>/tensorboard/         TensorBoard logs
+    <run>/tensorboard/         TensorBoard logs (where TensorFlow is installed: Keras writes them
+                               with tf.summary, on every backend)
     <run>/model/               the exported artifact (covfefe.artifact)
 
 Training has up to two phases. The main one trains on every training tweet for ``epochs``
@@ -25,6 +26,7 @@ existing run is refused: start a new run directory instead.
 """
 
 import contextlib
+import importlib.util
 import os
 import sys
 import time
@@ -78,9 +80,13 @@ class TrainResult:
     finetune_from: int | None = None  # the last epoch before fine-tuning, if the run fine-tuned
 
     def summary(self) -> str:
-        metrics = self.artifact.metrics
         started = (f"resumed after epoch {self.resumed_from_epoch}" if self.resumed_from_epoch
                    else "a new run")
+        if self.artifact is None:
+            return (f"run {self.run_dir}: epochs={len(self.history)} ({started}, "
+                    f"{self.stop_reason or 'not finished'}), not exported: rerun without "
+                    "--no-export to score and export it")
+        metrics = self.artifact.metrics
         return (f"model {self.artifact.name} {self.artifact.version} -> {self.artifact.path}\n"
                 f"epochs={len(self.history)} ({started}, {self.stop_reason}) "
                 f"best_epoch={metrics['best_epoch']}\n"
@@ -205,6 +211,17 @@ class _Phase:
     schedule: list  # callbacks that set the learning rate each epoch
 
 
+def _tensorboard(run_dir: Path) -> list:
+    """Keras's TensorBoard callback where it can run: it writes through ``tf.summary`` on every
+    backend, so a JAX machine without TensorFlow (the GPU machine) trains without it, and says
+    so; history.csv has the same curves."""
+    if importlib.util.find_spec("tensorflow") is None:
+        print("TensorBoard logs skipped: they need TensorFlow, which is not installed "
+              "(history.csv has the curves)", file=sys.stderr)
+        return []
+    return [keras.callbacks.TensorBoard(str(run_dir / "tensorboard"))]
+
+
 def _train_phase(train_config: TrainConfig, run_dir: Path, state: RunState, phase: _Phase,
                  vocabulary: Vocabulary, validation: SequenceBatches, progress: bool) -> None:
     """Run one phase from the state's epoch on; checkpoint and record every epoch."""
@@ -226,7 +243,7 @@ def _train_phase(train_config: TrainConfig, run_dir: Path, state: RunState, phas
         BatchOrder(batches),
         BitsPerChar(),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=first > 0),
-        keras.callbacks.TensorBoard(str(run_dir / "tensorboard")),
+        *_tensorboard(run_dir),
         early_stopping,
         reduce_lr,
         RunCheckpoint(run_dir, state, early_stopping, reduce_lr),  # last: records the others
