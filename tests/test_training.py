@@ -228,3 +228,56 @@ def test_a_damaged_artifact_is_refused(tiny_model, tmp_path):
         load_artifact(copy)
     with pytest.raises(UserError, match="does not exist"):
         load_artifact(tmp_path / "nowhere")
+
+
+def test_no_export_trains_only_and_a_rerun_exports(tiny_tweets, tmp_path):
+    run_dir = tmp_path / "run"
+    first = subprocess.run(covfefe_train(run_dir, tiny_tweets, "--epochs", "1", "--no-export"),
+                           capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert "not exported: rerun without --no-export" in first.stdout
+    assert json.loads((run_dir / "state.json").read_text())["epochs_done"] == 1
+    assert not (run_dir / "model").exists()
+    rerun = subprocess.run(covfefe_train(run_dir, tiny_tweets, "--epochs", "1"),
+                           capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "epochs=1 (resumed after epoch 1, 1 epochs)" in rerun.stdout
+    assert load_artifact(run_dir / "model").metadata["training"]["epochs_trained"] == 1
+
+
+def test_the_gpu_script_trains_side_by_side_stops_on_time_and_packs_for_export(tiny_tweets,
+                                                                                tmp_path):
+    """models/train-gpu.sh, here on TensorFlow and the CPU: one run finishes, one is stopped
+    by the time limit and keeps its epochs; both fine-tune and are packed; one is exported."""
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "PYTHON": sys.executable,
+           "PARAMS": str(CI_PARAMETERS), "COVFEFE_DATA_DIR": str(tiny_tweets.parent),
+           "FINETUNE_EPOCHS": "1"}
+    endless = "--epochs 1000 --patience 1000 --lr-patience 1000"
+    result = subprocess.run(["bash", str(ROOT / "models" / "train-gpu.sh"), str(out), "75", "120",
+                             "quick --units 16 --epochs 1", f"endless --units 8 {endless}"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr
+    quick, endless_log = (out / "quick.log").read_text(), (out / "endless.log").read_text()
+    assert "main phase exit 0" in quick and "fine-tuning exit 0" in quick
+    assert "main phase exit 124" in endless_log, endless_log  # stopped by the time limit
+    assert "fine-tuning exit 0" in endless_log
+    runs = tmp_path / "unpacked"
+    runs.mkdir()
+    subprocess.run(["tar", "-xJf", str(out / "endless.tar.xz"), "-C", str(runs)], check=True)
+    run_dir = runs / "gpu-endless"
+    assert sorted(p.name for p in run_dir.rglob("*") if p.is_file()) == [
+        "best.keras", "config.json", "data.json", "history.csv", "state.json", "vocabulary.json"]
+    state = json.loads((run_dir / "state.json").read_text())
+    main_epochs = state["finetune_from"]
+    assert main_epochs >= 1 and state["epochs_done"] == main_epochs + 1 and state["finished"]
+    # Exported here as the script's header says: the same options, the epochs it trained.
+    export = subprocess.run(
+        [sys.executable, "-m", "covfefe", "train", "--params", str(CI_PARAMETERS),
+         "--run-dir", str(run_dir), "--units", "8", *endless.split(), "--epochs", str(main_epochs),
+         "--finetune-epochs", "1", "--no-progress"],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert export.returncode == 0, export.stderr
+    artifact = load_artifact(run_dir / "model")
+    assert artifact.metadata["training"]["epochs_trained"] == main_epochs + 1
