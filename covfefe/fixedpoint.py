@@ -29,6 +29,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from covfefe.compiled import compiled
+from covfefe.rowwise import _tanh
 
 SCALE = 4096  # h (|h| < 1) as round(h * SCALE): 13 bits with the sign
 COLUMNS = 16  # columns per block: two vectors of eight 32-bit sums
@@ -146,6 +147,34 @@ def _quantize(h, out):
                                          * scale))
 
 
+@compiled
+def _lstm_from_sums(sums, unscale, start, c, h_out, c_out, q_out, q_column):
+    """An LSTM step from its products' integer sums: the gates ``start + sums * unscale`` (i,
+    f, g, o side by side, as `_to_float` computes them), the new ``c`` and ``h`` (as
+    `covfefe.rowwise.lstm_cell` computes them), and ``h`` quantized into
+    ``q_out[:, q_column:]`` for the next product. One pass instead of three."""
+    rows, units = c.shape
+    shared = start.shape[0] == 1
+    half, one, scale = np.float32(0.5), np.float32(1.0), np.float32(SCALE)
+    for r in range(rows):
+        base = start[0] if shared else start[r]
+        total, cr, h_row, c_row, q_row = sums[r], c[r], h_out[r], c_out[r], q_out[r]
+        for j in range(units):
+            zi = base[j] + np.float32(total[j]) * unscale[j]
+            zf = base[units + j] + np.float32(total[units + j]) * unscale[units + j]
+            zg = base[2 * units + j] + np.float32(total[2 * units + j]) * unscale[2 * units + j]
+            zo = base[3 * units + j] + np.float32(total[3 * units + j]) * unscale[3 * units + j]
+            i = half * (_tanh(half * zi) + one)
+            f = half * (_tanh(half * zf) + one)
+            g = _tanh(zg)
+            o = half * (_tanh(half * zo) + one)
+            new = f * cr[j] + i * g
+            c_row[j] = new
+            h = o * _tanh(new)
+            h_row[j] = h
+            q_row[q_column + j] = np.int16(np.rint(min(max(h, -one), one) * scale))
+
+
 def quantize(h: np.ndarray) -> np.ndarray:
     """``h`` (in [-1, 1]) as 16-bit fixed point, ``round(h * SCALE)``, an even number of
     columns (a zero column added if odd), viewed as 32-bit pairs for `FixedMatrix.product`."""
@@ -188,14 +217,33 @@ class FixedMatrix:
     def nbytes(self) -> int:
         return self.layout.nbytes + self.unscale_padded.nbytes
 
+    def sums(self, x: np.ndarray) -> np.ndarray:
+        """The integer sums ``x @ w`` (int32, padded to whole blocks of columns) for inputs from
+        `quantize` (or written by `lstm_step`)."""
+        if x.ndim != 2 or x.shape[1] != self.layout.shape[1] or x.dtype != np.int32:
+            raise ValueError(f"expected quantized inputs of {self.depth} columns")
+        sums = np.empty((x.shape[0], self.layout.shape[0] * COLUMNS), dtype=np.int32)
+        _sums(np.ascontiguousarray(x), self.layout, sums)
+        return sums
+
+    def lstm_step(self, x: np.ndarray, start: np.ndarray, c: np.ndarray, q_out: np.ndarray,
+                  q_column: int) -> tuple[np.ndarray, np.ndarray]:
+        """An LSTM step whose gates are ``start + x @ w`` (this matrix is the layer's kernels):
+        return the new ``(h, c)`` and write ``h`` quantized into ``q_out`` (int16) from column
+        ``q_column`` on. The same numbers as `product` followed by `rowwise.lstm_cell` and
+        `quantize`."""
+        sums = self.sums(x)
+        h_out = np.empty_like(c)
+        c_out = np.empty_like(c)
+        _lstm_from_sums(sums, self.unscale, np.ascontiguousarray(np.atleast_2d(start)), c,
+                        h_out, c_out, q_out, q_column)
+        return h_out, c_out
+
     def product(self, x: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
         """Return ``start + x @ w`` as float32 ``(rows, width)``, where ``x`` comes from
         `quantize` (``start``: one row, one row per row of ``x``, or None for zero)."""
         rows = x.shape[0]
-        if x.ndim != 2 or x.shape[1] != self.layout.shape[1] or x.dtype != np.int32:
-            raise ValueError(f"expected quantized inputs of {self.depth} columns")
-        sums = np.empty((rows, self.layout.shape[0] * COLUMNS), dtype=np.int32)
-        _sums(np.ascontiguousarray(x), self.layout, sums)
+        sums = self.sums(x)
         if start is None:
             start = np.zeros((1, self.width), dtype=np.float32)
         start = np.ascontiguousarray(np.atleast_2d(start), dtype=np.float32)

@@ -94,3 +94,32 @@ def test_the_served_network_scores_like_the_float32_one(tiny_model):
     b = network_log_probs(reference, sequences)
     assert np.abs(a - b).max() < 1e-3
     assert abs(a.mean() - b.mean()) < 1e-4
+
+
+def test_the_fused_lstm_step_gives_the_general_steps_numbers_bit_for_bit():
+    """LSTM layers in fixed point take one pass per layer (product, gates, quantized h for the
+    next layer); the general path (product, `lstm_cell`, `quantize`) is the reference."""
+    rng = np.random.default_rng(3)
+    units, vocab = 24, 30
+
+    def lstm(inputs):
+        return ("lstm", [rng.normal(0, 0.3, (inputs, 4 * units)).astype(np.float32),
+                         rng.normal(0, 0.3, (units, 4 * units)).astype(np.float32),
+                         rng.normal(0, 0.3, 4 * units).astype(np.float32)])
+
+    parts = (rng.normal(0, 0.3, (vocab, 8)).astype(np.float32), [lstm(8), lstm(units)],
+             (rng.normal(0, 0.3, (units, vocab)).astype(np.float32),
+              rng.normal(0, 0.3, vocab).astype(np.float32)))
+    fused, general = NumpyNetwork(*parts), NumpyNetwork(*parts)
+    assert fused._fused
+    general._fused = False
+    for rows in (1, 5):
+        state_a, state_b = fused.initial_state(rows), general.initial_state(rows)
+        for _ in range(12):
+            ids = rng.integers(1, vocab, rows)
+            logits_a, state_a = fused.step(ids, state_a)
+            logits_b, state_b = general.step(ids, state_b)
+            np.testing.assert_array_equal(logits_a, logits_b)
+            for (h_a, c_a), (h_b, c_b) in zip(state_a, state_b, strict=True):
+                np.testing.assert_array_equal(h_a, h_b)
+                np.testing.assert_array_equal(c_a, c_b)
