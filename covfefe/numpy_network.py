@@ -62,9 +62,9 @@ class NumpyNetwork:
         """Rearrange the weights for one step: the first cell's input projection becomes a
         table (one row per symbol, so embedding and kernel cost a lookup), and in the other
         LSTM cells the input and recurrent kernels are stacked so that one matrix product does
-        both. Same arithmetic as Keras; fewer, larger products. Every product is row by row
-        in a fixed order (covfefe.rowwise): a sequence's numbers depend neither on the other
-        sequences of its batch nor on how many threads BLAS has."""
+        both; fewer, larger products. Every product is row by row, exact in fixed point
+        (covfefe.fixedpoint) or in a fixed order in float32 (covfefe.rowwise): a sequence's
+        numbers depend neither on the other sequences of its batch nor on BLAS's threads."""
         plan = []
         matrix = self._matrix
         for index, (kind, (kernel, recurrent, bias)) in enumerate(self.cells):
@@ -116,7 +116,7 @@ class NumpyNetwork:
                 _quantize(h, inputs[:, below.shape[1]:])
                 start = bias
             below = np.empty((rows, units), dtype=np.int16)
-            h, c = matrix.lstm_step(inputs.view(np.int32), start, c, below, 0)
+            h, c = matrix.lstm_step(inputs.view(np.int32), start, c, below)
             inputs = below
             new_state.append((h, c))
         sums = self._dense.sums(inputs.view(np.int32))
