@@ -30,7 +30,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from covfefe.compiled import compiled
-from covfefe.rowwise import _tanh
+from covfefe.rowwise import lstm_unit
 
 SCALE = 4096  # h (|h| < 1) as round(h * SCALE): 13 bits with the sign
 COLUMNS = 16  # columns per block: two vectors of eight 32-bit sums
@@ -139,13 +139,19 @@ def _to_float(sums, unscale, start, out):
 
 
 @compiled
-def _quantize(h, out):
-    scale = np.float32(SCALE)
+def _fixed(h):
+    """``h`` (clipped to [-1, 1]) as ``round(h * SCALE)``, a 16-bit integer."""
+    one = np.float32(1.0)
+    return np.int16(np.rint(min(max(h, -one), one) * np.float32(SCALE)))
+
+
+@compiled
+def quantize_into(h, out):
+    """Write ``h`` (float32 rows) into ``out`` (int16, as wide) as 16-bit fixed point."""
     rows, width = h.shape
     for r in range(rows):
         for j in range(width):
-            out[r, j] = np.int16(np.rint(min(max(h[r, j], np.float32(-1.0)), np.float32(1.0))
-                                         * scale))
+            out[r, j] = _fixed(h[r, j])
 
 
 @compiled
@@ -156,7 +162,6 @@ def _lstm_from_sums(sums, unscale, start, c, h_out, c_out, q_out):
     product. One pass instead of three."""
     rows, units = c.shape
     shared = start.shape[0] == 1
-    half, one, scale = np.float32(0.5), np.float32(1.0), np.float32(SCALE)
     for r in range(rows):
         base = start[0] if shared else start[r]
         total, cr, h_row, c_row, q_row = sums[r], c[r], h_out[r], c_out[r], q_out[r]
@@ -165,15 +170,9 @@ def _lstm_from_sums(sums, unscale, start, c, h_out, c_out, q_out):
             zf = base[units + j] + np.float32(total[units + j]) * unscale[units + j]
             zg = base[2 * units + j] + np.float32(total[2 * units + j]) * unscale[2 * units + j]
             zo = base[3 * units + j] + np.float32(total[3 * units + j]) * unscale[3 * units + j]
-            i = half * (_tanh(half * zi) + one)
-            f = half * (_tanh(half * zf) + one)
-            g = _tanh(zg)
-            o = half * (_tanh(half * zo) + one)
-            new = f * cr[j] + i * g
-            c_row[j] = new
-            h = o * _tanh(new)
+            h, c_row[j] = lstm_unit(zi, zf, zg, zo, cr[j])
             h_row[j] = h
-            q_row[j] = np.int16(np.rint(min(max(h, -one), one) * scale))
+            q_row[j] = _fixed(h)
 
 
 def quantize(h: np.ndarray) -> np.ndarray:
@@ -182,7 +181,7 @@ def quantize(h: np.ndarray) -> np.ndarray:
     h = np.ascontiguousarray(h, dtype=np.float32)
     rows, width = h.shape
     out = np.zeros((rows, width + width % 2), dtype=np.int16)
-    _quantize(h, out[:, :width] if width % 2 else out)
+    quantize_into(h, out[:, :width] if width % 2 else out)
     return out.view(np.int32)
 
 
@@ -211,12 +210,6 @@ class FixedMatrix:
             padded.reshape(-1, 2, blocks, COLUMNS).transpose(2, 0, 3, 1)
             .reshape(blocks, -1, 2 * COLUMNS))
         self.unscale = (1.0 / (SCALE * scale)).astype(np.float32)
-        self.unscale_padded = np.zeros(blocks * COLUMNS, dtype=np.float32)
-        self.unscale_padded[:width] = self.unscale
-
-    @property
-    def nbytes(self) -> int:
-        return self.layout.nbytes + self.unscale_padded.nbytes
 
     def sums(self, x: np.ndarray) -> np.ndarray:
         """The integer sums ``x @ w`` (int32, padded to whole blocks of columns) for inputs from

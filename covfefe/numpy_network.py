@@ -8,7 +8,7 @@ module, below both, so that the artifact and the generator do not import each ot
 import numpy as np
 
 from covfefe.errors import UserError
-from covfefe.fixedpoint import FixedMatrix, _quantize, _to_float, quantize
+from covfefe.fixedpoint import FixedMatrix, quantize, quantize_into
 from covfefe.rowwise import lstm_cell, matmul
 
 PRECISIONS = ("int16", "float32")
@@ -107,22 +107,19 @@ class NumpyNetwork:
             units = h.shape[1]
             if table is not None:
                 inputs = np.empty((rows, units), dtype=np.int16)
-                _quantize(h, inputs)
+                quantize_into(h, inputs)
                 start = table[ids]
             else:
                 below = inputs
                 inputs = np.empty((rows, below.shape[1] + units), dtype=np.int16)
                 inputs[:, :below.shape[1]] = below
-                _quantize(h, inputs[:, below.shape[1]:])
+                quantize_into(h, inputs[:, below.shape[1]:])
                 start = bias
             below = np.empty((rows, units), dtype=np.int16)
             h, c = matrix.lstm_step(inputs.view(np.int32), start, c, below)
             inputs = below
             new_state.append((h, c))
-        sums = self._dense.sums(inputs.view(np.int32))
-        logits = np.empty((rows, self._dense.width), dtype=np.float32)
-        _to_float(sums, self._dense.unscale, self.dense_bias[None, :], logits)
-        return logits, new_state
+        return self._dense.product(inputs.view(np.int32), self.dense_bias), new_state
 
     def save(self, path) -> None:
         """Write the weights as one ``.npz`` file, which `load` reads without Keras."""

@@ -105,19 +105,26 @@ def _tanh(a):
 
 
 @compiled
+def lstm_unit(zi, zf, zg, zo, c):
+    """One LSTM unit from its four gate pre-activations and cell state: the new ``(h, c)``,
+    for a kernel to call (float32 throughout)."""
+    half, one = np.float32(0.5), np.float32(1.0)
+    i = half * (_tanh(half * zi) + one)
+    f = half * (_tanh(half * zf) + one)
+    g = _tanh(zg)
+    o = half * (_tanh(half * zo) + one)
+    new = f * c + i * g
+    return o * _tanh(new), new
+
+
+@compiled
 def _lstm_cell(z, c, h_out, c_out):
     rows, units = c.shape
-    half, one = np.float32(0.5), np.float32(1.0)
     for r in range(rows):
         zr, cr, h_row, c_row = z[r], c[r], h_out[r], c_out[r]
         for j in range(units):
-            i = half * (_tanh(half * zr[j]) + one)
-            f = half * (_tanh(half * zr[units + j]) + one)
-            g = _tanh(zr[2 * units + j])
-            o = half * (_tanh(half * zr[3 * units + j]) + one)
-            new = f * cr[j] + i * g
-            c_row[j] = new
-            h_row[j] = o * _tanh(new)
+            h_row[j], c_row[j] = lstm_unit(zr[j], zr[units + j], zr[2 * units + j],
+                                           zr[3 * units + j], cr[j])
 
 
 def lstm_cell(z: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
