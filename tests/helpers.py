@@ -11,6 +11,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,9 @@ def https_request(host: str, port: int, method: str, path: str, body: dict | Non
         return response.status, response.read()
     finally:
         connection.close()
+
+
+def engine_health(base: str) -> dict:
+    """The serving engine's part of ``/api/health`` (rows in flight, queue, counts)."""
+    with urllib.request.urlopen(f"{base}/api/health", timeout=10) as response:
+        return json.loads(response.read())["engine"]

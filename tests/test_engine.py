@@ -28,6 +28,7 @@ from covfefe.errors import UserError
 from covfefe.generate import TweetGenerator, sample, top_p_filter
 from covfefe.rowwise import lstm_cell, matmul
 from covfefe.sampling import sample_rows
+from tests.helpers import engine_health as health
 from tests.helpers import free_port, stop_process
 
 # Varied requests: prefixes of different lengths (fed while others generate), every sampling
@@ -396,11 +397,6 @@ def post(url: str, body: dict) -> tuple[int, dict, dict]:
             return response.status, dict(response.headers), json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, dict(error.headers), json.loads(error.read())
-
-
-def health(base: str) -> dict:
-    with urllib.request.urlopen(f"{base}/api/health", timeout=10) as response:
-        return json.loads(response.read())["engine"]
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,14 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from covfefe import config
-from tests.helpers import free_port, require_all, require_playwright, require_tool, stop_process
+from tests.helpers import (
+    engine_health,
+    free_port,
+    require_all,
+    require_playwright,
+    require_tool,
+    stop_process,
+)
 
 pytestmark = pytest.mark.network
 
@@ -116,14 +123,11 @@ class BusyServer:
         for thread in self.threads:
             thread.start()
         deadline = time.monotonic() + 30
-        while self.rows_in_flight() < 16 * (len(self.threads) - 1):  # (one may be between two)
+        # (one of them may be between two requests)
+        while engine_health(self.url)["rows_in_flight"] < 16 * (len(self.threads) - 1):
             assert time.monotonic() < deadline, "the other requests never reached the engine"
             time.sleep(0.02)
         return self
-
-    def rows_in_flight(self) -> int:
-        with urllib.request.urlopen(f"{self.url}/api/health", timeout=10) as response:
-            return json.loads(response.read())["engine"]["rows_in_flight"]
 
     def __exit__(self, *exc):
         self.done.set()
