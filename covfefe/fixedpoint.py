@@ -138,7 +138,7 @@ def _to_float(sums, unscale, start, out):
             out[r, j] = base[j] + np.float32(sums[r, j]) * unscale[j]
 
 
-@compiled
+@compiled(inline=True)
 def _fixed(h):
     """``h`` (clipped to [-1, 1]) as ``round(h * SCALE)``, a 16-bit integer."""
     one = np.float32(1.0)

@@ -84,7 +84,7 @@ def matmul(x: np.ndarray, w: np.ndarray, start: np.ndarray | None = None) -> np.
     return out
 
 
-@compiled
+@compiled(inline=True)
 def _tanh(a):
     """tanh of a float32 as a rational function of it (clamped where tanh is 1 in float32)."""
     limit = np.float32(7.90531110763549805)
@@ -104,7 +104,7 @@ def _tanh(a):
     return a if abs(a) < np.float32(0.0004) else x * p / q
 
 
-@compiled
+@compiled(inline=True)
 def lstm_unit(zi, zf, zg, zo, c):
     """One LSTM unit from its four gate pre-activations and cell state: the new ``(h, c)``,
     for a kernel to call (float32 throughout)."""
