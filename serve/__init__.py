@@ -20,6 +20,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from covfefe import config
 from covfefe.engine import EngineBusy
 from covfefe.errors import UserError
+from serve import ratelimit  # noqa: F401 (memory:// is its store from here on)
 from serve.api import LIMITED_ENDPOINTS, api
 from serve.validation import RequestError
 from serve.web import web, webapp_dir

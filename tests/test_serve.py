@@ -377,3 +377,34 @@ def test_the_generating_routes_share_one_budget_per_client(tiny_model):
     refused = [call() for call in calls]  # the budget is spent, whichever the route
     assert [answer.status_code for answer in refused] == [429, 429, 429]
     assert all(int(answer.headers["Retry-After"]) > 0 for answer in refused)
+
+
+def test_the_in_memory_limit_expires_with_one_sweeper_not_a_thread_per_request(tiny_model,
+                                                                              monkeypatch):
+    import threading
+    import time
+
+    from serve import create_app, ratelimit
+
+    started = []
+    start = threading.Thread.start
+    monkeypatch.setattr(threading.Thread, "start",
+                        lambda thread: (started.append(thread), start(thread))[1])
+    monkeypatch.setattr(ratelimit, "SWEEP_S", 0.2)
+    app = create_app({"TESTING": True, "MODEL_DIR": str(tiny_model.path),
+                      "RATE_LIMIT": "3 per 2 seconds"})
+    client, storage = app.test_client(), app.extensions["covfefe.limiter"].storage
+    assert isinstance(storage, ratelimit.SweptMemoryStorage)  # memory:// is the swept store
+    started.clear()
+    statuses = [client.post("/api/generate", json={"max_length": 3}).status_code
+                for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    # limits' own store starts a threading.Timer on nearly every hit; this one, one sweeper.
+    limiter_threads = [thread for thread in started if not thread.name.startswith("covfefe-engine")]
+    assert [thread.name for thread in limiter_threads] == ["covfefe-ratelimit-sweeper"]
+    assert storage.storage  # the client's counter, until its window ends
+    deadline = time.monotonic() + 10
+    while storage.storage and time.monotonic() < deadline:  # swept once expired, unread
+        time.sleep(0.1)
+    assert not storage.storage
+    assert client.post("/api/generate", json={"max_length": 3}).status_code == 200  # a new window
