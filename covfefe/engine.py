@@ -29,7 +29,7 @@ import numpy as np
 
 from covfefe.errors import UserError
 from covfefe.generate import BANNED, Completion, TweetGenerator
-from covfefe.sampling import draw_rows
+from covfefe.sampling import draw_and_record, draw_rows
 from covfefe.text import END_ID, MAX_TWEET_CHARS, PAD_ID
 
 log = logging.getLogger(__name__)
@@ -382,26 +382,30 @@ class Engine:
                         rows.sampling[span] = True
                 start += job.live.size
             self._feeding = [job for job in self._feeding if job.fed < job.feed.size]
-        if self._feeding:
+        if self._feeding:  # some rows still feed their prefix: the drawing rows gathered
             index = np.flatnonzero(rows.sampling)
             if index.size == 0:
                 return
             chosen = logits[index].astype(np.float64)
             drawing = [job for job in self._jobs if job.fed == job.feed.size]
-        else:  # every row draws (the usual case): no gathering
-            index = np.arange(rows.ids.size)
-            chosen = np.ascontiguousarray(logits, dtype=np.float64)
+            chosen[:, BANNED] = -np.inf
+            # Each row's uniform for its position, drawn when its job joined (_Rows.add).
+            uniforms = rows.uniforms[index, rows.length[index]]
+            symbols, log_probs = draw_rows(chosen, uniforms, rows.temperature[index],
+                                           rows.top_k[index], rows.top_p[index])
+            rows.log_prob[index] += log_probs
+            rows.history[index, rows.length[index]] = symbols
+            rows.length[index] += 1
+            rows.ids[index] = symbols
+            ended = index[(symbols == END_ID) | (rows.length[index] == rows.limit[index])]
+        else:  # every row draws (the usual case): the same draws and records, in one call
             drawing = self._jobs
-        chosen[:, BANNED] = -np.inf
-        # Each row's uniform for its position, drawn when its job joined (see _Rows.add).
-        uniforms = rows.uniforms[index, rows.length[index]]
-        symbols, log_probs = draw_rows(chosen, uniforms, rows.temperature[index],
-                                       rows.top_k[index], rows.top_p[index])
-        rows.log_prob[index] += log_probs
-        rows.history[index, rows.length[index]] = symbols
-        rows.length[index] += 1
-        rows.ids[index] = symbols
-        ending = (symbols == END_ID) | (rows.length[index] == rows.limit[index])
+            ending = np.empty(rows.ids.size, dtype=bool)
+            draw_and_record(logits, BANNED, rows.uniforms, rows.temperature, rows.top_k,
+                            rows.top_p, END_ID, rows.limit, rows.length, rows.history,
+                            rows.log_prob, rows.ids, ending)
+            symbols = rows.ids
+            ended = np.flatnonzero(ending)
         if any(job.streamed for job in drawing):
             texts = self.generator.symbol_text[symbols].tolist()
             offset = 0
@@ -414,8 +418,8 @@ class Engine:
                         chars[candidate] = text
                     job.events.put(("chars", chars))
                 offset += job.live.size
-        if ending.any():
-            self._finish_rows(index[ending])
+        if ended.size:
+            self._finish_rows(ended)
 
     def _finish_rows(self, ended: np.ndarray) -> None:
         """Hand the rows that have ended to their jobs; end the jobs whose rows all have."""

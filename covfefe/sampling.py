@@ -23,64 +23,102 @@ GREEDY_BELOW = 1e-3  # a temperature below this is greedy (dividing by it could 
 
 
 @compiled
+def _draw_row(row, uniform, temperature, top_k, top_p, scaled, cumulative):
+    """Draw one symbol from ``row`` (float64 log-probabilities up to a constant, -inf for a
+    symbol that may not be written) with ``uniform``; return it and its log-probability under
+    the untempered distribution. ``scaled`` and ``cumulative`` are scratch, as long as the
+    row."""
+    size = row.shape[0]
+    top = largest(row)
+    total = 0.0
+    for s in range(size):
+        total += math.exp(row[s] - top)
+    log_z = top + math.log(total)
+    if temperature < GREEDY_BELOW:  # the limit as the temperature goes to 0
+        for s in range(size):
+            scaled[s] = 0.0 if row[s] >= top else -np.inf
+    else:
+        for s in range(size):
+            scaled[s] = row[s] / temperature
+    k = top_k
+    if 0 < k < size:
+        threshold = np.sort(scaled)[size - k]
+        for s in range(size):
+            if scaled[s] < threshold:
+                scaled[s] = -np.inf
+    if top_p < 1.0:
+        order = np.argsort(-scaled)
+        best = scaled[order[0]]
+        mass = 0.0
+        for s in range(size):
+            mass += math.exp(scaled[order[s]] - best)
+        log_mass = math.log(mass)
+        before = 0.0  # the mass of the symbols strictly likelier than the current group
+        start = 0
+        while start < size:
+            value = scaled[order[start]]
+            stop = start
+            keep = before < top_p
+            group = 0.0
+            while stop < size and scaled[order[stop]] == value:
+                group += math.exp(value - best - log_mass)
+                stop += 1
+            if not keep:
+                for s in range(start, stop):
+                    scaled[order[s]] = -np.inf
+            before += group
+            start = stop
+    best = largest(scaled)
+    running = 0.0
+    for s in range(size):
+        running += math.exp(scaled[s] - best)
+        cumulative[s] = running
+    draw = uniform * running
+    symbol = 0
+    for s in range(size):
+        if cumulative[s] < draw:
+            symbol += 1
+    symbol = min(symbol, size - 1)
+    return symbol, row[symbol] - log_z
+
+
+@compiled
 def _draw(logits, uniforms, temperature, top_k, top_p, symbols, log_probs):
     rows, size = logits.shape
     scaled = np.empty(size)
     cumulative = np.empty(size)
     for r in range(rows):
-        row = logits[r]
-        top = largest(row)
-        total = 0.0
+        symbols[r], log_probs[r] = _draw_row(logits[r], uniforms[r], temperature[r], top_k[r],
+                                             top_p[r], scaled, cumulative)
+
+
+@compiled
+def draw_and_record(logits, banned, uniforms, temperature, top_k, top_p, end, limit, length,
+                    history, log_prob, ids, ending):
+    """One step of the serving engine's rows, every row drawing (`covfefe.engine`), in one
+    call: each row's scores (any float type; ``banned`` symbols set to -inf, in float64 as
+    `draw_rows` takes them) draw a symbol with the uniform of its position
+    (``uniforms[row, length[row]]``), as `draw_rows` does; the symbol is written into
+    ``history[row, length[row]]`` and ``ids[row]``, its log-probability added to
+    ``log_prob[row]``, ``length[row]`` counted on, and ``ending[row]`` set where the symbol is
+    ``end`` or the row has reached ``limit[row]``. Rows are independent, as in `_draw`."""
+    rows, size = logits.shape
+    row = np.empty(size)
+    scaled = np.empty(size)
+    cumulative = np.empty(size)
+    for r in range(rows):
         for s in range(size):
-            total += math.exp(row[s] - top)
-        log_z = top + math.log(total)
-        if temperature[r] < GREEDY_BELOW:  # the limit as the temperature goes to 0
-            for s in range(size):
-                scaled[s] = 0.0 if row[s] >= top else -np.inf
-        else:
-            for s in range(size):
-                scaled[s] = row[s] / temperature[r]
-        k = top_k[r]
-        if 0 < k < size:
-            threshold = np.sort(scaled)[size - k]
-            for s in range(size):
-                if scaled[s] < threshold:
-                    scaled[s] = -np.inf
-        if top_p[r] < 1.0:
-            order = np.argsort(-scaled)
-            best = scaled[order[0]]
-            mass = 0.0
-            for s in range(size):
-                mass += math.exp(scaled[order[s]] - best)
-            log_mass = math.log(mass)
-            before = 0.0  # the mass of the symbols strictly likelier than the current group
-            start = 0
-            while start < size:
-                value = scaled[order[start]]
-                stop = start
-                keep = before < top_p[r]
-                group = 0.0
-                while stop < size and scaled[order[stop]] == value:
-                    group += math.exp(value - best - log_mass)
-                    stop += 1
-                if not keep:
-                    for s in range(start, stop):
-                        scaled[order[s]] = -np.inf
-                before += group
-                start = stop
-        best = largest(scaled)
-        running = 0.0
-        for s in range(size):
-            running += math.exp(scaled[s] - best)
-            cumulative[s] = running
-        draw = uniforms[r] * running
-        symbol = 0
-        for s in range(size):
-            if cumulative[s] < draw:
-                symbol += 1
-        symbol = min(symbol, size - 1)
-        symbols[r] = symbol
-        log_probs[r] = row[symbol] - log_z
+            row[s] = logits[r, s]
+        for s in banned:
+            row[s] = -np.inf
+        position = length[r]
+        symbol, symbol_log_prob = _draw_row(row, uniforms[r, position], temperature[r],
+                                            top_k[r], top_p[r], scaled, cumulative)
+        history[r, position] = symbol
+        ids[r] = symbol
+        log_prob[r] += symbol_log_prob
+        length[r] = position + 1
+        ending[r] = symbol == end or position + 1 == limit[r]
 
 
 def draw_rows(logits: np.ndarray, uniforms: np.ndarray, temperature, top_k=0, top_p=1.0
