@@ -29,7 +29,7 @@ import numpy as np
 
 from covfefe.errors import UserError
 from covfefe.generate import BANNED, Completion, TweetGenerator
-from covfefe.sampling import draw_and_record, draw_rows
+from covfefe.sampling import draw_and_record
 from covfefe.text import END_ID, MAX_TWEET_CHARS, PAD_ID
 
 log = logging.getLogger(__name__)
@@ -382,30 +382,21 @@ class Engine:
                         rows.sampling[span] = True
                 start += job.live.size
             self._feeding = [job for job in self._feeding if job.fed < job.feed.size]
-        if self._feeding:  # some rows still feed their prefix: the drawing rows gathered
+        if self._feeding:  # some rows still feed their prefix: only the others draw
             index = np.flatnonzero(rows.sampling)
             if index.size == 0:
                 return
-            chosen = logits[index].astype(np.float64)
             drawing = [job for job in self._jobs if job.fed == job.feed.size]
-            chosen[:, BANNED] = -np.inf
-            # Each row's uniform for its position, drawn when its job joined (_Rows.add).
-            uniforms = rows.uniforms[index, rows.length[index]]
-            symbols, log_probs = draw_rows(chosen, uniforms, rows.temperature[index],
-                                           rows.top_k[index], rows.top_p[index])
-            rows.log_prob[index] += log_probs
-            rows.history[index, rows.length[index]] = symbols
-            rows.length[index] += 1
-            rows.ids[index] = symbols
-            ended = index[(symbols == END_ID) | (rows.length[index] == rows.limit[index])]
-        else:  # every row draws (the usual case): the same draws and records, in one call
+        else:  # every row draws (the usual case)
+            index = np.arange(rows.ids.size)
             drawing = self._jobs
-            ending = np.empty(rows.ids.size, dtype=bool)
-            draw_and_record(logits, BANNED, rows.uniforms, rows.temperature, rows.top_k,
-                            rows.top_p, END_ID, rows.limit, rows.length, rows.history,
-                            rows.log_prob, rows.ids, ending)
-            symbols = rows.ids
-            ended = np.flatnonzero(ending)
+        # Each row's uniform for its position was drawn when its job joined (see _Rows.add).
+        ending = np.zeros(rows.ids.size, dtype=bool)
+        draw_and_record(logits, index, BANNED, rows.uniforms, rows.temperature, rows.top_k,
+                        rows.top_p, END_ID, rows.limit, rows.length, rows.history,
+                        rows.log_prob, rows.ids, ending)
+        symbols = rows.ids[index]
+        ended = np.flatnonzero(ending)
         if any(job.streamed for job in drawing):
             texts = self.generator.symbol_text[symbols].tolist()
             offset = 0

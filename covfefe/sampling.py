@@ -93,20 +93,20 @@ def _draw(logits, uniforms, temperature, top_k, top_p, symbols, log_probs):
 
 
 @compiled
-def draw_and_record(logits, banned, uniforms, temperature, top_k, top_p, end, limit, length,
-                    history, log_prob, ids, ending):
-    """One step of the serving engine's rows, every row drawing (`covfefe.engine`), in one
-    call: each row's scores (any float type; ``banned`` symbols set to -inf, in float64 as
-    `draw_rows` takes them) draw a symbol with the uniform of its position
-    (``uniforms[row, length[row]]``), as `draw_rows` does; the symbol is written into
-    ``history[row, length[row]]`` and ``ids[row]``, its log-probability added to
-    ``log_prob[row]``, ``length[row]`` counted on, and ``ending[row]`` set where the symbol is
-    ``end`` or the row has reached ``limit[row]``. Rows are independent, as in `_draw`."""
-    rows, size = logits.shape
+def draw_and_record(logits, index, banned, uniforms, temperature, top_k, top_p, end, limit,
+                    length, history, log_prob, ids, ending):
+    """One step of the serving engine's drawing rows (`covfefe.engine`), in one call: each row
+    ``r`` of ``index`` draws from ``logits[r]`` (any float type; ``banned`` symbols set to
+    -inf, in float64 as `draw_rows` takes them) with the uniform of its position
+    (``uniforms[r, length[r]]``), as `draw_rows` does; the symbol is written into
+    ``history[r, length[r]]`` and ``ids[r]``, its log-probability added to ``log_prob[r]``,
+    ``length[r]`` counted on, and ``ending[r]`` set where the symbol is ``end`` or the row has
+    reached ``limit[r]``. Rows are independent, as in `_draw`."""
+    size = logits.shape[1]
     row = np.empty(size)
     scaled = np.empty(size)
     cumulative = np.empty(size)
-    for r in range(rows):
+    for r in index:
         for s in range(size):
             row[s] = logits[r, s]
         for s in banned:
