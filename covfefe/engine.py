@@ -185,6 +185,20 @@ class Engine:
         self.requests_refused = 0
         self.requests_cancelled = 0
         self._rate = (time.perf_counter(), 0, 0.0)  # window start, steps then, last rate
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Compile the engine's step now, not in a request (numba: seconds without its disk
+        cache): one step and draw of a throwaway row, typed as `_Rows` holds its arrays."""
+        fused = getattr(self.network, "fused", None)
+        if fused is None:
+            return
+        positions = self.generator.max_chars
+        fused.step_and_draw(np.array([END_ID]), self.network.initial_state(1), np.arange(1),
+                            BANNED, np.zeros((1, positions)), np.ones(1), np.zeros(1, np.int64),
+                            np.ones(1), END_ID, np.full(1, positions), np.zeros(1, np.int64),
+                            np.zeros((1, positions), np.int64), np.zeros(1),
+                            np.zeros(1, dtype=bool))
 
     # The request side (any thread).
 
@@ -363,38 +377,45 @@ class Engine:
 
     def _step(self) -> None:
         rows = self._rows
-        logits, self._state = self.network.step(rows.ids, self._state)
-        self.steps += 1
-        self.rows_stepped += rows.ids.size
-        now = time.perf_counter()
-        start, steps, _ = self._rate
-        if now - start >= 1.0:
-            self._rate = (now, self.steps, (self.steps - steps) / (now - start))
-        if self._feeding:  # the next prefix symbol, or from now on a draw
+        fed = []  # (rows, symbol): the next prefix symbol, put in once this step has read ids
+        if self._feeding:  # the rows that feed their prefix's last symbol now draw after it
             start = 0
             for job in self._jobs:
                 if job.fed < job.feed.size:
                     job.fed += 1
                     span = slice(start, start + job.live.size)
                     if job.fed < job.feed.size:
-                        rows.ids[span] = job.feed[job.fed]
+                        fed.append((span, job.feed[job.fed]))
                     else:
                         rows.sampling[span] = True
                 start += job.live.size
             self._feeding = [job for job in self._feeding if job.fed < job.feed.size]
         if self._feeding:  # some rows still feed their prefix: only the others draw
             index = np.flatnonzero(rows.sampling)
-            if index.size == 0:
-                return
             drawing = [job for job in self._jobs if job.fed == job.feed.size]
         else:  # every row draws (the usual case)
             index = np.arange(rows.ids.size)
             drawing = self._jobs
         # Each row's uniform for its position was drawn when its job joined (see _Rows.add).
         ending = np.zeros(rows.ids.size, dtype=bool)
-        draw_and_record(logits, index, BANNED, rows.uniforms, rows.temperature, rows.top_k,
-                        rows.top_p, END_ID, rows.limit, rows.length, rows.history,
-                        rows.log_prob, rows.ids, ending)
+        draw = (index, BANNED, rows.uniforms, rows.temperature, rows.top_k, rows.top_p, END_ID,
+                rows.limit, rows.length, rows.history, rows.log_prob, ending)
+        fused = getattr(self.network, "fused", None)  # the served stack: one compiled call
+        if fused is not None:
+            self._state = fused.step_and_draw(rows.ids, self._state, *draw)
+        else:
+            logits, self._state = self.network.step(rows.ids, self._state)
+            draw_and_record(logits, *draw[:-1], rows.ids, ending)
+        for span, symbol in fed:
+            rows.ids[span] = symbol
+        self.steps += 1
+        self.rows_stepped += rows.ids.size
+        now = time.perf_counter()
+        start, steps, _ = self._rate
+        if now - start >= 1.0:
+            self._rate = (now, self.steps, (self.steps - steps) / (now - start))
+        if index.size == 0:
+            return
         symbols = rows.ids[index]
         ended = np.flatnonzero(ending)
         if any(job.streamed for job in drawing):

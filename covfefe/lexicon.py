@@ -130,6 +130,7 @@ class LexiconConstraint:
         parents = np.flatnonzero(after_apostrophe >= 0)
         self._may_end = self.lexicon.complete.copy()
         self._may_end[after_apostrophe[parents]] |= self.lexicon.complete[parents]
+        self._fused = None  # covfefe.fused.FusedStep, built at the first step (False: none)
 
     def initial_state(self, n: int) -> list:
         return [self.model.initial_state(n), np.zeros(n, dtype=np.int64)]
@@ -142,6 +143,20 @@ class LexiconConstraint:
         return mask
 
     def step(self, ids: np.ndarray, state: list) -> tuple[np.ndarray, list]:
+        fused = self.fused
+        return fused(ids, state) if fused is not None else self.step_parts(ids, state)
+
+    @property
+    def fused(self):
+        """The stack's step in one compiled call (`covfefe.fused.FusedStep`), built on first
+        use; None when the stack is not one it fuses."""
+        if self._fused is None:
+            from covfefe.fused import fused_step
+            self._fused = fused_step(self) or False
+        return self._fused or None
+
+    def step_parts(self, ids: np.ndarray, state: list) -> tuple[np.ndarray, list]:
+        """`step` through each part of the stack in turn (what `covfefe.fused` fuses)."""
         scores, model_state = self.model.step(ids, state[0])
         scores = np.ascontiguousarray(scores)
         nodes, masked = np.empty(len(scores), dtype=np.int64), np.empty_like(scores)

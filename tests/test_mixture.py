@@ -190,3 +190,34 @@ def test_each_layer_of_the_served_model_steps_a_row_the_same_alone_and_in_a_batc
                                         (table, mixed, masked), together[t], strict=True):
                 assert np.array_equal(one[0], batch[row]), (name, row, t)
     assert not np.isfinite(together[-1][2]).all()  # the lexicon masked something
+
+
+def test_the_served_stack_steps_in_one_call_with_the_numbers_of_its_parts_in_turn():
+    """`covfefe.fused`: the bundled model's step (network, table, mixture, lexicon) as one
+    compiled call gives what stepping each part in turn gives, bit for bit: the scores and
+    every array of the state, over rows that join and leave as in the serving engine."""
+    from covfefe.engine import join_rows, take_rows
+    from covfefe.fused import FusedStep
+
+    constraint = TweetGenerator.from_artifact(resolve(BUNDLED_MODEL)).network
+    rng = np.random.default_rng(11)
+    fused, parts = constraint.initial_state(3), constraint.initial_state(3)
+    for t in range(60):
+        ids = rng.integers(1, len(constraint.edge), len(fused[1]))
+        scores, fused = constraint.step(ids, fused)
+        expected, parts = constraint.step_parts(ids, parts)
+        np.testing.assert_array_equal(scores, expected)
+        leaves = [(a, b) for a, b in zip(_leaves(fused), _leaves(parts), strict=True)]
+        assert all(a.dtype == b.dtype and np.array_equal(a, b) for a, b in leaves), t
+        if t % 15 == 7:  # two rows join, then the first row leaves
+            fused = take_rows(join_rows(fused, constraint.initial_state(2)), slice(1, None))
+            parts = take_rows(join_rows(parts, constraint.initial_state(2)), slice(1, None))
+    assert isinstance(constraint._fused, FusedStep)
+    with pytest.raises(IndexError, match="outside the vocabulary"):
+        constraint.step(np.array([len(constraint.edge)]), constraint.initial_state(1))
+
+
+def _leaves(nest):
+    if isinstance(nest, (list, tuple)):
+        return [leaf for item in nest for leaf in _leaves(item)]
+    return [nest]

@@ -1,0 +1,165 @@
+"""The served model's step in one compiled call.
+
+What the server steps is a stack of parts, each with the generator's step interface: the
+network in 16-bit fixed point (`covfefe.numpy_network`, LSTM layers), mixed with the n-gram
+table (`covfefe.mixture.MixedModel`), under the lexicon (`covfefe.lexicon.LexiconConstraint`).
+Each part's arithmetic is already a compiled kernel, but going from one to the next through
+Python (wrapper methods, argument checks, new arrays, numba's dispatch for each of a dozen
+kernels) cost about 100 us a step: more than half of a one-row step, a tenth of a 16-row one,
+and all of it holding the GIL that the request threads need.
+
+`FusedStep` calls the same kernels, in the same order on the same arrays, from one compiled
+function (`_step`), so a step's numbers are those of the parts stepped one by one, bit for bit
+(tested); the state keeps the stack's nested shape, so the engine's row bookkeeping and
+`TweetGenerator` use it unchanged. `fused_step` builds one for a stack of that shape and returns
+None for any other (GRU layers, float32, no table or no lexicon), which keeps the general path.
+"""
+
+import numpy as np
+
+from covfefe.compiled import compiled
+from covfefe.fixedpoint import COLUMNS, _lstm_from_sums, _sums, _to_float, quantize_into
+from covfefe.lexicon import _advance_and_mask
+from covfefe.mixture import _mix
+from covfefe.ngram import _step_probs
+from covfefe.sampling import draw_and_record
+
+
+@compiled
+def _lstm_layers(ids, table, layouts, unscales, biases, hs, cs):
+    """The network's LSTM layers for one symbol per row, as `NumpyNetwork._lstm_step`: return
+    each layer's new ``h`` and ``c`` and the last layer's ``h`` quantized (int16)."""
+    rows = ids.shape[0]
+    new_h, new_c = [], []
+    below = np.empty((rows, 0), dtype=np.int16)
+    for layer in range(len(layouts)):
+        h, c = hs[layer], cs[layer]
+        units = h.shape[1]
+        if layer == 0:
+            inputs = np.empty((rows, units), dtype=np.int16)
+            quantize_into(h, inputs)
+            start = np.empty((rows, table.shape[1]), dtype=np.float32)
+            for row in range(rows):
+                start[row] = table[ids[row]]
+        else:
+            width = below.shape[1]
+            inputs = np.empty((rows, width + units), dtype=np.int16)
+            inputs[:, :width] = below
+            quantize_into(h, inputs[:, width:])
+            start = biases[layer]
+        layout = layouts[layer]
+        sums = np.empty((rows, layout.shape[0] * COLUMNS), dtype=np.int32)
+        _sums(inputs.view(np.int32), layout, sums)
+        h_out, c_out = np.empty_like(c), np.empty_like(c)
+        below = np.empty((rows, units), dtype=np.int16)
+        _lstm_from_sums(sums, unscales[layer], start, c, h_out, c_out, below)
+        new_h.append(h_out)
+        new_c.append(c_out)
+    return new_h, new_c, below
+
+
+@compiled
+def _step(ids, table, layouts, unscales, biases, hs, cs, dense_layout, dense_unscale,
+          dense_bias, keys, cumulative, bounds, discounts, children, orphan_low, orphan_start,
+          history, ranges, weight, nodes, edges, trie, complete, may_end):
+    """One step of the stack: network, n-gram table, mixture, lexicon."""
+    rows, vocab_size = ids.shape[0], dense_bias.shape[1]
+    for row in range(rows):  # compiled code checks no index: the table look-up would crash
+        if not 0 <= ids[row] < vocab_size:
+            raise IndexError("a symbol outside the vocabulary")
+    new_h, new_c, top = _lstm_layers(ids, table, layouts, unscales, biases, hs, cs)
+    sums = np.empty((rows, dense_layout.shape[0] * COLUMNS), dtype=np.int32)
+    _sums(top.view(np.int32), dense_layout, sums)
+    logits = np.empty((rows, vocab_size), dtype=np.float32)
+    _to_float(sums, dense_unscale, dense_bias, logits)
+    probs = np.empty((rows, vocab_size))
+    new_history, new_ranges = np.empty_like(history), np.empty_like(ranges)
+    _step_probs(keys, cumulative, bounds, discounts, children, orphan_low, orphan_start,
+                history, ranges, ids, new_history, new_ranges, probs)
+    mixed = np.empty((rows, vocab_size))
+    _mix(logits, probs, weight, mixed)
+    new_nodes, masked = np.empty_like(nodes), np.empty_like(mixed)
+    _advance_and_mask(nodes, ids, edges, trie, complete, may_end, mixed, new_nodes, masked)
+    return masked, new_h, new_c, new_history, new_ranges, new_nodes
+
+
+@compiled
+def _step_and_draw(ids, table, layouts, unscales, biases, hs, cs, dense_layout, dense_unscale,
+                   dense_bias, keys, cumulative, bounds, discounts, children, orphan_low,
+                   orphan_start, history, ranges, weight, nodes, edges, trie, complete, may_end,
+                   index, banned, uniforms, temperature, top_k, top_p, end, limit, length,
+                   written, log_prob, ending):
+    """`_step`, then `covfefe.sampling.draw_and_record` for the rows ``index`` (the serving
+    engine's step), which writes each drawn symbol into ``ids``."""
+    masked, new_h, new_c, new_history, new_ranges, new_nodes = _step(
+        ids, table, layouts, unscales, biases, hs, cs, dense_layout, dense_unscale, dense_bias,
+        keys, cumulative, bounds, discounts, children, orphan_low, orphan_start, history,
+        ranges, weight, nodes, edges, trie, complete, may_end)
+    draw_and_record(masked, index, banned, uniforms, temperature, top_k, top_p, end, limit,
+                    length, written, log_prob, ids, ending)
+    return new_h, new_c, new_history, new_ranges, new_nodes
+
+
+class FusedStep:
+    """``step(ids, state)`` of a `LexiconConstraint` over a `MixedModel` of a fixed-point
+    LSTM `NumpyNetwork` and a `KneserNeyModel`, in one compiled call (see the module)."""
+
+    def __init__(self, constraint):
+        mixed = constraint.model
+        network, ngram = mixed.network, mixed.ngram
+        plan = network._plan
+        self._table = plan[0][1]
+        # Tuples of one type each (numba compiles the loop over layers once).
+        self._layouts = tuple(matrix.layout for _, _, matrix, _ in plan)
+        self._unscales = tuple(matrix.unscale for _, _, matrix, _ in plan)
+        self._biases = tuple(np.ascontiguousarray(np.atleast_2d(
+            np.zeros(plan[0][1].shape[1], np.float32) if bias is None else bias),
+            dtype=np.float32) for _, _, _, bias in plan)
+        dense = network._dense
+        self._dense = (dense.layout, dense.unscale,
+                       np.ascontiguousarray(np.atleast_2d(network.dense_bias), np.float32))
+        self._ngram = (ngram.keys, ngram.cumulative, ngram.bounds, ngram.discounts,
+                       *ngram._step_links())
+        self._weight = float(mixed.weight)
+        lexicon = constraint.lexicon
+        self._lexicon = (constraint.edge, lexicon.children, lexicon.complete,
+                         constraint._may_end)
+
+    def __call__(self, ids: np.ndarray, state: list) -> tuple[np.ndarray, list]:
+        masked, new_h, new_c, history, ranges, nodes = _step(
+            np.ascontiguousarray(ids, dtype=np.int64), *self._arguments(state))
+        return masked, self._state(new_h, new_c, history, ranges, nodes)
+
+    def step_and_draw(self, ids: np.ndarray, state: list, *draw) -> list:
+        """Step, then draw as `covfefe.sampling.draw_and_record` does with the arguments
+        ``draw`` (``index`` to ``ending``; the symbols drawn go into ``ids``, which must be
+        int64 and contiguous), in one call; return the new state. The serving engine's step."""
+        if ids.dtype != np.int64 or not ids.flags.c_contiguous:
+            raise ValueError("step_and_draw writes the symbols drawn into ids: int64, contiguous")
+        return self._state(*_step_and_draw(ids, *self._arguments(state), *draw))
+
+    def _arguments(self, state: list) -> tuple:
+        (network_state, (history, ranges)), nodes = state
+        return (self._table, self._layouts, self._unscales, self._biases,
+                tuple(np.ascontiguousarray(h) for h, _ in network_state),
+                tuple(np.ascontiguousarray(c) for _, c in network_state), *self._dense,
+                *self._ngram, np.ascontiguousarray(history), np.ascontiguousarray(ranges),
+                self._weight, np.ascontiguousarray(nodes, dtype=np.int64), *self._lexicon)
+
+    @staticmethod
+    def _state(new_h, new_c, history, ranges, nodes) -> list:
+        return [[list(zip(new_h, new_c, strict=True)), [history, ranges]], nodes]
+
+
+def fused_step(constraint) -> FusedStep | None:
+    """A `FusedStep` of ``constraint`` (a `LexiconConstraint`) when its stack has the shape
+    it fuses, else None."""
+    from covfefe.mixture import MixedModel
+    from covfefe.ngram import KneserNeyModel
+    from covfefe.numpy_network import NumpyNetwork
+
+    mixed = getattr(constraint, "model", None)
+    if not (isinstance(mixed, MixedModel) and type(mixed.network) is NumpyNetwork
+            and isinstance(mixed.ngram, KneserNeyModel)):
+        return None
+    return FusedStep(constraint) if mixed.network._fused else None
