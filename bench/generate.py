@@ -11,7 +11,6 @@ same NumPy runtime here, so the ratio is the method's alone.
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -79,8 +78,10 @@ def sampling_per_step(generator, rows: int, repeat: int = 200) -> tuple[float, f
 
 def layers_per_step(model: str, rows: int, tweets: int = 64) -> dict[str, float] | None:
     """Seconds per step of each layer of the served model (`LexiconConstraint(MixedModel(
-    network, n-gram table))`) on its own, stepping ``rows`` of the model's own tweets: a
-    layer's time is its step less the step of what it wraps. None for a model without both."""
+    network, n-gram table))`) on its own, stepping ``rows`` of the model's own tweets part by
+    part (`LexiconConstraint.step_parts`): a layer's time is its step less the step of what it
+    wraps; and the whole step as served, in one compiled call (`covfefe.fused`, "fused"). None
+    for a model without both."""
     from covfefe.generate import TweetGenerator
     from covfefe.lexicon import LexiconConstraint
     from covfefe.mixture import MixedModel
@@ -107,24 +108,42 @@ def layers_per_step(model: str, rows: int, tweets: int = 64) -> dict[str, float]
     timed(mixture.network, "step", "network")
     timed(mixture.ngram, "step_probs", "table")
     timed(mixture, "step", "mixture")
-    timed(constraint, "step", "constraint")
+    timed(constraint, "step_parts", "constraint")
     texts = [c.text for seed in range(max(tweets // rows, 4))
              for c in generator.complete("", n=rows, seed=seed, temperature=0.8)]
     for name in spent:
         spent[name] = 0.0
-    steps = 0
+    batches = []
     for first in range(0, len(texts), rows):
         encoded = [[END_ID, *generator.vocabulary.encode(text)]
                    for text in texts[first:first + rows]]
         length = min(len(ids) for ids in encoded)
-        ids = np.array([row[:length] for row in encoded]).T
+        batches.append(np.array([row[:length] for row in encoded]).T)
+    steps = sum(len(ids) for ids in batches)
+    for ids in batches:
+        state = constraint.initial_state(rows)
+        for symbols in ids:
+            _, state = constraint.step_parts(symbols, state)
+    started = time.perf_counter()
+    for ids in batches:
         state = constraint.initial_state(rows)
         for symbols in ids:
             _, state = constraint.step(symbols, state)
-        steps += length
-    return {"network": spent["network"] / steps, "table": spent["table"] / steps,
+    fused = (time.perf_counter() - started) / steps
+    return {"fused": fused, "parts": spent["constraint"] / steps,
+            "network": spent["network"] / steps, "table": spent["table"] / steps,
             "mixing": (spent["mixture"] - spent["network"] - spent["table"]) / steps,
             "lexicon": (spent["constraint"] - spent["mixture"]) / steps}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB: VmHWM, which starts anew at exec (the
+    rusage maximum does not: a child forked from this benchmark reported the parent's)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def per_char(function, repeat: int, rounds: int = 3) -> float:
@@ -150,7 +169,7 @@ def cold_start(model: str, network_alone: bool = False) -> dict:
     loaded = time.perf_counter() - started
     generator.complete("Make America ", seed=1)
     return {"load_s": loaded, "first_tweet_s": time.perf_counter() - started,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_rss_mb": peak_rss_mb(),
             "modules": sorted(m for m in ("tensorflow", "keras", "pandas") if m in sys.modules)}
 
 
@@ -235,7 +254,9 @@ def main() -> None:
                   f"lexicon {layer['lexicon'] * 1e6:.0f} us: together "
                   f"{(layer['table'] + layer['mixing'] + layer['lexicon']) / layer['network']:.2f}x"
                   f" the network's step "
-                  f"({layer['network'] * 1e6:.0f} us)")
+                  f"({layer['network'] * 1e6:.0f} us); the whole step part by part "
+                  f"{layer['parts'] * 1e6:.0f} us, in one compiled call "
+                  f"{layer['fused'] * 1e6:.0f} us ({layer['parts'] / layer['fused']:.2f}x faster)")
     if novelty is not None:
         print(f"novelty check: {novelty * 1000:.2f} ms per tweet")
     print(f"cold start (fresh process: import, load, first tweet): {start['first_tweet_s']:.2f} s"
