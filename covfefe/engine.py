@@ -32,6 +32,12 @@ from covfefe.generate import BANNED, Completion, TweetGenerator
 from covfefe.sampling import draw_and_record
 from covfefe.text import END_ID, MAX_TWEET_CHARS, PAD_ID
 
+# Steps per compiled call while every row draws: the engine's Python between steps (and the
+# wait to take the GIL back from the request threads) once per call, not per step. A call
+# stops early after any row ends, so rows leave and the batch changes exactly where they
+# would one step at a time; a new request joins, and a cancelled one leaves, at most this many
+# steps later (a few milliseconds).
+STEPS = 8
 log = logging.getLogger(__name__)
 
 WAIT_POLL_S = 1.0  # how often a waiting request checks that the engine is still alive
@@ -402,34 +408,38 @@ class Engine:
                 rows.limit, rows.length, rows.history, rows.log_prob, ending)
         fused = getattr(self.network, "fused", None)  # the served stack: one compiled call
         if fused is not None:
-            self._state = fused.step_and_draw(rows.ids, self._state, *draw)
+            # Several steps in one call while every row draws and none ends (see STEPS).
+            before = rows.length[index]
+            taken, self._state = fused.step_and_draw(rows.ids, self._state, *draw,
+                                                     most=1 if fed or self._feeding else STEPS)
         else:
             logits, self._state = self.network.step(rows.ids, self._state)
             draw_and_record(logits, *draw[:-1], rows.ids, ending)
+            before, taken = rows.length[index] - 1, 1
         for span, symbol in fed:
             rows.ids[span] = symbol
-        self.steps += 1
-        self.rows_stepped += rows.ids.size
+        self.steps += taken
+        self.rows_stepped += rows.ids.size * taken
         now = time.perf_counter()
         start, steps, _ = self._rate
         if now - start >= 1.0:
             self._rate = (now, self.steps, (self.steps - steps) / (now - start))
         if index.size == 0:
             return
-        symbols = rows.ids[index]
         ended = np.flatnonzero(ending)
         if any(job.streamed for job in drawing):
-            texts = self.generator.symbol_text[symbols].tolist()
-            offset = 0
-            for job in drawing:
-                if job.streamed:
-                    chars = [""] * job.n
-                    for candidate, text in zip(job.live.tolist(),
-                                               texts[offset:offset + job.live.size],
-                                               strict=True):
-                        chars[candidate] = text
-                    job.events.put(("chars", chars))
-                offset += job.live.size
+            for step in range(taken):  # one event per step, as the rows wrote them
+                texts = self.generator.symbol_text[rows.history[index, before + step]].tolist()
+                offset = 0
+                for job in drawing:
+                    if job.streamed:
+                        chars = [""] * job.n
+                        for candidate, text in zip(job.live.tolist(),
+                                                   texts[offset:offset + job.live.size],
+                                                   strict=True):
+                            chars[candidate] = text
+                        job.events.put(("chars", chars))
+                    offset += job.live.size
         if ended.size:
             self._finish_rows(ended)
 

@@ -26,11 +26,11 @@ from covfefe.sampling import draw_and_record
 
 
 @compiled
-def _lstm_layers(ids, table, layouts, unscales, biases, hs, cs):
-    """The network's LSTM layers for one symbol per row, as `NumpyNetwork._lstm_step`: return
-    each layer's new ``h`` and ``c`` and the last layer's ``h`` quantized (int16)."""
+def _lstm_layers(ids, table, layouts, unscales, biases, hs, cs, hs_out, cs_out):
+    """The network's LSTM layers for one symbol per row, as `NumpyNetwork._lstm_step`: write
+    each layer's new ``h`` and ``c`` into ``hs_out`` and ``cs_out``; return the last layer's
+    ``h`` quantized (int16)."""
     rows = ids.shape[0]
-    new_h, new_c = [], []
     below = np.empty((rows, 0), dtype=np.int16)
     for layer in range(len(layouts)):
         h, c = hs[layer], cs[layer]
@@ -50,54 +50,66 @@ def _lstm_layers(ids, table, layouts, unscales, biases, hs, cs):
         layout = layouts[layer]
         sums = np.empty((rows, layout.shape[0] * COLUMNS), dtype=np.int32)
         _sums(inputs.view(np.int32), layout, sums)
-        h_out, c_out = np.empty_like(c), np.empty_like(c)
         below = np.empty((rows, units), dtype=np.int16)
-        _lstm_from_sums(sums, unscales[layer], start, c, h_out, c_out, below)
-        new_h.append(h_out)
-        new_c.append(c_out)
-    return new_h, new_c, below
+        _lstm_from_sums(sums, unscales[layer], start, c, hs_out[layer], cs_out[layer], below)
+    return below
 
 
 @compiled
-def _step(ids, table, layouts, unscales, biases, hs, cs, dense_layout, dense_unscale,
-          dense_bias, keys, cumulative, bounds, discounts, children, orphan_low, orphan_start,
-          history, ranges, weight, nodes, edges, trie, complete, may_end):
-    """One step of the stack: network, n-gram table, mixture, lexicon."""
+def _step(ids, table, layouts, unscales, biases, hs, cs, hs_out, cs_out, dense_layout,
+          dense_unscale, dense_bias, keys, cumulative, bounds, discounts, children, orphan_low,
+          orphan_start, history, ranges, history_out, ranges_out, weight, nodes, nodes_out,
+          edges, trie, complete, may_end):
+    """One step of the stack (network, n-gram table, mixture, lexicon): return the scores;
+    the new state goes into the ``_out`` arrays."""
     rows, vocab_size = ids.shape[0], dense_bias.shape[1]
     for row in range(rows):  # compiled code checks no index: the table look-up would crash
         if not 0 <= ids[row] < vocab_size:
             raise IndexError("a symbol outside the vocabulary")
-    new_h, new_c, top = _lstm_layers(ids, table, layouts, unscales, biases, hs, cs)
+    top = _lstm_layers(ids, table, layouts, unscales, biases, hs, cs, hs_out, cs_out)
     sums = np.empty((rows, dense_layout.shape[0] * COLUMNS), dtype=np.int32)
     _sums(top.view(np.int32), dense_layout, sums)
     logits = np.empty((rows, vocab_size), dtype=np.float32)
     _to_float(sums, dense_unscale, dense_bias, logits)
     probs = np.empty((rows, vocab_size))
-    new_history, new_ranges = np.empty_like(history), np.empty_like(ranges)
     _step_probs(keys, cumulative, bounds, discounts, children, orphan_low, orphan_start,
-                history, ranges, ids, new_history, new_ranges, probs)
+                history, ranges, ids, history_out, ranges_out, probs)
     mixed = np.empty((rows, vocab_size))
     _mix(logits, probs, weight, mixed)
-    new_nodes, masked = np.empty_like(nodes), np.empty_like(mixed)
-    _advance_and_mask(nodes, ids, edges, trie, complete, may_end, mixed, new_nodes, masked)
-    return masked, new_h, new_c, new_history, new_ranges, new_nodes
+    masked = np.empty_like(mixed)
+    _advance_and_mask(nodes, ids, edges, trie, complete, may_end, mixed, nodes_out, masked)
+    return masked
 
 
 @compiled
-def _step_and_draw(ids, table, layouts, unscales, biases, hs, cs, dense_layout, dense_unscale,
-                   dense_bias, keys, cumulative, bounds, discounts, children, orphan_low,
-                   orphan_start, history, ranges, weight, nodes, edges, trie, complete, may_end,
-                   index, banned, uniforms, temperature, top_k, top_p, end, limit, length,
-                   written, log_prob, ending):
-    """`_step`, then `covfefe.sampling.draw_and_record` for the rows ``index`` (the serving
-    engine's step), which writes each drawn symbol into ``ids``."""
-    masked, new_h, new_c, new_history, new_ranges, new_nodes = _step(
-        ids, table, layouts, unscales, biases, hs, cs, dense_layout, dense_unscale, dense_bias,
-        keys, cumulative, bounds, discounts, children, orphan_low, orphan_start, history,
-        ranges, weight, nodes, edges, trie, complete, may_end)
-    draw_and_record(masked, index, banned, uniforms, temperature, top_k, top_p, end, limit,
-                    length, written, log_prob, ids, ending)
-    return new_h, new_c, new_history, new_ranges, new_nodes
+def _steps_and_draw(ids, table, layouts, unscales, biases, hs, cs, hs_out, cs_out,
+                    dense_layout, dense_unscale, dense_bias, keys, cumulative, bounds, discounts,
+                    children, orphan_low, orphan_start, history, ranges, history_out,
+                    ranges_out, weight, nodes, nodes_out, edges, trie, complete, may_end,
+                    index, banned, uniforms, temperature, top_k, top_p, end, limit, length,
+                    written, log_prob, ending, most):
+    """Up to ``most`` times: `_step`, then `covfefe.sampling.draw_and_record` for the rows
+    ``index`` (which writes each drawn symbol into ``ids``, the next step's input); stop after
+    the first step where a row ends. The state and the ``_out`` arrays take turns holding the
+    state. Return the steps taken and the state after them."""
+    steps = 0
+    while steps < most:
+        masked = _step(ids, table, layouts, unscales, biases, hs, cs, hs_out, cs_out,
+                       dense_layout, dense_unscale, dense_bias, keys, cumulative, bounds,
+                       discounts, children, orphan_low, orphan_start, history, ranges,
+                       history_out, ranges_out, weight, nodes, nodes_out, edges, trie, complete,
+                       may_end)
+        draw_and_record(masked, index, banned, uniforms, temperature, top_k, top_p, end, limit,
+                        length, written, log_prob, ids, ending)
+        hs, hs_out = hs_out, hs
+        cs, cs_out = cs_out, cs
+        history, history_out = history_out, history
+        ranges, ranges_out = ranges_out, ranges
+        nodes, nodes_out = nodes_out, nodes
+        steps += 1
+        if ending.any():
+            break
+    return steps, hs, cs, history, ranges, nodes
 
 
 class FusedStep:
@@ -108,13 +120,12 @@ class FusedStep:
         mixed = constraint.model
         network, ngram = mixed.network, mixed.ngram
         plan = network._plan
-        self._table = plan[0][1]
         # Tuples of one type each (numba compiles the loop over layers once).
-        self._layouts = tuple(matrix.layout for _, _, matrix, _ in plan)
-        self._unscales = tuple(matrix.unscale for _, _, matrix, _ in plan)
-        self._biases = tuple(np.ascontiguousarray(np.atleast_2d(
+        biases = tuple(np.ascontiguousarray(np.atleast_2d(
             np.zeros(plan[0][1].shape[1], np.float32) if bias is None else bias),
             dtype=np.float32) for _, _, _, bias in plan)
+        self._network = (plan[0][1], tuple(matrix.layout for _, _, matrix, _ in plan),
+                         tuple(matrix.unscale for _, _, matrix, _ in plan), biases)
         dense = network._dense
         self._dense = (dense.layout, dense.unscale,
                        np.ascontiguousarray(np.atleast_2d(network.dense_bias), np.float32))
@@ -126,29 +137,45 @@ class FusedStep:
                          constraint._may_end)
 
     def __call__(self, ids: np.ndarray, state: list) -> tuple[np.ndarray, list]:
-        masked, new_h, new_c, history, ranges, nodes = _step(
-            np.ascontiguousarray(ids, dtype=np.int64), *self._arguments(state))
-        return masked, self._state(new_h, new_c, history, ranges, nodes)
+        hs, cs, history, ranges, nodes = self._unpack(state)
+        out = self._fresh(hs, cs, history, ranges, nodes)
+        masked = _step(np.ascontiguousarray(ids, dtype=np.int64), *self._network, hs, cs,
+                       out[0], out[1], *self._dense, *self._ngram, history, ranges, out[2],
+                       out[3], self._weight, nodes, out[4], *self._lexicon)
+        return masked, self._pack(*out)
 
-    def step_and_draw(self, ids: np.ndarray, state: list, *draw) -> list:
+    def step_and_draw(self, ids: np.ndarray, state: list, *draw, most: int = 1
+                      ) -> tuple[int, list]:
         """Step, then draw as `covfefe.sampling.draw_and_record` does with the arguments
-        ``draw`` (``index`` to ``ending``; the symbols drawn go into ``ids``, which must be
-        int64 and contiguous), in one call; return the new state. The serving engine's step."""
+        ``draw`` (``index`` to ``ending``; the symbols drawn go into ``ids``, the next step's
+        input: int64, contiguous), up to ``most`` times in one call, stopping after a step
+        where a row ends (the serving engine's step). Return the steps taken and the new
+        state; the arrays of ``state`` are reused (their contents are lost)."""
         if ids.dtype != np.int64 or not ids.flags.c_contiguous:
             raise ValueError("step_and_draw writes the symbols drawn into ids: int64, contiguous")
-        return self._state(*_step_and_draw(ids, *self._arguments(state), *draw))
-
-    def _arguments(self, state: list) -> tuple:
-        (network_state, (history, ranges)), nodes = state
-        return (self._table, self._layouts, self._unscales, self._biases,
-                tuple(np.ascontiguousarray(h) for h, _ in network_state),
-                tuple(np.ascontiguousarray(c) for _, c in network_state), *self._dense,
-                *self._ngram, np.ascontiguousarray(history), np.ascontiguousarray(ranges),
-                self._weight, np.ascontiguousarray(nodes, dtype=np.int64), *self._lexicon)
+        hs, cs, history, ranges, nodes = self._unpack(state)
+        out = self._fresh(hs, cs, history, ranges, nodes)
+        steps, *new = _steps_and_draw(
+            ids, *self._network, hs, cs, out[0], out[1], *self._dense, *self._ngram, history,
+            ranges, out[2], out[3], self._weight, nodes, out[4], *self._lexicon, *draw, most)
+        return steps, self._pack(*new)
 
     @staticmethod
-    def _state(new_h, new_c, history, ranges, nodes) -> list:
-        return [[list(zip(new_h, new_c, strict=True)), [history, ranges]], nodes]
+    def _unpack(state: list) -> tuple:
+        (network_state, (history, ranges)), nodes = state
+        return (tuple(np.ascontiguousarray(h) for h, _ in network_state),
+                tuple(np.ascontiguousarray(c) for _, c in network_state),
+                np.ascontiguousarray(history), np.ascontiguousarray(ranges),
+                np.ascontiguousarray(nodes, dtype=np.int64))
+
+    @staticmethod
+    def _fresh(hs, cs, history, ranges, nodes) -> tuple:
+        return (tuple(np.empty_like(h) for h in hs), tuple(np.empty_like(c) for c in cs),
+                np.empty_like(history), np.empty_like(ranges), np.empty_like(nodes))
+
+    @staticmethod
+    def _pack(hs, cs, history, ranges, nodes) -> list:
+        return [[list(zip(hs, cs, strict=True)), [history, ranges]], nodes]
 
 
 def fused_step(constraint) -> FusedStep | None:
