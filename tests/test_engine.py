@@ -242,6 +242,35 @@ def test_a_request_alone_in_the_engine_streams_what_the_generator_streams(genera
     assert list(engine.stream(**request)) == list(generator.stream(**request))
 
 
+def test_the_served_stack_takes_several_steps_per_call_with_the_same_tweets(generator, engine,
+                                                                           monkeypatch):
+    """While every row draws, the engine steps up to STEPS times in one compiled call
+    (covfefe.fused), stopping after a step where a row ends: far fewer calls than steps, and
+    every request still gets the tweets it gets alone."""
+    from covfefe.engine import STEPS
+    from covfefe.fused import FusedStep
+
+    calls = []
+    step_and_draw = FusedStep.step_and_draw
+
+    def counted(self, *args, most=1):
+        taken, state = step_and_draw(self, *args, most=most)
+        calls.append((most, taken))
+        return taken, state
+
+    monkeypatch.setattr(FusedStep, "step_and_draw", counted)
+    requests = [dict(REQUESTS[i], seed=40 + i) for i in range(len(REQUESTS))]
+    jobs = [engine.submit(**request, streamed=False) for request in requests]
+    for request, job in zip(requests, jobs, strict=True):
+        alone = generator.complete(**request)
+        assert [(c.text, c.log_prob) for c in job.result()] == [(c.text, c.log_prob)
+                                                                for c in alone]
+    assert sum(taken for _, taken in calls) == engine.steps
+    assert all(1 <= taken <= most <= STEPS for most, taken in calls)
+    assert max(taken for _, taken in calls) == STEPS > 1
+    assert len(calls) < engine.steps / 2
+
+
 class _Gated:
     """The real network, stepping only when the test allows it (so that the test, not the
     machine's speed, decides where the engine is when the client acts)."""
