@@ -190,7 +190,9 @@ class Engine:
         self.requests_done = 0
         self.requests_refused = 0
         self.requests_cancelled = 0
-        self._rate = (time.perf_counter(), 0, 0.0)  # window start, steps then, last rate
+        # The last whole second of stepping: its start, steps and rows stepped then, and its
+        # steps per second and rows per step.
+        self._rate = (time.perf_counter(), 0, 0, 0.0, 0.0)
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -258,15 +260,17 @@ class Engine:
         return self._thread is not None and self._thread.is_alive()
 
     def stats(self) -> dict:
-        """Rows in flight, requests waiting, steps per second (over the last whole second of
-        stepping; 0 once idle), and counts of steps and of requests done, cancelled, refused."""
-        start, _, rate = self._rate
+        """Rows in flight, requests waiting, steps per second and rows per step (how full the
+        batch is; both over the last whole second of stepping, 0 once idle), and counts of
+        steps, rows stepped, and requests done, cancelled, refused."""
+        start, _, _, rate, occupancy = self._rate
         if time.perf_counter() - start > 2.0:  # no step has closed a window lately: idle
-            rate = 0.0
+            rate = occupancy = 0.0
         with self._lock:
             return {"rows_in_flight": self._reserved, "max_rows": self.max_rows,
                     "queued": len(self._waiting), "max_queue": self.max_queue,
-                    "steps_per_second": round(rate, 1), "steps": self.steps,
+                    "steps_per_second": round(rate, 1), "rows_per_step": round(occupancy, 1),
+                    "steps": self.steps, "rows_stepped": self.rows_stepped,
                     "requests_done": self.requests_done,
                     "requests_cancelled": self.requests_cancelled,
                     "requests_refused": self.requests_refused}
@@ -421,9 +425,10 @@ class Engine:
         self.steps += taken
         self.rows_stepped += rows.ids.size * taken
         now = time.perf_counter()
-        start, steps, _ = self._rate
+        start, steps, stepped, _, _ = self._rate
         if now - start >= 1.0:
-            self._rate = (now, self.steps, (self.steps - steps) / (now - start))
+            self._rate = (now, self.steps, self.rows_stepped, (self.steps - steps) / (now - start),
+                          (self.rows_stepped - stepped) / max(self.steps - steps, 1))
         if index.size == 0:
             return
         ended = np.flatnonzero(ending)

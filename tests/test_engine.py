@@ -197,6 +197,7 @@ def test_a_request_gets_the_same_tweets_alone_and_among_31_others(generator, eng
     assert results == alone  # text, log-probability (bit for bit), ended, novelty
     assert max(stats["rows_in_flight"] for stats in seen) > 32  # some have n > 1
     assert max(stats["steps_per_second"] for stats in seen) > 0
+    assert max(stats["rows_per_step"] for stats in seen) > 8  # stepped together
     assert engine.stats()["requests_done"] == 32
     # They really ran together: far fewer steps than the requests' steps one after another.
     one_after_another = sum(len(r[0].prefix) + max(len(c.generated) for c in r)

@@ -13,7 +13,7 @@ def test_health_reports_ok_and_version(client):
     assert response.status_code == 200
     body = response.get_json()
     assert body["status"] == "ok" and body["version"] == __version__
-    assert {"rows_in_flight", "queued", "steps_per_second"} <= set(body["engine"])
+    assert {"rows_in_flight", "queued", "steps_per_second", "rows_per_step"} <= set(body["engine"])
     assert isinstance(body["stream_steps"], int)
     assert body["rate_limit"] == {"storage": "memory", "shared": False}
 
