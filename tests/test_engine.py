@@ -503,6 +503,26 @@ def test_through_gunicorn_a_client_that_hangs_up_frees_its_rows(server):
 
 
 @pytest.mark.network
+def test_through_gunicorn_a_worker_may_compile_for_longer_than_its_timeout(tmp_path,
+                                                                        monkeypatch):
+    """A first start compiles every kernel (numba: 20-35 s on this machine, for the served step
+    in one call) before the worker serves, far past gunicorn's timeout (30 s by default).
+    gunicorn counts a worker's timeout from its first heartbeat, which comes once the app has
+    loaded; this holds it to that: with a 4 s timeout and an empty compile cache the worker
+    comes up once (never killed and booted again) and answers."""
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "numba-cache"))
+    process, base, log = start_server(tmp_path, TIMEOUT=4)
+    try:
+        status, _, body = post(f"{base}/api/generate", {"prefix": "The ", "seed": 1})
+        assert status == 200 and body["completions"][0]["text"].startswith("The ")
+        assert any((tmp_path / "numba-cache").rglob("*.nbc"))  # it did compile, cold
+        text = log.read_text()
+        assert "WORKER TIMEOUT" not in text and text.count("Booting worker") == 1, text
+    finally:
+        stop_process(process, group=True)
+
+
+@pytest.mark.network
 def test_through_gunicorn_a_full_engine_answers_503_at_once(tmp_path):
     process, base, _ = start_server(tmp_path, ENGINE_ROWS=16, ENGINE_QUEUE=0)
     try:
