@@ -13,18 +13,19 @@ gives up the GIL and must take it back from the request threads.
 function (`_step`), so a step's numbers are those of the parts stepped one by one, bit for bit
 (tested); the state keeps the stack's nested shape, so the engine's row bookkeeping and
 `TweetGenerator` use it unchanged. For the serving engine, `FusedStep.step_and_draw` also
-draws, and takes up to several steps in the one call (`covfefe.engine.STEPS`). `fused_step`
-builds one for a stack of that shape and returns None for any other (GRU layers, float32, no
-table or no lexicon), which keeps the general path.
+draws, and takes up to several steps in the one call (`covfefe.engine.STEPS`). `fuse` gives a
+stack of that shape its `FusedStep` (`TweetGenerator.from_artifact` calls it); any other
+(GRU layers, float32, no table or no lexicon) keeps stepping part by part.
 """
 
 import numpy as np
 
 from covfefe.compiled import compiled
 from covfefe.fixedpoint import COLUMNS, _lstm_from_sums, _sums, _to_float, quantize_into
-from covfefe.lexicon import _advance_and_mask
-from covfefe.mixture import _mix
-from covfefe.ngram import _step_probs
+from covfefe.lexicon import LexiconConstraint, _advance_and_mask
+from covfefe.mixture import MixedModel, _mix
+from covfefe.ngram import KneserNeyModel, _step_probs
+from covfefe.numpy_network import NumpyNetwork
 from covfefe.sampling import draw_and_record
 
 
@@ -181,15 +182,13 @@ class FusedStep:
         return [[list(zip(hs, cs, strict=True)), [history, ranges]], nodes]
 
 
-def fused_step(constraint) -> FusedStep | None:
-    """A `FusedStep` of ``constraint`` (a `LexiconConstraint`) when its stack has the shape
-    it fuses, else None."""
-    from covfefe.mixture import MixedModel
-    from covfefe.ngram import KneserNeyModel
-    from covfefe.numpy_network import NumpyNetwork
-
-    mixed = getattr(constraint, "model", None)
-    if not (isinstance(mixed, MixedModel) and type(mixed.network) is NumpyNetwork
+def fuse(model):
+    """Give ``model`` its step in one compiled call (``model.fused``, a `FusedStep`) when it
+    is a `LexiconConstraint` over a `MixedModel` of a fixed-point LSTM `NumpyNetwork` and a
+    `KneserNeyModel`; return it."""
+    mixed = getattr(model, "model", None)
+    if (isinstance(model, LexiconConstraint) and isinstance(mixed, MixedModel)
+            and type(mixed.network) is NumpyNetwork and mixed.network._fused
             and isinstance(mixed.ngram, KneserNeyModel)):
-        return None
-    return FusedStep(constraint) if mixed.network._fused else None
+        model.fused = FusedStep(model)
+    return model

@@ -18,6 +18,7 @@ import numpy as np
 from covfefe.artifact import NUMPY_WEIGHTS, ModelArtifact, load_artifact
 from covfefe.data.clean import clean_tweet
 from covfefe.errors import UserError
+from covfefe.fused import fuse
 from covfefe.lexicon import LexiconConstraint
 from covfefe.mixture import MixedModel
 from covfefe.numpy_network import NumpyNetwork
@@ -144,7 +145,7 @@ class TweetGenerator:
                                  artifact.mixture["network_weight"])
         words = artifact.lexicon() if lexicon else None
         if words is not None:
-            network = LexiconConstraint(network, words, artifact.vocabulary)
+            network = fuse(LexiconConstraint(network, words, artifact.vocabulary))
         return cls(network, artifact.vocabulary,
                    artifact.metadata.get("model", {}).get("max_chars", MAX_TWEET_CHARS),
                    artifact.novelty_index(), artifact.metadata.get("defaults"))

@@ -130,7 +130,9 @@ class LexiconConstraint:
         parents = np.flatnonzero(after_apostrophe >= 0)
         self._may_end = self.lexicon.complete.copy()
         self._may_end[after_apostrophe[parents]] |= self.lexicon.complete[parents]
-        self._fused = None  # covfefe.fused.FusedStep, built at the first step (False: none)
+        # The whole stack's step in one compiled call (`covfefe.fused.FusedStep`), set by
+        # `covfefe.fused.fuse` where the stack has the shape it fuses; None: part by part.
+        self.fused = None
 
     def initial_state(self, n: int) -> list:
         return [self.model.initial_state(n), np.zeros(n, dtype=np.int64)]
@@ -143,17 +145,9 @@ class LexiconConstraint:
         return mask
 
     def step(self, ids: np.ndarray, state: list) -> tuple[np.ndarray, list]:
-        fused = self.fused
-        return fused(ids, state) if fused is not None else self.step_parts(ids, state)
-
-    @property
-    def fused(self):
-        """The stack's step in one compiled call (`covfefe.fused.FusedStep`), built on first
-        use; None when the stack is not one it fuses."""
-        if self._fused is None:
-            from covfefe.fused import fused_step
-            self._fused = fused_step(self) or False
-        return self._fused or None
+        if self.fused is not None:
+            return self.fused(ids, state)
+        return self.step_parts(ids, state)
 
     def step_parts(self, ids: np.ndarray, state: list) -> tuple[np.ndarray, list]:
         """`step` through each part of the stack in turn (what `covfefe.fused` fuses)."""

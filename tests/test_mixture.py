@@ -212,7 +212,7 @@ def test_the_served_stack_steps_in_one_call_with_the_numbers_of_its_parts_in_tur
         if t % 15 == 7:  # two rows join, then the first row leaves
             fused = take_rows(join_rows(fused, constraint.initial_state(2)), slice(1, None))
             parts = take_rows(join_rows(parts, constraint.initial_state(2)), slice(1, None))
-    assert isinstance(constraint._fused, FusedStep)
+    assert isinstance(constraint.fused, FusedStep)
     with pytest.raises(IndexError, match="outside the vocabulary"):
         constraint.step(np.array([len(constraint.edge)]), constraint.initial_state(1))
 
