@@ -207,12 +207,19 @@ def main() -> None:
                              args.tweets * 10) * args.length
     from covfefe.engine import Engine
 
-    engine = Engine(generator)
+    # As served: two threads where this process may use two cores (COVFEFE_ENGINE_THREADS).
+    threads = config.engine_threads()
+    engine = Engine(generator, threads=threads)
     engine_one = per_char(lambda seed: engine_steps(engine, args.length, 1, seed),
                           args.tweets * 10) * args.length
     engine_sixteen = per_char(lambda seed: engine_steps(engine, args.length, 16, seed),
                               args.tweets * 10) * args.length
+    halves = engine.stats()["halves_handed"]
     engine.stop()
+    single = Engine(generator, threads=1)  # the baseline: the batch in one thread
+    single_sixteen = per_char(lambda seed: engine_steps(single, args.length, 16, seed),
+                              args.tweets * 10) * args.length
+    single.stop()
     rows_sampling, one_by_one = sampling_per_step(generator, 32)
     layers = {rows: layers_per_step(model, rows) for rows in (1, 16)}
     index = TweetGenerator.from_artifact(model).novelty
@@ -235,7 +242,8 @@ def main() -> None:
     print(f"  stateful, 16 candidates in one batch: {sixteen * 1000:9.1f} ms for all 16")
     print(f"  serving engine, 1 candidate alone:    {engine_one * 1000:9.1f} ms per tweet")
     print(f"  serving engine, 16 candidates alone:  {engine_sixteen * 1000:9.1f} ms for all 16 "
-          f"(ended candidates leave the batch)")
+          f"({threads} thread(s), {halves} calls in two halves; ended candidates leave)")
+    print(f"  the same in one thread:               {single_sixteen * 1000:9.1f} ms for all 16")
     print(f"  the network alone, 1 candidate:       {network_alone * 1000:9.1f} ms per tweet")
     print(f"ratio v1/stateful per tweet: {v1 / ours:.0f}x faster")
     print(f"ratio as served (n-gram table, lexicon) / network alone: "
@@ -243,7 +251,8 @@ def main() -> None:
     print(f"ratio 16 candidates / 1 candidate: {sixteen / ours:.2f}x the time")
     print(f"ratio engine / stateful, 1 candidate: {engine_one / ours:.2f}x the time")
     print(f"ratio engine, 16 candidates / 1 candidate: {engine_sixteen / engine_one:.2f}x the "
-          f"time")
+          f"time ({single_sixteen / engine_one:.2f}x in one thread; two threads "
+          f"{single_sixteen / engine_sixteen:.2f}x faster)")
     print(f"sampling 32 rows with their own temperature, top-k, top-p: "
           f"{rows_sampling * 1000:.2f} ms per step vectorised, {one_by_one * 1000:.2f} ms row by "
           f"row ({one_by_one / rows_sampling:.0f}x)")

@@ -88,7 +88,8 @@ DOWNLOAD_CHUNK_BYTES = 1 << 16
 VOCAB_MIN_COUNT = 20
 
 # Serving engine (covfefe.engine), per API worker; the API reads COVFEFE_ENGINE,
-# COVFEFE_ENGINE_ROWS and COVFEFE_ENGINE_QUEUE (serve.create_app, serve/gunicorn_conf.py).
+# COVFEFE_ENGINE_ROWS, COVFEFE_ENGINE_QUEUE and COVFEFE_ENGINE_THREADS (serve.create_app,
+# serve/gunicorn_conf.py).
 ENGINE_ENABLED = True  # False: each request runs its own steps in its thread (the old path)
 # 16 rows per worker keep a core busy (a step costs about the same per row at 16 as at 32), and
 # a step of 16 is half as long as one of 32, so an answer comes twice as fast: on 2 cores, 128
@@ -96,3 +97,10 @@ ENGINE_ENABLED = True  # False: each request runs its own steps in its thread (t
 ENGINE_ROWS = 16  # sequences stepped together (a request with n candidates is n rows)
 ENGINE_QUEUE = 16  # requests waiting for rows; beyond that, 503 with Retry-After
 ENGINE_RETRY_AFTER_S = 1
+
+
+def engine_threads() -> int:
+    """Threads stepping a worker's batch (COVFEFE_ENGINE_THREADS): 2 where this process may
+    run on 2 cores or more (a batch of 4 rows or more is stepped in two halves side by side,
+    covfefe.parallel), else 1."""
+    return 2 if len(os.sched_getaffinity(0)) >= 2 else 1

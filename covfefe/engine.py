@@ -29,14 +29,15 @@ import numpy as np
 
 from covfefe.errors import UserError
 from covfefe.generate import BANNED, Completion, TweetGenerator
+from covfefe.parallel import Helper
 from covfefe.sampling import draw_and_record
 from covfefe.text import END_ID, MAX_TWEET_CHARS, PAD_ID
 
 # Steps per compiled call while every row draws: the engine's Python between steps (and the
-# wait to take the GIL back from the request threads) once per call, not per step. A call
-# stops early after any row ends, so rows leave and the batch changes exactly where they
-# would one step at a time; a new request joins, and a cancelled one leaves, at most this many
-# steps later (a few milliseconds).
+# wait to take the GIL back from the request threads) once per call, not per step. A row that
+# ends within a call writes no more; it leaves, and its request is answered, when the call
+# ends (or at once, when every row has ended). A new request joins, and a cancelled one
+# leaves, at most this many steps later (a few milliseconds).
 STEPS = 8
 log = logging.getLogger(__name__)
 
@@ -166,10 +167,10 @@ class Engine:
     """Continuous batching over a `TweetGenerator`'s network, in one loop thread."""
 
     def __init__(self, generator: TweetGenerator, *, max_rows: int = 32, max_queue: int = 32,
-                 retry_after: int = 1):
-        if max_rows < 1 or max_queue < 0:
-            raise ValueError(f"max_rows must be at least 1 and max_queue at least 0, not "
-                             f"{max_rows} and {max_queue}")
+                 retry_after: int = 1, threads: int = 1):
+        if max_rows < 1 or max_queue < 0 or threads not in (1, 2):
+            raise ValueError(f"max_rows must be at least 1, max_queue at least 0 and threads 1 "
+                             f"or 2, not {max_rows}, {max_queue} and {threads}")
         self.generator = generator
         self.network = generator.network
         self.max_rows = max_rows
@@ -184,6 +185,8 @@ class Engine:
         self._state = None  # the network state of every row
         self._rows = _Rows(generator.max_chars)  # what the engine keeps per row
         self._thread: threading.Thread | None = None
+        # With 2 threads, a batch of several rows is stepped in two halves side by side.
+        self._helper = Helper() if threads == 2 else None
         self._stop = False
         self.steps = 0
         self.rows_stepped = 0
@@ -262,7 +265,9 @@ class Engine:
     def stats(self) -> dict:
         """Rows in flight, requests waiting, steps per second and rows per step (how full the
         batch is; both over the last whole second of stepping, 0 once idle), and counts of
-        steps, rows stepped, and requests done, cancelled, refused."""
+        steps, rows stepped, and requests done, cancelled, refused; with two threads, how many
+        halves of the batch the second thread stepped and how many it left to the first (no
+        core was free)."""
         start, _, _, rate, occupancy = self._rate
         if time.perf_counter() - start > 2.0:  # no step has closed a window lately: idle
             rate = occupancy = 0.0
@@ -273,7 +278,10 @@ class Engine:
                     "steps": self.steps, "rows_stepped": self.rows_stepped,
                     "requests_done": self.requests_done,
                     "requests_cancelled": self.requests_cancelled,
-                    "requests_refused": self.requests_refused}
+                    "requests_refused": self.requests_refused,
+                    "threads": 1 if self._helper is None else 2,
+                    "halves_handed": 0 if self._helper is None else self._helper.handed,
+                    "halves_kept": 0 if self._helper is None else self._helper.kept}
 
     def stop(self, timeout: float = 10) -> None:
         """Stop the loop thread (the requests in flight get an EngineError)."""
@@ -282,6 +290,8 @@ class Engine:
             self._lock.notify()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._helper is not None:
+            self._helper.stop()
 
     def _start(self) -> None:
         # Started on the first request rather than at creation: gunicorn forks its workers
@@ -410,43 +420,60 @@ class Engine:
         ending = np.zeros(rows.ids.size, dtype=bool)
         draw = (index, BANNED, rows.uniforms, rows.temperature, rows.top_k, rows.top_p, END_ID,
                 rows.limit, rows.length, rows.history, rows.log_prob, ending)
+        before = rows.length[index]
         fused = getattr(self.network, "fused", None)  # the served stack: one compiled call
         if fused is not None:
-            # Several steps in one call while every row draws and none ends (see STEPS).
-            before = rows.length[index]
-            taken, self._state = fused.step_and_draw(rows.ids, self._state, *draw,
-                                                     most=1 if fed or self._feeding else STEPS)
+            # Several steps in one call while every row draws (see STEPS); a big batch in
+            # two halves side by side.
+            taken, self._state = fused.step_and_draw(
+                rows.ids, self._state, *draw, most=1 if fed or self._feeding else STEPS,
+                helper=self._helper if self._helper and self._helper.core_free() else None)
         else:
             logits, self._state = self.network.step(rows.ids, self._state)
             draw_and_record(logits, *draw[:-1], rows.ids, ending)
-            before, taken = rows.length[index] - 1, 1
+            taken = 1
         for span, symbol in fed:
             rows.ids[span] = symbol
         self.steps += taken
         self.rows_stepped += rows.ids.size * taken
         now = time.perf_counter()
-        start, steps, stepped, _, _ = self._rate
+        start, counted, stepped, _, _ = self._rate
         if now - start >= 1.0:
-            self._rate = (now, self.steps, self.rows_stepped, (self.steps - steps) / (now - start),
-                          (self.rows_stepped - stepped) / max(self.steps - steps, 1))
+            self._rate = (now, self.steps, self.rows_stepped,
+                          (self.steps - counted) / (now - start),
+                          (self.rows_stepped - stepped) / max(self.steps - counted, 1))
         if index.size == 0:
             return
         ended = np.flatnonzero(ending)
         if any(job.streamed for job in drawing):
-            for step in range(taken):  # one event per step, as the rows wrote them
-                texts = self.generator.symbol_text[rows.history[index, before + step]].tolist()
-                offset = 0
-                for job in drawing:
-                    if job.streamed:
-                        chars = [""] * job.n
-                        for candidate, text in zip(job.live.tolist(),
-                                                   texts[offset:offset + job.live.size],
-                                                   strict=True):
-                            chars[candidate] = text
-                        job.events.put(("chars", chars))
-                    offset += job.live.size
+            self._hand_out(drawing, index, before, rows.length[index] - before, taken)
         if ended.size:
             self._finish_rows(ended)
+
+    def _hand_out(self, drawing: list[Job], index: np.ndarray, before: np.ndarray,
+                  steps: np.ndarray, taken: int) -> None:
+        """Give each streamed job among ``drawing`` (the jobs of the rows ``index``, in order)
+        one event per step in which its rows wrote (``steps``: how many each wrote): each
+        candidate's character, "" for one that had ended."""
+        rows = self._rows
+        for step in range(taken):  # one event per step, as the rows wrote them
+            stepped = steps > step
+            positions = np.where(stepped, before + step, 0)
+            texts = self.generator.symbol_text[rows.history[index, positions]].tolist()
+            stepped = stepped.tolist()
+            offset = 0
+            for job in drawing:
+                size = job.live.size
+                if job.streamed and any(stepped[offset:offset + size]):
+                    chars = [""] * job.n
+                    for candidate, text, wrote in zip(job.live.tolist(),
+                                                      texts[offset:offset + size],
+                                                      stepped[offset:offset + size],
+                                                      strict=True):
+                        if wrote:
+                            chars[candidate] = text
+                    job.events.put(("chars", chars))
+                offset += size
 
     def _finish_rows(self, ended: np.ndarray) -> None:
         """Hand the rows that have ended to their jobs; end the jobs whose rows all have."""

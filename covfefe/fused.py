@@ -26,7 +26,13 @@ from covfefe.lexicon import LexiconConstraint, _advance_and_mask
 from covfefe.mixture import MixedModel, _mix
 from covfefe.ngram import KneserNeyModel, _step_probs
 from covfefe.numpy_network import NumpyNetwork
+from covfefe.parallel import Helper, count
 from covfefe.sampling import draw_and_record
+
+# Rows from which the engine's step is split in two halves stepped side by side (with a
+# helper thread): from about 4 rows a step costs about the same per row, so two halves of 2
+# take about as long as 2 rows alone (bench/generate.py).
+SPLIT_ROWS = 4
 
 
 @compiled
@@ -91,11 +97,17 @@ def _steps_and_draw(ids, table, layouts, unscales, biases, hs, cs, hs_out, cs_ou
                     children, orphan_low, orphan_start, history, ranges, history_out,
                     ranges_out, weight, nodes, nodes_out, edges, trie, complete, may_end,
                     index, banned, uniforms, temperature, top_k, top_p, end, limit, length,
-                    written, log_prob, ending, most):
-    """Up to ``most`` times: `_step`, then `covfefe.sampling.draw_and_record` for the rows
-    ``index`` (which writes each drawn symbol into ``ids``, the next step's input); stop after
-    the first step where a row ends. The state and the ``_out`` arrays take turns holding the
-    state. Return the steps taken and the state after them."""
+                    written, log_prob, ending, most, begun):
+    """``most`` times: `_step`, then `covfefe.sampling.draw_and_record` for the rows
+    ``index`` (which writes each drawn symbol into ``ids``, the next step's input) that have
+    not ended: a row that ends (``ending``) writes nothing more, its steps after that are
+    thrown away; once every row of ``index`` has ended (with ``most`` above 1, when every row
+    draws: all of them), the steps stop. The state and the ``_out`` arrays take turns holding
+    the state. Return the steps taken and the state after them. ``begun[0]`` is counted at
+    once: a `covfefe.parallel.Helper` thread's signal that it has begun (and given up the
+    GIL)."""
+    count(begun)
+    live = index
     steps = 0
     while steps < most:
         masked = _step(ids, table, layouts, unscales, biases, hs, cs, hs_out, cs_out,
@@ -103,7 +115,7 @@ def _steps_and_draw(ids, table, layouts, unscales, biases, hs, cs, hs_out, cs_ou
                        discounts, children, orphan_low, orphan_start, history, ranges,
                        history_out, ranges_out, weight, nodes, nodes_out, edges, trie, complete,
                        may_end)
-        draw_and_record(masked, index, banned, uniforms, temperature, top_k, top_p, end, limit,
+        draw_and_record(masked, live, banned, uniforms, temperature, top_k, top_p, end, limit,
                         length, written, log_prob, ids, ending)
         hs, hs_out = hs_out, hs
         cs, cs_out = cs_out, cs
@@ -111,8 +123,10 @@ def _steps_and_draw(ids, table, layouts, unscales, biases, hs, cs, hs_out, cs_ou
         ranges, ranges_out = ranges_out, ranges
         nodes, nodes_out = nodes_out, nodes
         steps += 1
-        if ending.any():
-            break
+        if ending[live].any():
+            live = live[~ending[live]]
+            if live.size == 0:
+                break
     return steps, hs, cs, history, ranges, nodes
 
 
@@ -148,21 +162,57 @@ class FusedStep:
                        out[3], self._weight, nodes, out[4], *self._lexicon)
         return masked, self._pack(*out)
 
-    def step_and_draw(self, ids: np.ndarray, state: list, *draw, most: int = 1
-                      ) -> tuple[int, list]:
+    def step_and_draw(self, ids: np.ndarray, state: list, *draw, most: int = 1,
+                      helper: Helper | None = None) -> tuple[int, list]:
         """Step, then draw as `covfefe.sampling.draw_and_record` does with the arguments
         ``draw`` (``index`` to ``ending``; the symbols drawn go into ``ids``, the next step's
-        input: int64, contiguous), up to ``most`` times in one call, stopping after a step
-        where a row ends (the serving engine's step). Return the steps taken and the new
-        state; the arrays of ``state`` are reused (their contents are lost)."""
+        input: int64, contiguous), up to ``most`` times in one call (the serving engine's
+        step): a row that ends draws no more, and the steps stop once all have ended. Return
+        the steps taken and the new state; the arrays of ``state`` are reused (their contents
+        are lost). A row's ``length`` (in ``draw``) tells how far it went.
+
+        With a ``helper`` (`covfefe.parallel.Helper`) and at least `SPLIT_ROWS` rows, the two
+        halves of the rows are stepped side by side, each in its own thread. Rows are
+        independent, so each row's numbers are the same either way."""
         if ids.dtype != np.int64 or not ids.flags.c_contiguous:
             raise ValueError("step_and_draw writes the symbols drawn into ids: int64, contiguous")
         hs, cs, history, ranges, nodes = self._unpack(state)
-        out = self._fresh(hs, cs, history, ranges, nodes)
-        steps, *new = _steps_and_draw(
-            ids, *self._network, hs, cs, out[0], out[1], *self._dense, *self._ngram, history,
-            ranges, out[2], out[3], self._weight, nodes, out[4], *self._lexicon, *draw, most)
-        return steps, self._pack(*new)
+        buffers = (hs, cs, history, ranges, nodes), self._fresh(hs, cs, history, ranges, nodes)
+        rows = ids.shape[0]
+        if helper is None or rows < SPLIT_ROWS:
+            steps, *new = _steps_and_draw(*self._arguments(ids, buffers, draw, most,
+                                                           slice(0, rows)), np.zeros(1, np.int64))
+            return steps, self._pack(*new)
+        halves = slice(0, rows // 2), slice(rows // 2, rows)
+        first_half, second_half = (self._arguments(ids, buffers, draw, most, half)
+                                   for half in halves)
+        (first, *_), (second, *new) = helper.both(
+            lambda: _steps_and_draw(*first_half, np.zeros(1, np.int64)),
+            lambda: _steps_and_draw(*second_half, helper.begun))
+        # Each half's new state is in the first or second set of arrays, as its steps were
+        # even or odd (they differ only where one half's rows all ended): bring the second
+        # half's beside the first's.
+        whole = buffers[first % 2]
+        if first % 2 != second % 2:
+            for target, leaf in zip(_leaves(whole), _leaves(new), strict=True):
+                target[halves[1]] = leaf
+        return max(first, second), self._pack(*whole)
+
+    def _arguments(self, ids, buffers, draw, most, rows: slice) -> tuple:
+        """The arguments of `_steps_and_draw` for the rows ``rows`` alone (views of the same
+        arrays)."""
+        (hs, cs, history, ranges, nodes), out = buffers
+        index, banned, *per_row = draw
+        end = per_row.pop(4)  # uniforms, temperature, top_k, top_p, end, limit, ...: a scalar
+        if rows.start or rows.stop < ids.shape[0]:
+            index = index[(index >= rows.start) & (index < rows.stop)] - rows.start
+        per_row = [array[rows] for array in per_row]
+        per_row.insert(4, end)
+        return (
+            ids[rows], *self._network, tuple(h[rows] for h in hs), tuple(c[rows] for c in cs),
+            tuple(h[rows] for h in out[0]), tuple(c[rows] for c in out[1]), *self._dense,
+            *self._ngram, history[rows], ranges[rows], out[2][rows], out[3][rows], self._weight,
+            nodes[rows], out[4][rows], *self._lexicon, index, banned, *per_row, most)
 
     @staticmethod
     def _unpack(state: list) -> tuple:
@@ -180,6 +230,12 @@ class FusedStep:
     @staticmethod
     def _pack(hs, cs, history, ranges, nodes) -> list:
         return [[list(zip(hs, cs, strict=True)), [history, ranges]], nodes]
+
+
+def _leaves(arrays) -> list[np.ndarray]:
+    """The arrays of a state as `FusedStep._unpack` gives it, in order."""
+    hs, cs, *rest = arrays
+    return [*hs, *cs, *rest]
 
 
 def fuse(model):

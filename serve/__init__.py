@@ -74,8 +74,12 @@ def _start_engine(app: Flask, generator) -> None:
         return
     rows = _whole_number("ENGINE_ROWS", app.config["ENGINE_ROWS"], MAX_CANDIDATES)
     waiting = _whole_number("ENGINE_QUEUE", app.config["ENGINE_QUEUE"], 0)
+    threads = _whole_number("ENGINE_THREADS", app.config["ENGINE_THREADS"], 1)
+    if threads > 2:
+        raise SystemExit(f"covfefe serve: ENGINE_THREADS must be 1 or 2, not {threads}")
     app.extensions["covfefe.engine"] = Engine(generator, max_rows=rows, max_queue=waiting,
-                                              retry_after=config.ENGINE_RETRY_AFTER_S)
+                                              retry_after=config.ENGINE_RETRY_AFTER_S,
+                                              threads=threads)
 
 
 def _limit_blas_threads(threads: int) -> None:
@@ -243,7 +247,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         WEBAPP_DIR=None,  # the page's folder; None: the repository's webapp/ if it is there
         BLAS_THREADS=1,  # NumPy BLAS threads per worker (see _limit_blas_threads)
         ENGINE=config.ENGINE_ENABLED, ENGINE_ROWS=config.ENGINE_ROWS,
-        ENGINE_QUEUE=config.ENGINE_QUEUE,  # the serving engine (see _start_engine)
+        ENGINE_QUEUE=config.ENGINE_QUEUE, ENGINE_THREADS=config.engine_threads(),
+        # the serving engine (see _start_engine)
     )
     if test_config is None:
         app.config.from_prefixed_env("COVFEFE")

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -246,16 +247,17 @@ def test_a_request_alone_in_the_engine_streams_what_the_generator_streams(genera
 def test_the_served_stack_takes_several_steps_per_call_with_the_same_tweets(generator, engine,
                                                                            monkeypatch):
     """While every row draws, the engine steps up to STEPS times in one compiled call
-    (covfefe.fused), stopping after a step where a row ends: far fewer calls than steps, and
-    every request still gets the tweets it gets alone."""
+    (covfefe.fused); a row that ends draws no more, and the call stops early only when every
+    row has ended: far fewer calls than steps, and every request still gets the tweets it gets
+    alone."""
     from covfefe.engine import STEPS
     from covfefe.fused import FusedStep
 
     calls = []
     step_and_draw = FusedStep.step_and_draw
 
-    def counted(self, *args, most=1):
-        taken, state = step_and_draw(self, *args, most=most)
+    def counted(self, *args, most=1, helper=None):
+        taken, state = step_and_draw(self, *args, most=most, helper=helper)
         calls.append((most, taken))
         return taken, state
 
@@ -270,6 +272,41 @@ def test_the_served_stack_takes_several_steps_per_call_with_the_same_tweets(gene
     assert all(1 <= taken <= most <= STEPS for most, taken in calls)
     assert max(taken for _, taken in calls) == STEPS > 1
     assert len(calls) < engine.steps / 2
+
+
+def test_with_two_threads_a_batch_goes_in_halves_and_every_request_gets_its_tweets(
+        generator, monkeypatch):
+    """A batch of SPLIT_ROWS rows or more is stepped in two halves side by side (a core being
+    free: forced here, as a busy test machine may have none), rows ending in either half at
+    any step: the tweets, log-probabilities and streamed characters are those of each
+    request alone."""
+    from covfefe.parallel import Helper
+
+    monkeypatch.setattr(Helper, "core_free", lambda self: True)
+    engine = Engine(generator, max_rows=64, max_queue=64, threads=2)
+    try:
+        requests = [dict(REQUESTS[i % len(REQUESTS)], seed=300 + i) for i in range(24)]
+        requests.append(dict(prefix="", temperature=0.8, n=16, seed=7))  # one big request
+        jobs = [engine.submit(**request, streamed=i % 2 == 0)
+                for i, request in enumerate(requests)]
+        for i, (request, job) in enumerate(zip(requests, jobs, strict=True)):
+            alone = generator.complete(**request)
+            if i % 2:
+                assert job.result() == alone
+                continue
+            events = list(job)
+            assert events[-1] == ("done", alone)
+            steps = [chars for kind, chars in events[1:-1]]
+            assert all(kind == "chars" for kind, _ in events[1:-1])
+            for candidate, completion in enumerate(alone):
+                assert "".join(step[candidate] for step in steps) == completion.generated
+        stats = engine.stats()
+        assert stats["threads"] == 2 and stats["halves_handed"] > 0
+        # The big request alone, split in halves: the same tweets again.
+        assert engine.complete(**requests[-1]) == generator.complete(**requests[-1])
+    finally:
+        engine.stop()
+    assert not engine._helper._thread.is_alive()
 
 
 class _Gated:
@@ -468,6 +505,40 @@ def test_through_gunicorn_32_requests_at_once_get_what_each_gets_alone(server, g
              if line.startswith("{") and '"/api/generate"' in line]
     assert len(lines) >= 32
     assert all(line["queue_ms"] >= 0 and line["generation_ms"] > 0 for line in lines)
+
+
+@pytest.mark.network
+def test_through_gunicorn_16_candidates_alone_are_stepped_in_halves_and_stream_their_tweets(
+        server, generator):
+    """On a machine with 2 cores the worker's engine steps a big batch in two halves side by
+    side when a core is free (covfefe.parallel): a 16-candidate request alone on the server
+    gets the generator's tweets, its stream's characters add up to them, and the halves did
+    go to the second thread."""
+    base, _ = server
+    threads = config.engine_threads()
+    assert health(base)["threads"] == threads
+    if threads == 1:
+        pytest.skip("one core: the engine steps in one thread")
+    before = health(base)
+    for seed in range(20, 25):  # a few requests: a busy test machine may have no free core
+        query = {"n": 16, "seed": seed, "temperature": 0.8}
+        with urllib.request.urlopen(f"{base}/api/generate/stream?"
+                                    f"{urllib.parse.urlencode(query)}", timeout=120) as response:
+            blocks = response.read().decode().strip().split("\n\n")
+        events = [(lines.get("event", "message"), json.loads(lines["data"])) for lines in
+                  (dict(line.split(": ", 1) for line in block.splitlines())
+                   for block in blocks)]
+        alone = generator.complete("", **query)
+        assert events[-1][0] == "done"
+        assert [c["text"] for c in events[-1][1]["completions"]] == [c.text for c in alone]
+        steps = [data["chars"] for kind, data in events[1:-1]]
+        assert [kind for kind, _ in events[1:-1]] == ["message"] * len(steps)
+        assert ["".join(step[i] for step in steps) for i in range(16)] == [c.generated
+                                                                         for c in alone]
+        if health(base)["halves_handed"] > before["halves_handed"]:
+            break
+    else:
+        pytest.fail(f"no half went to the second thread: {health(base)}")
 
 
 @pytest.mark.network

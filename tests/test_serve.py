@@ -13,7 +13,8 @@ def test_health_reports_ok_and_version(client):
     assert response.status_code == 200
     body = response.get_json()
     assert body["status"] == "ok" and body["version"] == __version__
-    assert {"rows_in_flight", "queued", "steps_per_second", "rows_per_step"} <= set(body["engine"])
+    assert {"rows_in_flight", "queued", "steps_per_second", "rows_per_step", "threads",
+            "halves_handed", "halves_kept"} <= set(body["engine"])
     assert isinstance(body["stream_steps"], int)
     assert body["rate_limit"] == {"storage": "memory", "shared": False}
 
@@ -358,6 +359,33 @@ def test_a_bad_blas_threads_setting_stops_the_app(tiny_model):
 
     with pytest.raises(SystemExit, match="BLAS_THREADS must be a whole number"):
         create_app({"MODEL_DIR": str(tiny_model.path), "BLAS_THREADS": "many"})
+
+
+@pytest.mark.parametrize(("threads", "message"), [
+    ("many", "ENGINE_THREADS must be a whole number, at least 1, not 'many'"),
+    ("0", "ENGINE_THREADS must be a whole number, at least 1, not '0'"),
+    ("3", "ENGINE_THREADS must be 1 or 2, not 3"),
+])
+def test_a_bad_engine_threads_setting_stops_the_app(tiny_model, threads, message):
+    from serve import create_app
+
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        create_app({"MODEL_DIR": str(tiny_model.path), "ENGINE_THREADS": threads})
+
+
+def test_the_engine_steps_in_two_threads_where_the_worker_has_two_cores(tiny_model,
+                                                                        monkeypatch):
+    import os
+
+    from serve import create_app
+
+    for cores, threads in (({0}, 1), ({0, 1}, 2), ({0, 1, 2, 3}, 2)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, cores=cores: cores)
+        client = create_app({"TESTING": True, "MODEL_DIR": str(tiny_model.path)}).test_client()
+        assert client.get("/api/health").get_json()["engine"]["threads"] == threads
+    client = create_app({"TESTING": True, "MODEL_DIR": str(tiny_model.path),
+                         "ENGINE_THREADS": "1"}).test_client()
+    assert client.get("/api/health").get_json()["engine"]["threads"] == 1
 
 
 def test_the_generating_routes_share_one_budget_per_client(tiny_model):
