@@ -99,8 +99,14 @@ ENGINE_QUEUE = 16  # requests waiting for rows; beyond that, 503 with Retry-Afte
 ENGINE_RETRY_AFTER_S = 1
 
 
+def cores() -> int:
+    """The cores this process may run on (its CPU affinity: a container's cpuset counts, its
+    CPU quota does not)."""
+    return len(os.sched_getaffinity(0))
+
+
 def engine_threads() -> int:
     """Threads stepping a worker's batch (COVFEFE_ENGINE_THREADS): 2 where this process may
     run on 2 cores or more (a batch of 4 rows or more is stepped in two halves side by side,
     covfefe.parallel), else 1."""
-    return 2 if len(os.sched_getaffinity(0)) >= 2 else 1
+    return 2 if cores() >= 2 else 1

@@ -193,9 +193,7 @@ class Engine:
         self.requests_done = 0
         self.requests_refused = 0
         self.requests_cancelled = 0
-        # The last whole second of stepping: its start, steps and rows stepped then, and its
-        # steps per second and rows per step.
-        self._rate = (time.perf_counter(), 0, 0, 0.0, 0.0)
+        self._window = _Window(time.perf_counter())  # the last whole second of stepping
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -268,8 +266,9 @@ class Engine:
         steps, rows stepped, and requests done, cancelled, refused; with two threads, how many
         halves of the batch the second thread stepped and how many it left to the first (no
         core was free)."""
-        start, _, _, rate, occupancy = self._rate
-        if time.perf_counter() - start > 2.0:  # no step has closed a window lately: idle
+        window = self._window
+        rate, occupancy = window.steps_per_second, window.rows_per_step
+        if time.perf_counter() - window.start > 2.0:  # no step has closed a window lately: idle
             rate = occupancy = 0.0
         with self._lock:
             return {"rows_in_flight": self._reserved, "max_rows": self.max_rows,
@@ -436,12 +435,11 @@ class Engine:
             rows.ids[span] = symbol
         self.steps += taken
         self.rows_stepped += rows.ids.size * taken
-        now = time.perf_counter()
-        start, counted, stepped, _, _ = self._rate
-        if now - start >= 1.0:
-            self._rate = (now, self.steps, self.rows_stepped,
-                          (self.steps - counted) / (now - start),
-                          (self.rows_stepped - stepped) / max(self.steps - counted, 1))
+        now, window = time.perf_counter(), self._window
+        if now - window.start >= 1.0:
+            steps = self.steps - window.steps
+            self._window = _Window(now, self.steps, self.rows_stepped, steps / (now - window.start),
+                                   (self.rows_stepped - window.rows_stepped) / max(steps, 1))
         if index.size == 0:
             return
         ended = np.flatnonzero(ending)
@@ -506,6 +504,18 @@ class Engine:
                 job = self._waiting.popleft()
                 job.ended = time.perf_counter()
                 job.events.put(("error", message))
+
+
+@dataclass(frozen=True)
+class _Window:
+    """A window of the engine's stepping: when it began, the engine's counts of steps and of
+    rows stepped then, and the steps per second and rows per step of the window before it."""
+
+    start: float
+    steps: int = 0
+    rows_stepped: int = 0
+    steps_per_second: float = 0.0
+    rows_per_step: float = 0.0
 
 
 class _Rows:

@@ -33,6 +33,9 @@ from covfefe.sampling import draw_and_record
 # helper thread): from about 4 rows a step costs about the same per row, so two halves of 2
 # take about as long as 2 rows alone (bench/generate.py).
 SPLIT_ROWS = 4
+# The ``begun`` count of a `_steps_and_draw` call that no helper thread waits on (counted, never
+# read: any thread may count it).
+_UNWATCHED = np.zeros(1, dtype=np.int64)
 
 
 @compiled
@@ -180,14 +183,13 @@ class FusedStep:
         buffers = (hs, cs, history, ranges, nodes), self._fresh(hs, cs, history, ranges, nodes)
         rows = ids.shape[0]
         if helper is None or rows < SPLIT_ROWS:
-            steps, *new = _steps_and_draw(*self._arguments(ids, buffers, draw, most,
-                                                           slice(0, rows)), np.zeros(1, np.int64))
+            steps, *new = _steps_and_draw(*self._arguments(ids, buffers, draw, most), _UNWATCHED)
             return steps, self._pack(*new)
         halves = slice(0, rows // 2), slice(rows // 2, rows)
         first_half, second_half = (self._arguments(ids, buffers, draw, most, half)
                                    for half in halves)
         (first, *_), (second, *new) = helper.both(
-            lambda: _steps_and_draw(*first_half, np.zeros(1, np.int64)),
+            lambda: _steps_and_draw(*first_half, _UNWATCHED),
             lambda: _steps_and_draw(*second_half, helper.begun))
         # Each half's new state is in the first or second set of arrays, as its steps were
         # even or odd (they differ only where one half's rows all ended): bring the second
@@ -198,21 +200,21 @@ class FusedStep:
                 target[halves[1]] = leaf
         return max(first, second), self._pack(*whole)
 
-    def _arguments(self, ids, buffers, draw, most, rows: slice) -> tuple:
-        """The arguments of `_steps_and_draw` for the rows ``rows`` alone (views of the same
-        arrays)."""
+    def _arguments(self, ids, buffers, draw, most, rows: slice | None = None) -> tuple:
+        """The arguments of `_steps_and_draw` (but ``begun``): for every row, or for the rows
+        ``rows`` alone (views of the same arrays)."""
         (hs, cs, history, ranges, nodes), out = buffers
-        index, banned, *per_row = draw
-        end = per_row.pop(4)  # uniforms, temperature, top_k, top_p, end, limit, ...: a scalar
-        if rows.start or rows.stop < ids.shape[0]:
+        index, banned, *per_row = draw  # per_row: uniforms... ending, and the scalar ``end``
+        if rows is not None:
             index = index[(index >= rows.start) & (index < rows.stop)] - rows.start
-        per_row = [array[rows] for array in per_row]
-        per_row.insert(4, end)
-        return (
-            ids[rows], *self._network, tuple(h[rows] for h in hs), tuple(c[rows] for c in cs),
-            tuple(h[rows] for h in out[0]), tuple(c[rows] for c in out[1]), *self._dense,
-            *self._ngram, history[rows], ranges[rows], out[2][rows], out[3][rows], self._weight,
-            nodes[rows], out[4][rows], *self._lexicon, index, banned, *per_row, most)
+            per_row = [value if np.ndim(value) == 0 else value[rows] for value in per_row]
+            ids, history, ranges, nodes = ids[rows], history[rows], ranges[rows], nodes[rows]
+            hs, cs = tuple(h[rows] for h in hs), tuple(c[rows] for c in cs)
+            out = (tuple(h[rows] for h in out[0]), tuple(c[rows] for c in out[1]),
+                   *(array[rows] for array in out[2:]))
+        return (ids, *self._network, hs, cs, out[0], out[1], *self._dense, *self._ngram, history,
+                ranges, out[2], out[3], self._weight, nodes, out[4], *self._lexicon, index,
+                banned, *per_row, most)
 
     @staticmethod
     def _unpack(state: list) -> tuple:

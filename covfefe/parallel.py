@@ -32,6 +32,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from covfefe import config
 from covfefe.compiled import compiled
 
 WATCH_NS = 300_000  # how long the helper watches for its next task before it sleeps
@@ -126,7 +127,7 @@ class Helper:
         self._posted = np.zeros(1, dtype=np.int64)  # tasks handed so far: the helper watches it
         self._thread: threading.Thread | None = None
         self._watching = False  # the helper thread is watching for a task (it counts as running)
-        self._cores = len(os.sched_getaffinity(0))
+        self._cores = config.cores()
         try:
             self._loadavg: int | None = os.open("/proc/loadavg", os.O_RDONLY)
         except OSError:  # not Linux: take every core as free
