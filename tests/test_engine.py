@@ -189,17 +189,22 @@ def test_a_request_gets_the_same_tweets_alone_and_among_31_others(generator, eng
         results[index] = engine.complete(**requests[index])
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(requests))]
+    before = engine.stats()
     for thread in threads:
         thread.start()
     seen = []  # what /api/health would report while they run
     while any(thread.is_alive() for thread in threads):
         seen.append(engine.stats())
         time.sleep(0.05)
+    after = engine.stats()
     assert results == alone  # text, log-probability (bit for bit), ended, novelty
     assert max(stats["rows_in_flight"] for stats in seen) > 32  # some have n > 1
     assert max(stats["steps_per_second"] for stats in seen) > 0
-    assert max(stats["rows_per_step"] for stats in seen) > 8  # stepped together
-    assert engine.stats()["requests_done"] == 32
+    assert max(stats["rows_per_step"] for stats in seen) > 0
+    # Stepped together: many rows a step over the run (the figure of /api/health covers the
+    # last whole second, which a fast run may not fill).
+    assert (after["rows_stepped"] - before["rows_stepped"]) / (after["steps"] - before["steps"]) > 8
+    assert after["requests_done"] - before["requests_done"] == 32
     # They really ran together: far fewer steps than the requests' steps one after another.
     one_after_another = sum(len(r[0].prefix) + max(len(c.generated) for c in r)
                             for r in results)
@@ -561,7 +566,10 @@ def test_through_gunicorn_a_client_that_hangs_up_frees_its_rows(server):
         connection.sock.shutdown(socket.SHUT_RDWR)
         response.close()
         connection.close()
-        wait_until(lambda: health(base)["rows_in_flight"] == 0)
+        # Until the request is over, either way (it may still have been waiting for rows when
+        # the hang-up came: then nothing is in flight yet, and it must not count in the next
+        # attempt).
+        wait_until(lambda before=before: _over(health(base), before))
         after = health(base)
         outcome = {name: after[name] - before[name]
                    for name in ("requests_cancelled", "requests_done", "steps")}
@@ -571,6 +579,13 @@ def test_through_gunicorn_a_client_that_hangs_up_frees_its_rows(server):
     # It never ran to its end: cancelled, and stepped only until the hang-up was seen.
     assert outcome == {**outcome, "requests_cancelled": 1, "requests_done": 0}, outcomes
     assert outcome["steps"] < 200, outcomes
+
+
+def _over(stats: dict, before: dict) -> bool:
+    """Whether the engine is idle and has ended one more request than ``before`` says."""
+    ended = stats["requests_done"] + stats["requests_cancelled"]
+    return (stats["rows_in_flight"] == 0 and stats["queued"] == 0
+            and ended > before["requests_done"] + before["requests_cancelled"])
 
 
 @pytest.mark.network
