@@ -136,6 +136,57 @@ def layers_per_step(model: str, rows: int, tweets: int = 64) -> dict[str, float]
             "lexicon": (spent["constraint"] - spent["mixture"]) / steps}
 
 
+def side_by_side(generator, rows: int = 8, calls: int = 40
+                 ) -> tuple[float, float, float] | None:
+    """Seconds per step of the served step (`covfefe.fused`, 8 steps a call, drawing) for one
+    row, for a batch of ``rows`` rows in one thread alone, and for each of two such batches
+    stepped at once in two threads: what this machine's two cores give the engine's two
+    halves at best (best of 3 rounds). None without the one-call step or a second core."""
+    import threading
+
+    from covfefe import config
+    from covfefe.generate import BANNED
+    from covfefe.text import END_ID
+
+    fused = getattr(generator.network, "fused", None)
+    if fused is None or config.cores() < 2:
+        return None
+    positions = 8 * calls + 1
+
+    def batch(seed: int, rows: int = rows) -> list:
+        draw = (np.arange(rows), BANNED, np.random.default_rng(seed).random((rows, positions)),
+                np.full(rows, 0.8), np.zeros(rows, np.int64), np.ones(rows), END_ID,
+                np.full(rows, positions), np.zeros(rows, np.int64),
+                np.zeros((rows, positions), np.int64), np.zeros(rows), np.zeros(rows, bool))
+        return [np.full(rows, END_ID), generator.network.initial_state(rows), draw]
+
+    def run(state: list, spent: list, slot: int) -> None:
+        ids, network_state, draw = state
+        draw[8][:] = 0  # lengths: each round draws from the start again
+        started, steps = time.perf_counter(), 0
+        for _ in range(calls):
+            taken, network_state = fused.step_and_draw(ids, network_state, *draw, most=8)
+            steps += taken
+            draw[-1][:] = False
+        spent[slot] = (time.perf_counter() - started) / steps
+
+    batches, single = [batch(0), batch(1)], batch(2, rows=1)
+    one = alone = together = float("inf")
+    for _ in range(3):
+        spent = [0.0, 0.0]
+        run(single, spent, 0)
+        one = min(one, spent[0])
+        run(batches[0], spent, 0)
+        alone = min(alone, spent[0])
+        threads = [threading.Thread(target=run, args=(b, spent, i)) for i, b in enumerate(batches)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        together = min(together, max(spent))
+    return one, alone, together
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident memory in MB: VmHWM, which starts anew at exec (the
     rusage maximum does not: a child forked from this benchmark reported the parent's)."""
@@ -220,6 +271,7 @@ def main() -> None:
     single_sixteen = per_char(lambda seed: engine_steps(single, args.length, 16, seed),
                               args.tweets * 10) * args.length
     single.stop()
+    cores = side_by_side(generator)
     rows_sampling, one_by_one = sampling_per_step(generator, 32)
     layers = {rows: layers_per_step(model, rows) for rows in (1, 16)}
     index = TweetGenerator.from_artifact(model).novelty
@@ -253,6 +305,13 @@ def main() -> None:
     print(f"ratio engine, 16 candidates / 1 candidate: {engine_sixteen / engine_one:.2f}x the "
           f"time ({single_sixteen / engine_one:.2f}x in one thread; two threads "
           f"{single_sixteen / engine_sixteen:.2f}x faster)")
+    if cores is not None:
+        one, alone, together = cores
+        print(f"this machine's two cores: the served step (8 steps a call, drawing) of 8 rows "
+              f"{alone * 1e6:.0f} us alone, {together * 1e6:.0f} us each with two such batches "
+              f"side by side ({2 * alone / together:.2f}x the work done: what two halves can "
+              f"give at best), of 1 row {one * 1e6:.0f} us: so a step of 16 rows in two halves "
+              f"costs at least {together / one:.1f}x one row's")
     print(f"sampling 32 rows with their own temperature, top-k, top-p: "
           f"{rows_sampling * 1000:.2f} ms per step vectorised, {one_by_one * 1000:.2f} ms row by "
           f"row ({one_by_one / rows_sampling:.0f}x)")
