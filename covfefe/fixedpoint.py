@@ -175,6 +175,39 @@ def _lstm_from_sums(sums, unscale, start, c, h_out, c_out, q_out):
             q_row[j] = _fixed(h)
 
 
+@compiled
+def lstm_layers(ids, table, layouts, unscales, biases, hs, cs, hs_out, cs_out):
+    """A stack of LSTM layers, one symbol per row (``ids``: each below ``len(table)``; not
+    checked): the first layer's input projection is ``table[ids]``, each other layer's input is
+    the layer below's new ``h``, and each layer is one product (its kernels stacked, ``layouts``
+    and ``unscales`` of `FixedMatrix`) and one `_lstm_from_sums` pass (``biases``: one row each,
+    zeros for the first). Write each layer's new ``h`` and ``c`` into ``hs_out`` and ``cs_out``;
+    return the last layer's ``h`` quantized (int16)."""
+    rows = ids.shape[0]
+    below = np.empty((rows, 0), dtype=np.int16)
+    for layer in range(len(layouts)):
+        h, c = hs[layer], cs[layer]
+        units = h.shape[1]
+        if layer == 0:
+            inputs = np.empty((rows, units), dtype=np.int16)
+            quantize_into(h, inputs)
+            start = np.empty((rows, table.shape[1]), dtype=np.float32)
+            for row in range(rows):
+                start[row] = table[ids[row]]
+        else:
+            width = below.shape[1]
+            inputs = np.empty((rows, width + units), dtype=np.int16)
+            inputs[:, :width] = below
+            quantize_into(h, inputs[:, width:])
+            start = biases[layer]
+        layout = layouts[layer]
+        sums = np.empty((rows, layout.shape[0] * COLUMNS), dtype=np.int32)
+        _sums(inputs.view(np.int32), layout, sums)
+        below = np.empty((rows, units), dtype=np.int16)
+        _lstm_from_sums(sums, unscales[layer], start, c, hs_out[layer], cs_out[layer], below)
+    return below
+
+
 def quantize(h: np.ndarray) -> np.ndarray:
     """``h`` (in [-1, 1]) as 16-bit fixed point, ``round(h * SCALE)``, an even number of
     columns (a zero column added if odd), viewed as 32-bit pairs for `FixedMatrix.product`."""

@@ -21,7 +21,7 @@ stack of that shape its `FusedStep` (`TweetGenerator.from_artifact` calls it); a
 import numpy as np
 
 from covfefe.compiled import compiled
-from covfefe.fixedpoint import COLUMNS, _lstm_from_sums, _sums, _to_float, quantize_into
+from covfefe.fixedpoint import COLUMNS, _sums, _to_float, lstm_layers
 from covfefe.lexicon import LexiconConstraint, _advance_and_mask
 from covfefe.mixture import MixedModel, _mix
 from covfefe.ngram import KneserNeyModel, _step_probs
@@ -39,36 +39,6 @@ _UNWATCHED = np.zeros(1, dtype=np.int64)
 
 
 @compiled
-def _lstm_layers(ids, table, layouts, unscales, biases, hs, cs, hs_out, cs_out):
-    """The network's LSTM layers for one symbol per row, as `NumpyNetwork._lstm_step`: write
-    each layer's new ``h`` and ``c`` into ``hs_out`` and ``cs_out``; return the last layer's
-    ``h`` quantized (int16)."""
-    rows = ids.shape[0]
-    below = np.empty((rows, 0), dtype=np.int16)
-    for layer in range(len(layouts)):
-        h, c = hs[layer], cs[layer]
-        units = h.shape[1]
-        if layer == 0:
-            inputs = np.empty((rows, units), dtype=np.int16)
-            quantize_into(h, inputs)
-            start = np.empty((rows, table.shape[1]), dtype=np.float32)
-            for row in range(rows):
-                start[row] = table[ids[row]]
-        else:
-            width = below.shape[1]
-            inputs = np.empty((rows, width + units), dtype=np.int16)
-            inputs[:, :width] = below
-            quantize_into(h, inputs[:, width:])
-            start = biases[layer]
-        layout = layouts[layer]
-        sums = np.empty((rows, layout.shape[0] * COLUMNS), dtype=np.int32)
-        _sums(inputs.view(np.int32), layout, sums)
-        below = np.empty((rows, units), dtype=np.int16)
-        _lstm_from_sums(sums, unscales[layer], start, c, hs_out[layer], cs_out[layer], below)
-    return below
-
-
-@compiled
 def _step(ids, table, layouts, unscales, biases, hs, cs, hs_out, cs_out, dense_layout,
           dense_unscale, dense_bias, keys, cumulative, bounds, discounts, children, orphan_low,
           orphan_start, history, ranges, history_out, ranges_out, weight, nodes, nodes_out,
@@ -79,7 +49,7 @@ def _step(ids, table, layouts, unscales, biases, hs, cs, hs_out, cs_out, dense_l
     for row in range(rows):  # compiled code checks no index: the table look-up would crash
         if not 0 <= ids[row] < vocab_size:
             raise IndexError("a symbol outside the vocabulary")
-    top = _lstm_layers(ids, table, layouts, unscales, biases, hs, cs, hs_out, cs_out)
+    top = lstm_layers(ids, table, layouts, unscales, biases, hs, cs, hs_out, cs_out)
     sums = np.empty((rows, dense_layout.shape[0] * COLUMNS), dtype=np.int32)
     _sums(top.view(np.int32), dense_layout, sums)
     logits = np.empty((rows, vocab_size), dtype=np.float32)
@@ -140,13 +110,7 @@ class FusedStep:
     def __init__(self, constraint):
         mixed = constraint.model
         network, ngram = mixed.network, mixed.ngram
-        plan = network._plan
-        # Tuples of one type each (numba compiles the loop over layers once).
-        biases = tuple(np.ascontiguousarray(np.atleast_2d(
-            np.zeros(plan[0][1].shape[1], np.float32) if bias is None else bias),
-            dtype=np.float32) for _, _, _, bias in plan)
-        self._network = (plan[0][1], tuple(matrix.layout for _, _, matrix, _ in plan),
-                         tuple(matrix.unscale for _, _, matrix, _ in plan), biases)
+        self._network = network._lstm  # the arguments of lstm_layers before the state
         dense = network._dense
         self._dense = (dense.layout, dense.unscale,
                        np.ascontiguousarray(np.atleast_2d(network.dense_bias), np.float32))

@@ -8,7 +8,7 @@ module, below both, so that the artifact and the generator do not import each ot
 import numpy as np
 
 from covfefe.errors import UserError
-from covfefe.fixedpoint import FixedMatrix, quantize, quantize_into
+from covfefe.fixedpoint import FixedMatrix, lstm_layers, quantize
 from covfefe.rowwise import lstm_cell, matmul
 
 PRECISIONS = ("int16", "float32")
@@ -54,9 +54,11 @@ class NumpyNetwork:
         self._inputs = quantize if precision == "int16" else _as_float32
         self._plan = self._compile()
         self._dense = self._matrix(self.dense_kernel)
-        # In 16-bit fixed point, LSTM layers of an even width take the fused step.
+        # In 16-bit fixed point, LSTM layers of an even width step in one compiled call
+        # (`covfefe.fixedpoint.lstm_layers`), whose arguments before the state are these.
         self._fused = precision == "int16" and all(
             kind == "lstm" and weights[1].shape[0] % 2 == 0 for kind, weights in cells)
+        self._lstm = self._lstm_arguments() if self._fused else None
 
     def _compile(self) -> list[tuple]:
         """Rearrange the weights for one step: the first cell's input projection becomes a
@@ -96,30 +98,31 @@ class NumpyNetwork:
         return cls(embedding, cells, (np.asarray(kernel, np.float32), np.asarray(bias, np.float32)),
                    precision)
 
+    def _lstm_arguments(self) -> tuple:
+        """The input table and tuples of one type each (numba compiles the loop over layers
+        once) of the layers' product layouts, unscales and biases."""
+        plan = self._plan
+        biases = tuple(np.ascontiguousarray(np.atleast_2d(
+            np.zeros(plan[0][1].shape[1], np.float32) if bias is None else bias),
+            dtype=np.float32) for _, _, _, bias in plan)
+        return (np.ascontiguousarray(plan[0][1], dtype=np.float32),
+                tuple(matrix.layout for _, _, matrix, _ in plan),
+                tuple(matrix.unscale for _, _, matrix, _ in plan), biases)
+
     def _lstm_step(self, ids: np.ndarray, state: list) -> tuple[np.ndarray, list]:
-        """`step` for LSTM layers in fixed point, each layer one product and one pass
-        (`FixedMatrix.lstm_step`) that also quantizes its new ``h`` into the next product's
-        inputs: the same numbers as the general path, with fewer passes and arrays."""
-        rows = ids.shape[0]
-        new_state = []
-        inputs = None  # the previous layer's new h, quantized, then this layer's own h
-        for (_, table, matrix, bias), (h, c) in zip(self._plan, state, strict=True):
-            units = h.shape[1]
-            if table is not None:
-                inputs = np.empty((rows, units), dtype=np.int16)
-                quantize_into(h, inputs)
-                start = table[ids]
-            else:
-                below = inputs
-                inputs = np.empty((rows, below.shape[1] + units), dtype=np.int16)
-                inputs[:, :below.shape[1]] = below
-                quantize_into(h, inputs[:, below.shape[1]:])
-                start = bias
-            below = np.empty((rows, units), dtype=np.int16)
-            h, c = matrix.lstm_step(inputs.view(np.int32), start, c, below)
-            inputs = below
-            new_state.append((h, c))
-        return self._dense.product(inputs.view(np.int32), self.dense_bias), new_state
+        """`step` for LSTM layers in fixed point: the whole stack in one compiled call
+        (`covfefe.fixedpoint.lstm_layers`, which `covfefe.fused` calls too), each layer one
+        product and one pass that also quantizes its new ``h`` into the next product's inputs:
+        the same numbers as the general path, with fewer passes and arrays."""
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if ids.size and not (ids.min() >= 0 and ids.max() < len(self.embedding)):
+            raise IndexError("a symbol outside the vocabulary")  # compiled code checks none
+        hs = tuple(np.ascontiguousarray(h, dtype=np.float32) for h, _ in state)
+        cs = tuple(np.ascontiguousarray(c, dtype=np.float32) for _, c in state)
+        hs_out, cs_out = tuple(np.empty_like(h) for h in hs), tuple(np.empty_like(c) for c in cs)
+        top = lstm_layers(ids, *self._lstm, hs, cs, hs_out, cs_out)
+        return (self._dense.product(top.view(np.int32), self.dense_bias),
+                list(zip(hs_out, cs_out, strict=True)))
 
     def save(self, path) -> None:
         """Write the weights as one ``.npz`` file, which `load` reads without Keras."""
