@@ -246,25 +246,12 @@ class FixedMatrix:
 
     def sums(self, x: np.ndarray) -> np.ndarray:
         """The integer sums ``x @ w`` (int32, padded to whole blocks of columns) for inputs from
-        `quantize` (or written by `lstm_step`)."""
+        `quantize`."""
         if x.ndim != 2 or x.shape[1] != self.layout.shape[1] or x.dtype != np.int32:
             raise ValueError(f"expected quantized inputs of {self.depth} columns")
         sums = np.empty((x.shape[0], self.layout.shape[0] * COLUMNS), dtype=np.int32)
         _sums(np.ascontiguousarray(x), self.layout, sums)
         return sums
-
-    def lstm_step(self, x: np.ndarray, start: np.ndarray, c: np.ndarray,
-                  q_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """An LSTM step whose gates are ``start + x @ w`` (this matrix is the layer's kernels):
-        return the new ``(h, c)`` and write ``h`` quantized into ``q_out`` (int16, as wide as
-        ``c``). The same numbers as `product` followed by `rowwise.lstm_cell` and
-        `quantize`."""
-        sums = self.sums(x)
-        h_out = np.empty_like(c)
-        c_out = np.empty_like(c)
-        _lstm_from_sums(sums, self.unscale, np.ascontiguousarray(np.atleast_2d(start)), c,
-                        h_out, c_out, q_out)
-        return h_out, c_out
 
     def product(self, x: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
         """Return ``start + x @ w`` as float32 ``(rows, width)``, where ``x`` comes from
