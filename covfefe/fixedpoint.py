@@ -177,8 +177,8 @@ def _lstm_from_sums(sums, unscale, start, c, h_out, c_out, q_out):
 
 @compiled
 def lstm_layers(ids, table, layouts, unscales, biases, hs, cs, hs_out, cs_out):
-    """A stack of LSTM layers, one symbol per row (``ids``: each below ``len(table)``; not
-    checked): the first layer's input projection is ``table[ids]``, each other layer's input is
+    """A stack of LSTM layers, one symbol per row (``ids``: each below ``len(table)``, else
+    IndexError): the first layer's input projection is ``table[ids]``, each other layer's input is
     the layer below's new ``h``, and each layer is one product (its kernels stacked, ``layouts``
     and ``unscales`` of `FixedMatrix`) and one `_lstm_from_sums` pass (``biases``: one row each,
     zeros for the first). Write each layer's new ``h`` and ``c`` into ``hs_out`` and ``cs_out``;
@@ -192,7 +192,9 @@ def lstm_layers(ids, table, layouts, unscales, biases, hs, cs, hs_out, cs_out):
             inputs = np.empty((rows, units), dtype=np.int16)
             quantize_into(h, inputs)
             start = np.empty((rows, table.shape[1]), dtype=np.float32)
-            for row in range(rows):
+            for row in range(rows):  # compiled code checks no index: the look-up would crash
+                if not 0 <= ids[row] < table.shape[0]:
+                    raise IndexError("a symbol outside the vocabulary")
                 start[row] = table[ids[row]]
         else:
             width = below.shape[1]

@@ -46,9 +46,7 @@ def _step(ids, table, layouts, unscales, biases, hs, cs, hs_out, cs_out, dense_l
     """One step of the stack (network, n-gram table, mixture, lexicon): return the scores;
     the new state goes into the ``_out`` arrays."""
     rows, vocab_size = ids.shape[0], dense_bias.shape[1]
-    for row in range(rows):  # compiled code checks no index: the table look-up would crash
-        if not 0 <= ids[row] < vocab_size:
-            raise IndexError("a symbol outside the vocabulary")
+    # First: lstm_layers raises IndexError for a symbol outside the vocabulary.
     top = lstm_layers(ids, table, layouts, unscales, biases, hs, cs, hs_out, cs_out)
     sums = np.empty((rows, dense_layout.shape[0] * COLUMNS), dtype=np.int32)
     _sums(top.view(np.int32), dense_layout, sums)

@@ -114,9 +114,7 @@ class NumpyNetwork:
         (`covfefe.fixedpoint.lstm_layers`, which `covfefe.fused` calls too), each layer one
         product and one pass that also quantizes its new ``h`` into the next product's inputs:
         the same numbers as the general path, with fewer passes and arrays."""
-        ids = np.ascontiguousarray(ids, dtype=np.int64)
-        if ids.size and not (ids.min() >= 0 and ids.max() < len(self.embedding)):
-            raise IndexError("a symbol outside the vocabulary")  # compiled code checks none
+        ids = np.ascontiguousarray(ids, dtype=np.int64)  # lstm_layers checks each symbol
         hs = tuple(np.ascontiguousarray(h, dtype=np.float32) for h, _ in state)
         cs = tuple(np.ascontiguousarray(c, dtype=np.float32) for _, c in state)
         hs_out, cs_out = tuple(np.empty_like(h) for h in hs), tuple(np.empty_like(c) for c in cs)
