@@ -168,6 +168,7 @@ def side_by_side(generator, rows: int = 8, calls: int = 40
             taken, network_state = fused.step_and_draw(ids, network_state, *draw, most=8)
             steps += taken
             draw[-1][:] = False
+        state[1] = network_state  # step_and_draw reuses the arrays it was given: carry on from here
         spent[slot] = (time.perf_counter() - started) / steps
 
     batches, single = [batch(0), batch(1)], batch(2, rows=1)
