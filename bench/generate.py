@@ -188,6 +188,39 @@ def side_by_side(generator, rows: int = 8, calls: int = 40
     return one, alone, together
 
 
+def products_alone(generator, repeat: int = 300) -> dict[int, float] | None:
+    """Seconds per step of the served network's integer products alone (`covfefe.fixedpoint`:
+    both LSTM layers and the output layer, no gates, table, lexicon or draw) for 1, 8 and 16
+    rows, best of 5 rounds in one thread: one row reads every weight once and waits on memory,
+    more rows multiply each weight they load, so this is the floor under the ratio of a batch
+    to one row. None without the one-call step."""
+    from covfefe.fixedpoint import COLUMNS, _sums
+
+    fused = getattr(generator.network, "fused", None)
+    if fused is None:
+        return None
+    layouts = [*fused._network[1], fused._dense[0]]
+    rng = np.random.default_rng(0)
+    seconds = {}
+    for rows in (1, 8, 16):
+        inputs = [rng.integers(-4096, 4096, (rows, 2 * layout.shape[1]), dtype=np.int16
+                               ).view(np.int32) for layout in layouts]
+        outputs = [np.empty((rows, layout.shape[0] * COLUMNS), np.int32) for layout in layouts]
+        work = list(zip(inputs, layouts, outputs, strict=True))
+        for x, layout, out in work:
+            _sums(x, layout, out)
+        best = float("inf")
+        for _ in range(5):
+            started = time.perf_counter()
+            for _ in range(repeat):
+                for x, layout, out in work:
+                    _sums(x, layout, out)
+            best = min(best, (time.perf_counter() - started) / repeat)
+        seconds[rows] = best
+    seconds[0] = sum(layout.size for layout in layouts)  # multiply-adds per row (and weights)
+    return seconds
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident memory in MB: VmHWM, which starts anew at exec (the
     rusage maximum does not: a child forked from this benchmark reported the parent's)."""
@@ -273,6 +306,7 @@ def main() -> None:
                               args.tweets * 10) * args.length
     single.stop()
     cores = side_by_side(generator)
+    products = products_alone(generator)
     rows_sampling, one_by_one = sampling_per_step(generator, 32)
     layers = {rows: layers_per_step(model, rows) for rows in (1, 16)}
     index = TweetGenerator.from_artifact(model).novelty
@@ -313,6 +347,14 @@ def main() -> None:
               f"side by side ({2 * alone / together:.2f}x the work done: what two halves can "
               f"give at best), of 1 row {one * 1e6:.0f} us: so a step of 16 rows in two halves "
               f"costs at least {together / one:.1f}x one row's")
+    if products is not None:
+        weights = products.pop(0)
+        print(f"the network's integer products alone (no gates, table or draw), per step: "
+              + ", ".join(f"{rows} row(s) {spent * 1e6:.0f} us ({rows * weights / spent / 1e9:.0f}"
+                          f" billion multiply-adds a second)" for rows, spent in products.items())
+              + f"; one row reads its {2 * weights / 1e6:.1f} MB of weights at "
+              f"{2 * weights / products[1] / 1e9:.0f} GB/s; 8 rows cost {products[8] / products[1]:.1f}x"
+              f" one row's")
     print(f"sampling 32 rows with their own temperature, top-k, top-p: "
           f"{rows_sampling * 1000:.2f} ms per step vectorised, {one_by_one * 1000:.2f} ms row by "
           f"row ({one_by_one / rows_sampling:.0f}x)")
