@@ -349,12 +349,12 @@ def main() -> None:
               f"costs at least {together / one:.1f}x one row's")
     if products is not None:
         weights = products.pop(0)
-        print(f"the network's integer products alone (no gates, table or draw), per step: "
-              + ", ".join(f"{rows} row(s) {spent * 1e6:.0f} us ({rows * weights / spent / 1e9:.0f}"
+        steps = ", ".join(f"{rows} row(s) {spent * 1e6:.0f} us ({rows * weights / spent / 1e9:.0f}"
                           f" billion multiply-adds a second)" for rows, spent in products.items())
-              + f"; one row reads its {2 * weights / 1e6:.1f} MB of weights at "
-              f"{2 * weights / products[1] / 1e9:.0f} GB/s; 8 rows cost {products[8] / products[1]:.1f}x"
-              f" one row's")
+        print(f"the network's integer products alone (no gates, table or draw), per step: {steps}"
+              f"; one row reads its {2 * weights / 1e6:.1f} MB of weights at "
+              f"{2 * weights / products[1] / 1e9:.0f} GB/s; 8 rows cost "
+              f"{products[8] / products[1]:.1f}x one row's")
     print(f"sampling 32 rows with their own temperature, top-k, top-p: "
           f"{rows_sampling * 1000:.2f} ms per step vectorised, {one_by_one * 1000:.2f} ms row by "
           f"row ({one_by_one / rows_sampling:.0f}x)")
