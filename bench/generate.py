@@ -188,12 +188,13 @@ def side_by_side(generator, rows: int = 8, calls: int = 40
     return one, alone, together
 
 
-def products_alone(generator, repeat: int = 300) -> dict[int, float] | None:
-    """Seconds per step of the served network's integer products alone (`covfefe.fixedpoint`:
-    both LSTM layers and the output layer, no gates, table, lexicon or draw) for 1, 8 and 16
-    rows, best of 5 rounds in one thread: one row reads every weight once and waits on memory,
-    more rows multiply each weight they load, so this is the floor under the ratio of a batch
-    to one row. None without the one-call step."""
+def products_alone(generator, repeat: int = 300) -> tuple[int, dict[int, float]] | None:
+    """The multiply-adds per row (one per weight) and the seconds per step, by rows, of the
+    served network's integer products alone (`covfefe.fixedpoint`: both LSTM layers and the
+    output layer, no gates, table, lexicon or draw) for 1, 8 and 16 rows, best of 5 rounds in
+    one thread: one row reads every weight once and waits on memory, more rows multiply each
+    weight they load, so this is the floor under the ratio of a batch to one row. None without
+    the one-call step."""
     from covfefe.fixedpoint import COLUMNS, _sums
 
     fused = getattr(generator.network, "fused", None)
@@ -217,8 +218,7 @@ def products_alone(generator, repeat: int = 300) -> dict[int, float] | None:
                     _sums(x, layout, out)
             best = min(best, (time.perf_counter() - started) / repeat)
         seconds[rows] = best
-    seconds[0] = sum(layout.size for layout in layouts)  # multiply-adds per row (and weights)
-    return seconds
+    return sum(layout.size for layout in layouts), seconds
 
 
 def peak_rss_mb() -> float:
@@ -348,7 +348,7 @@ def main() -> None:
               f"give at best), of 1 row {one * 1e6:.0f} us: so a step of 16 rows in two halves "
               f"costs at least {together / one:.1f}x one row's")
     if products is not None:
-        weights = products.pop(0)
+        weights, products = products
         steps = ", ".join(f"{rows} row(s) {spent * 1e6:.0f} us ({rows * weights / spent / 1e9:.0f}"
                           f" billion multiply-adds a second)" for rows, spent in products.items())
         print(f"the network's integer products alone (no gates, table or draw), per step: {steps}"
