@@ -110,9 +110,10 @@ def init_app(app: Flask) -> None:
         raise UserError(f"the weights of the model artifact {artifact.path} cannot be read "
                         f"({type(error).__name__}: {str(error)[:200]}); export it again"
                         ) from None
-    # The first tweet compiles the generator's kernels (numba): about ten seconds where numba
-    # has no cache of them yet, a tenth of a second where it has. Here, before the worker
-    # takes requests, rather than in some user's first request.
+    # The first tweet compiles the generator's kernels (numba): with the engine's step, about
+    # half a minute where numba has no cache of them yet (33 s for two workers on 2 cores), a
+    # tenth of a second where it has. Here, before the worker takes requests, rather than in
+    # some user's first request (gunicorn_conf logs the worker's start and when it is ready).
     generator.complete("", max_length=2, seed=0)
     app.extensions["covfefe.artifact"] = artifact
     app.extensions["covfefe.generator"] = generator

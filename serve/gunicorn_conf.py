@@ -6,6 +6,7 @@ model that does not load stops the server (serve.worker).
 """
 
 import os
+import time as _time
 
 from covfefe import config as _covfefe  # not "config": gunicorn reads every name here
 
@@ -32,3 +33,17 @@ control_socket_disable = True
 accesslog = None  # serve.create_app writes structured JSON access logs itself
 errorlog = "-"
 loglevel = os.environ.get("COVFEFE_LOG_LEVEL", "info")
+
+
+def post_fork(server, worker):
+    """Say that this worker is loading the model, which is quiet for a while on a first start."""
+    worker.covfefe_started = _time.monotonic()
+    worker.log.info("worker %s: loading the model; on a first start numba compiles its kernels "
+                    "(about half a minute on 2 cores), later starts read them from its cache",
+                    worker.pid)
+
+
+def post_worker_init(worker):
+    """Say when this worker has loaded the model and takes requests, and how long it took."""
+    worker.log.info("worker %s: ready in %.1f s", worker.pid,
+                    _time.monotonic() - worker.covfefe_started)
