@@ -69,9 +69,14 @@ def test_gunicorn_serves_generation(server, tiny_model):
     assert body["model"]["version"] == tiny_model.version
     status, body = post(f"{base}/api/generate", {"n": "two"})
     assert status == 400 and "n must be a whole number" in body["error"]
+    assert '"path": "/api/generate"' in log.read_text()  # structured access log
+    # Each worker says it is loading the model (quiet for a while on a first start), then that
+    # it is ready (the server answered once one was: the other may still be loading).
+    deadline = time.monotonic() + 60
+    while len(re.findall(r"worker \d+: ready in \d+\.\d s", log.read_text())) < 2:
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.2)
     text = log.read_text()
-    assert '"path": "/api/generate"' in text  # structured access log
-    # Each worker says it is loading the model (quiet for a while on a first start), then ready.
     assert text.count(": loading the model; on a first start numba compiles") == 2
     assert len(re.findall(r"worker \d+: ready in \d+\.\d s", text)) == 2
 
