@@ -208,16 +208,14 @@ def products_alone(generator, repeat: int = 300) -> tuple[int, dict[int, float]]
                                ).view(np.int32) for layout in layouts]
         outputs = [np.empty((rows, layout.shape[0] * COLUMNS), np.int32) for layout in layouts]
         work = list(zip(inputs, layouts, outputs, strict=True))
-        for x, layout, out in work:
-            _sums(x, layout, out)
-        best = float("inf")
-        for _ in range(5):
-            started = time.perf_counter()
-            for _ in range(repeat):
-                for x, layout, out in work:
-                    _sums(x, layout, out)
-            best = min(best, (time.perf_counter() - started) / repeat)
-        seconds[rows] = best
+
+        def step(_seed, work=work) -> int:
+            for x, layout, out in work:
+                _sums(x, layout, out)
+            return 1  # one step: per_char then gives seconds per step
+
+        step(0)
+        seconds[rows] = per_char(step, repeat, rounds=5)
     return sum(layout.size for layout in layouts), seconds
 
 
