@@ -1,6 +1,6 @@
 """Helpers the tests share (fixtures live in conftest.py): the checkout's root, system tools
-that a test needs, stopping a server, a free port, the command line, HTTPS to a local nginx,
-shared constants."""
+that a test needs, stopping a server, waiting for a condition, a free port, the command line,
+HTTPS to a local nginx, shared constants."""
 
 import http.client
 import json
@@ -11,6 +11,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -68,6 +69,20 @@ def stop_process(process: subprocess.Popen, *, group: bool = False, timeout: flo
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=5)
+
+
+def wait_for(condition, what: str, process: subprocess.Popen | None = None,
+             log: Path | None = None, timeout: float = 30):
+    """Poll condition() until it is true; fail with the log when it is not in time."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        if process is not None and process.poll() is not None:
+            pytest.fail(f"{what}: the process ended ({process.returncode}):\n"
+                        f"{log.read_text() if log else ''}")
+        time.sleep(0.1)
+    pytest.fail(f"{what}: not within {timeout} s\n{log.read_text() if log else ''}")
 
 
 def free_port() -> int:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, require_playwright, require_tool, stop_process
+from tests.helpers import ROOT, require_playwright, require_tool, stop_process, wait_for
 
 pytestmark = pytest.mark.network
 
@@ -39,20 +39,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def wait_for(condition, what: str, process: subprocess.Popen | None = None,
-              log: Path | None = None, timeout: float = 30):
-    """Poll condition() until it is true; fail with the log when it is not in time."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        if process is not None and process.poll() is not None:
-            pytest.fail(f"{what}: the process ended ({process.returncode}):\n"
-                        f"{log.read_text() if log else ''}")
-        time.sleep(0.1)
-    pytest.fail(f"{what}: not within {timeout} s\n{log.read_text() if log else ''}")
 
 
 def listening(port: int) -> bool:

@@ -16,7 +16,7 @@ import urllib.request
 import pytest
 
 from covfefe import config
-from tests.helpers import ROOT, free_port, stop_process
+from tests.helpers import ROOT, free_port, stop_process, wait_for
 
 pytestmark = pytest.mark.network
 
@@ -72,13 +72,12 @@ def test_gunicorn_serves_generation(server, tiny_model):
     assert '"path": "/api/generate"' in log.read_text()  # structured access log
     # Each worker says it is loading the model (quiet for a while on a first start), then that
     # it is ready (the server answered once one was: the other may still be loading).
-    deadline = time.monotonic() + 60
-    while len(re.findall(r"worker \d+: ready in \d+\.\d s", log.read_text())) < 2:
-        assert time.monotonic() < deadline, log.read_text()
-        time.sleep(0.2)
+    ready = re.compile(r"worker \d+: ready in \d+\.\d s")
+    wait_for(lambda: len(ready.findall(log.read_text())) >= 2, "both workers ready", log=log,
+             timeout=60)
     text = log.read_text()
     assert text.count(": loading the model; on a first start numba compiles") == 2
-    assert len(re.findall(r"worker \d+: ready in \d+\.\d s", text)) == 2
+    assert len(ready.findall(text)) == 2
 
 
 def test_gunicorn_streams_server_sent_events(server):
