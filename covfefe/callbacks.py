@@ -53,6 +53,33 @@ class LearningRateDecay(keras.callbacks.Callback):
             self.model.optimizer.learning_rate = current * self.decay
 
 
+class WarmupCosine(keras.callbacks.Callback):
+    """Set the learning rate before every batch: a linear warm-up from 0 over ``warmup`` epochs,
+    then a cosine from ``peak`` down to ``floor`` at epoch ``epochs``. The rate is a function
+    of the batch's position in the run, so a resumed run continues the same curve."""
+
+    def __init__(self, peak: float, floor: float, warmup: float, epochs: int):
+        super().__init__()
+        self.peak, self.floor, self.warmup, self.epochs = peak, floor, warmup, epochs
+        self.epoch, self.steps = 0, 1
+
+    def rate(self, position: float) -> float:
+        """The learning rate at ``position`` epochs into the run."""
+        if position < self.warmup:
+            return self.peak * position / self.warmup
+        done = min(1.0, (position - self.warmup) / max(self.epochs - self.warmup, 1e-9))
+        return self.floor + (self.peak - self.floor) * 0.5 * (1 + math.cos(math.pi * done))
+
+    def on_train_begin(self, logs=None):
+        self.steps = max(1, int(self.params.get("steps") or 1))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.model.optimizer.learning_rate = self.rate(self.epoch + batch / self.steps)
+
+
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     """Early stopping that starts from a run's saved counters: a resumed run keeps the patience
     it had used up (Keras resets the counters when training begins)."""

@@ -68,15 +68,18 @@ def build_model(config: ModelConfig, vocab_size: int):
     return keras.Model(ids, logits, name=f"covfefe-{config.name}")
 
 
-def compile_model(model, learning_rate: float, clipnorm: float = 1.0):
-    """Compile for next-character training: Adam, cross-entropy on logits, weighted by target.
+def compile_model(model, learning_rate: float, clipnorm: float = 1.0, weight_decay: float = 0.0):
+    """Compile for next-character training: Adam (AdamW with a weight decay), cross-entropy on
+    logits, weighted by target.
 
     The pipeline weights every real target 1 and padding 0, and the ``xent`` metric is the
     weighted mean, so ``xent / ln 2`` is exactly bits per (real) character.
     """
     keras = import_keras()
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate, clipnorm=clipnorm),
+        optimizer=(keras.optimizers.AdamW(learning_rate=learning_rate, clipnorm=clipnorm,
+                                          weight_decay=weight_decay) if weight_decay
+                   else keras.optimizers.Adam(learning_rate=learning_rate, clipnorm=clipnorm)),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         weighted_metrics=[keras.metrics.SparseCategoricalCrossentropy(from_logits=True,
                                                                       name="xent")],

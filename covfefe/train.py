@@ -46,6 +46,7 @@ from covfefe.callbacks import (
     ResumableEarlyStopping,
     ResumableReduceLROnPlateau,
     RunCheckpoint,
+    WarmupCosine,
 )
 from covfefe.corpus import Corpus, SequenceBatches, encode_tweets
 from covfefe.data.schema import as_utc, select_period
@@ -65,7 +66,8 @@ __all__ = ["TrainConfig", "TrainResult", "load_history", "prepare", "fit", "trai
 
 # Parameters that define what a run computes: changing one of them means a new run.
 FIXED_PARAMETERS = ("since", "until", "cell", "layers", "units", "embedding_dim", "dropout",
-                    "max_chars", "batch_size", "validation_fraction", "min_count", "seed")
+                    "max_chars", "batch_size", "validation_fraction", "min_count", "seed",
+                    "init_from")
 
 
 @dataclass
@@ -183,8 +185,33 @@ def _main_model(train_config: TrainConfig, run_dir: Path, state: RunState, vocab
     with distribution_scope(train_config.distribute):
         if state.epochs_done and last.exists():
             return keras.saving.load_model(last)
-        return compile_model(build_model(train_config.model_config(), vocab_size),
-                             train_config.learning_rate)
+        model = build_model(train_config.model_config(), vocab_size)
+        if train_config.init_from:
+            model.set_weights(_initial_weights(train_config, model).get_weights())
+        return compile_model(model, train_config.learning_rate,
+                             weight_decay=train_config.weight_decay)
+
+
+def _init_path(train_config: TrainConfig) -> Path:
+    """The .keras file ``init_from`` names (an artifact folder's model.keras, or the file)."""
+    path = settings.resolve(train_config.init_from)
+    return path / "model.keras" if path.is_dir() else path
+
+
+def _initial_weights(train_config: TrainConfig, model):
+    """The network ``init_from`` names, checked to have the run's architecture."""
+    path = _init_path(train_config)
+    try:
+        start = keras.saving.load_model(path, compile=False)
+    except (OSError, ValueError) as error:
+        raise UserError(f"init_from={train_config.init_from!r}: cannot load {path} "
+                        f"({error})") from None
+    shapes = [w.shape for w in start.get_weights()]
+    if shapes != [w.shape for w in model.get_weights()]:
+        raise UserError(f"init_from={train_config.init_from!r} is another architecture than "
+                        f"{train_config.model_config().name} with this vocabulary: give the "
+                        "run its cell, layers, units and embedding_dim")
+    return start
 
 
 def _finetune_model(train_config: TrainConfig, run_dir: Path, state: RunState):
@@ -283,7 +310,11 @@ def fit(train_config: TrainConfig, corpus: Corpus, vocabulary: Vocabulary, *,
     )
     if main_todo:
         model = _main_model(train_config, run_dir, state, len(vocabulary))
-        schedule = [LearningRateDecay(train_config.lr_decay, train_config.lr_decay_after)]
+        if train_config.schedule == "cosine":
+            schedule = [WarmupCosine(train_config.learning_rate, train_config.min_learning_rate,
+                                     train_config.warmup_epochs, train_config.epochs)]
+        else:
+            schedule = [LearningRateDecay(train_config.lr_decay, train_config.lr_decay_after)]
         _train_phase(train_config, run_dir, state,
                      _Phase(model, corpus.train, train_config.epochs, schedule),
                      vocabulary, validation, progress)
@@ -312,6 +343,11 @@ def prepare(train_config: TrainConfig, tweets: pd.DataFrame | None = None
     run_dir.mkdir(parents=True, exist_ok=True)
     _check_run(run_dir, train_config, corpus.fingerprint())
     vocabulary_path = run_dir / "vocabulary.json"
+    if train_config.init_from and not vocabulary_path.exists():
+        # The starting weights' embedding rows are the ids of the vocabulary beside them.
+        init_vocabulary = _init_path(train_config).parent / "vocabulary.json"
+        if init_vocabulary.exists():
+            Vocabulary.load(init_vocabulary).save(vocabulary_path)
     if vocabulary_path.exists():
         vocabulary = Vocabulary.load(vocabulary_path)
     else:

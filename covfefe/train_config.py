@@ -37,6 +37,14 @@ class TrainConfig:
     lr_factor: float = 0.5  # learning rate multiplier when validation stops improving
     lr_patience: int = 1  # epochs without improvement before the learning rate drops
     patience: int = 3  # epochs without improvement before training stops
+    # The schedule: "decay" (lr_decay per epoch after lr_decay_after, halved on plateaus) or
+    # "cosine" (a linear warm-up over warmup_epochs, then a cosine from learning_rate down to
+    # min_learning_rate at the last epoch, set every batch, so a resumed run continues it).
+    schedule: str = "decay"
+    warmup_epochs: float = 0.0  # "cosine": epochs of linear warm-up from 0
+    min_learning_rate: float = 0.0  # "cosine": the floor the rate ends at
+    weight_decay: float = 0.0  # AdamW's decoupled weight decay (0: plain Adam)
+    init_from: str = ""  # start from this artifact's (or .keras file's) weights ("" = random)
     finetune_epochs: int = 0  # then this many epochs on the recent tweets alone (0: none)
     finetune_since: str = ""  # the recent tweets: training tweets from this UTC date on
     finetune_learning_rate: float = 0.0005  # the learning rate the fine-tuning starts at
@@ -67,6 +75,17 @@ class TrainConfig:
                             f"not {self.lr_decay_after!r}")
         if not 0 < self.lr_decay <= 1:
             raise UserError(f"lr_decay must be above 0 and at most 1, not {self.lr_decay!r}")
+        if self.schedule not in ("decay", "cosine"):
+            raise UserError(f"schedule must be \"decay\" or \"cosine\", not {self.schedule!r}")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise UserError("warmup_epochs must be at least 0 and fewer than epochs, not "
+                            f"{self.warmup_epochs!r}")
+        if not 0 <= self.min_learning_rate <= self.learning_rate:
+            raise UserError("min_learning_rate must be at least 0 and at most learning_rate, "
+                            f"not {self.min_learning_rate!r}")
+        if not 0 <= self.weight_decay < 1:
+            raise UserError(f"weight_decay must be at least 0 and below 1, not "
+                            f"{self.weight_decay!r}")
         if not self.learning_rate > 0:
             raise UserError(f"learning_rate must be above 0, not {self.learning_rate!r}")
         if (not isinstance(self.finetune_epochs, int) or isinstance(self.finetune_epochs, bool)
