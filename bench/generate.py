@@ -23,7 +23,7 @@ WINDOW = 50
 def v1_tweet(generator, prefix: str, length: int, rng) -> int:
     """One tweet the v1 way: the last WINDOW characters from a zero state, per character.
     Returns the number of characters generated."""
-    from covfefe.generate import sample
+    from covfefe.inference.generate import sample
     from covfefe.text import END_ID
 
     vocabulary, network = generator.vocabulary, generator.network
@@ -54,9 +54,10 @@ def engine_steps(engine, length: int, n: int, seed: int) -> int:
 
 def sampling_per_step(generator, rows: int, repeat: int = 200) -> tuple[float, float]:
     """Seconds to draw one symbol for each of ``rows`` rows with their own parameters: the
-    compiled sampling (covfefe.sampling), against the NumPy `sample` called once per row."""
-    from covfefe.generate import sample
-    from covfefe.sampling import sample_rows
+    compiled sampling (covfefe.inference.sampling), against the NumPy `sample` called once per
+    row."""
+    from covfefe.inference.generate import sample
+    from covfefe.inference.sampling import sample_rows
 
     logits, _ = generator.network.step(np.arange(rows) % 80 + 3,
                                        generator.network.initial_state(rows))
@@ -80,11 +81,12 @@ def layers_per_step(model: str, rows: int, tweets: int = 64) -> dict[str, float]
     """Seconds per step of each layer of the served model (`LexiconConstraint(MixedModel(
     network, n-gram table))`) on its own, stepping ``rows`` of the model's own tweets part by
     part (`LexiconConstraint.step_parts`): a layer's time is its step less the step of what it
-    wraps; and the whole step as served, in one compiled call (`covfefe.fused`, "fused"). None
+    wraps; and the whole step as served, in one compiled call (`covfefe.inference.fused`, "fused").
+    None
     for a model without both."""
-    from covfefe.generate import TweetGenerator
-    from covfefe.lexicon import LexiconConstraint
-    from covfefe.mixture import MixedModel
+    from covfefe.inference.generate import TweetGenerator
+    from covfefe.lm.lexicon import LexiconConstraint
+    from covfefe.lm.mixture import MixedModel
     from covfefe.text import END_ID
 
     generator = TweetGenerator.from_artifact(model)  # its own: its steps get timed
@@ -138,14 +140,15 @@ def layers_per_step(model: str, rows: int, tweets: int = 64) -> dict[str, float]
 
 def side_by_side(generator, rows: int = 8, calls: int = 40
                  ) -> tuple[float, float, float] | None:
-    """Seconds per step of the served step (`covfefe.fused`, 8 steps a call, drawing) for one
+    """Seconds per step of the served step (`covfefe.inference.fused`, 8 steps a call, drawing) for
+    one
     row, for a batch of ``rows`` rows in one thread alone, and for each of two such batches
     stepped at once in two threads: what this machine's two cores give the engine's two
     halves at best (best of 3 rounds). None without the one-call step or a second core."""
     import threading
 
     from covfefe import config
-    from covfefe.generate import BANNED
+    from covfefe.inference.generate import BANNED
     from covfefe.text import END_ID
 
     fused = getattr(generator.network, "fused", None)
@@ -190,12 +193,13 @@ def side_by_side(generator, rows: int = 8, calls: int = 40
 
 def products_alone(generator, repeat: int = 300) -> tuple[int, dict[int, float]] | None:
     """The multiply-adds per row (one per weight) and the seconds per step, by rows, of the
-    served network's integer products alone (`covfefe.fixedpoint`: both LSTM layers and the
+    served network's integer products alone (`covfefe.inference.fixedpoint`: both LSTM layers and
+    the
     output layer, no gates, table, lexicon or draw) for 1, 8 and 16 rows, best of 5 rounds in
     one thread: one row reads every weight once and waits on memory, more rows multiply each
     weight they load, so this is the floor under the ratio of a batch to one row. None without
     the one-call step."""
-    from covfefe.fixedpoint import COLUMNS, _sums
+    from covfefe.inference.fixedpoint import COLUMNS, _sums
 
     fused = getattr(generator.network, "fused", None)
     if fused is None:
@@ -245,7 +249,7 @@ def cold_start(model: str, network_alone: bool = False) -> dict:
     """Run in a fresh process: import, load the model (as served, or its network alone),
     generate one tweet."""
     started = time.perf_counter()
-    from covfefe.generate import TweetGenerator
+    from covfefe.inference.generate import TweetGenerator
 
     generator = TweetGenerator.from_artifact(model, mixture=not network_alone,
                                              lexicon=not network_alone)
@@ -270,7 +274,7 @@ def main() -> None:
     if args.cold_start:
         print(json.dumps(cold_start(args.cold_start, args.network_alone)))
         return
-    from covfefe.generate import TweetGenerator
+    from covfefe.inference.generate import TweetGenerator
 
     generator = TweetGenerator.from_artifact(model)
     generator.novelty = None  # time the generation alone (the novelty check is measured apart)
@@ -288,7 +292,7 @@ def main() -> None:
     plain.novelty = None
     network_alone = per_char(lambda seed: stateful_steps(plain, args.length, 1, seed),
                              args.tweets * 10) * args.length
-    from covfefe.engine import Engine
+    from covfefe.serving.engine import Engine
 
     # As served: two threads where this process may use two cores (COVFEFE_ENGINE_THREADS).
     threads = config.engine_threads()

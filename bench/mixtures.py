@@ -16,12 +16,12 @@ import math
 import numpy as np
 
 from covfefe import config
-from covfefe.artifact import NUMPY_WEIGHTS, load_artifact
-from covfefe.corpus import encode_tweets
-from covfefe.evaluate import _tweets_to_score, mixture_holdout, split_like_model
-from covfefe.mixture import fit_weight, mix_log_probs, network_log_probs
-from covfefe.ngram import LEVEL_SHIFT, KneserNeyModel, _keys, _windows
-from covfefe.numpy_network import NumpyNetwork
+from covfefe.evaluation.evaluate import _tweets_to_score, mixture_holdout, split_like_model
+from covfefe.inference.artifact import NUMPY_WEIGHTS, load_artifact
+from covfefe.inference.numpy_network import NumpyNetwork
+from covfefe.lm.mixture import fit_weight, mix_log_probs, network_log_probs
+from covfefe.lm.ngram import LEVEL_SHIFT, KneserNeyModel, _keys, _windows
+from covfefe.training.corpus import encode_tweets
 
 LN2 = math.log(2)
 

@@ -30,8 +30,8 @@ def peak_rss_mb() -> float:
 
 def load_texts(tweets: int | None) -> list[str]:
     """The most recent ``tweets`` cleaned tweets of the dataset (None: all of them)."""
-    from covfefe.corpus import Corpus
     from covfefe.data.store import load_dataset
+    from covfefe.training.corpus import Corpus
 
     corpus = Corpus.from_tweets(load_dataset(), 0.05)
     texts = list(corpus.train["text"])
@@ -83,9 +83,9 @@ def run_v1(args) -> dict:
 
 def run_ours(args) -> dict:
     """Ours: integer id sequences, length-bucketed batches through tf.data, every char a target."""
-    from covfefe.corpus import SequenceBatches, encode_tweets
-    from covfefe.model import ModelConfig, build_model, compile_model
     from covfefe.text import Vocabulary
+    from covfefe.training.corpus import SequenceBatches, encode_tweets
+    from covfefe.training.model import ModelConfig, build_model, compile_model
 
     started = time.perf_counter()
     texts = load_texts(None if args.full else args.tweets)
@@ -97,7 +97,7 @@ def run_ours(args) -> dict:
                                                   dropout=0.0), len(vocabulary)), 0.002)
     import numpy as np
 
-    from covfefe.corpus import PAD_MULTIPLE
+    from covfefe.training.corpus import PAD_MULTIPLE
 
     widest = int(batches.lengths.max())
     for width in range(PAD_MULTIPLE, widest + PAD_MULTIPLE, PAD_MULTIPLE):  # compile each shape

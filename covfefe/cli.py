@@ -21,7 +21,7 @@ from pathlib import Path
 
 from covfefe import __version__, config
 from covfefe.errors import UserError
-from covfefe.train_config import TrainConfig
+from covfefe.training.train_config import TrainConfig
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -92,7 +92,7 @@ def _model(args) -> Path:
 
 def _run_train(args) -> None:
     from covfefe.parameters import read_parameters
-    from covfefe.train import train
+    from covfefe.training.train import train
 
     values = {}
     if args.params:
@@ -108,7 +108,7 @@ def _run_train(args) -> None:
 
 
 def _run_evaluate(args) -> None:
-    from covfefe.evaluate import evaluate_command
+    from covfefe.evaluation.evaluate import evaluate_command
 
     print(evaluate_command(
         model=str(_model(args)), text=args.text, archive=args.archive, dataset=args.dataset,
@@ -120,7 +120,7 @@ def _run_evaluate(args) -> None:
 
 
 def _run_mix(args) -> None:
-    from covfefe.evaluate import mix_command
+    from covfefe.evaluation.evaluate import mix_command
 
     print(mix_command(model=args.model, order=args.order, holdout=args.holdout,
                       output=args.output, archive=args.archive, dataset=args.dataset,
@@ -128,7 +128,7 @@ def _run_mix(args) -> None:
 
 
 def _run_generate(args) -> None:
-    from covfefe.generate import TweetGenerator
+    from covfefe.inference.generate import TweetGenerator
 
     generator = TweetGenerator.from_artifact(_model(args))
     completions = generator.complete(args.prefix, temperature=args.temperature, n=args.n,
@@ -144,7 +144,7 @@ def _run_generate(args) -> None:
 
 
 def _run_serve(args) -> None:
-    from covfefe.artifact import load_artifact
+    from covfefe.inference.artifact import load_artifact
 
     model = _model(args)
     artifact = load_artifact(model)  # a clear error now rather than in every worker

@@ -87,7 +87,7 @@ DOWNLOAD_CHUNK_BYTES = 1 << 16
 # Vocabulary defaults: characters seen fewer times than this map to the unknown symbol.
 VOCAB_MIN_COUNT = 20
 
-# Serving engine (covfefe.engine), per API worker; the API reads COVFEFE_ENGINE,
+# Serving engine (covfefe.serving.engine), per API worker; the API reads COVFEFE_ENGINE,
 # COVFEFE_ENGINE_ROWS, COVFEFE_ENGINE_QUEUE and COVFEFE_ENGINE_THREADS (serve.create_app,
 # serve/gunicorn_conf.py).
 ENGINE_ENABLED = True  # False: each request runs its own steps in its thread (the old path)
@@ -108,5 +108,5 @@ def cores() -> int:
 def engine_threads() -> int:
     """Threads stepping a worker's batch (COVFEFE_ENGINE_THREADS): 2 where this process may
     run on 2 cores or more (a batch of 4 rows or more is stepped in two halves side by side,
-    covfefe.parallel), else 1."""
+    covfefe.inference.parallel), else 1."""
     return 2 if cores() >= 2 else 1

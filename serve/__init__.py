@@ -18,8 +18,8 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from covfefe import config
-from covfefe.engine import EngineBusy
 from covfefe.errors import UserError
+from covfefe.serving.engine import EngineBusy
 from serve import ratelimit  # noqa: F401 (memory:// is its store from here on)
 from serve.api import LIMITED_ENDPOINTS, api
 from serve.validation import RequestError
@@ -65,8 +65,8 @@ def _whole_number(name: str, value, low: int) -> int:
 
 def _start_engine(app: Flask, generator) -> None:
     """One engine per worker (COVFEFE_ENGINE, on by default): the requests of this worker
-    are stepped together (covfefe.engine). Off, each request runs alone in its thread."""
-    from covfefe.engine import Engine
+    are stepped together (covfefe.serving.engine). Off, each request runs alone in its thread."""
+    from covfefe.serving.engine import Engine
     from serve.api import MAX_CANDIDATES
 
     enabled = app.config["ENGINE"]
@@ -77,7 +77,7 @@ def _start_engine(app: Flask, generator) -> None:
     threads = _whole_number("ENGINE_THREADS", app.config["ENGINE_THREADS"], 1)
     if threads > 2:
         raise SystemExit(f"covfefe serve: ENGINE_THREADS must be 1 or 2, not {threads}")
-    app.extensions["covfefe.engine"] = Engine(generator, max_rows=rows, max_queue=waiting,
+    app.extensions["covfefe.serving.engine"] = Engine(generator, max_rows=rows, max_queue=waiting,
                                               retry_after=config.ENGINE_RETRY_AFTER_S,
                                               threads=threads)
 
@@ -97,8 +97,8 @@ def _limit_blas_threads(threads: int) -> None:
 
 def init_app(app: Flask) -> None:
     """Load the model artifact and its generator once, for every request of this worker."""
-    from covfefe.artifact import load_artifact
-    from covfefe.generate import TweetGenerator
+    from covfefe.inference.artifact import load_artifact
+    from covfefe.inference.generate import TweetGenerator
 
     _limit_blas_threads(app.config["BLAS_THREADS"])
     artifact = load_artifact(config.resolve(app.config["MODEL_DIR"]) if app.config.get("MODEL_DIR")
@@ -115,7 +115,7 @@ def init_app(app: Flask) -> None:
     # tenth of a second where it has. Here, before the worker takes requests, rather than in
     # some user's first request (gunicorn_conf logs the worker's start and when it is ready).
     generator.complete("", max_length=2, seed=0)
-    app.extensions["covfefe.artifact"] = artifact
+    app.extensions["covfefe.inference.artifact"] = artifact
     app.extensions["covfefe.generator"] = generator
     _start_engine(app, generator)
 
@@ -152,7 +152,7 @@ def _start_timer():
 
 
 def _engine_times(job) -> dict:
-    """A request's queue wait and generation time in the engine (a `covfefe.engine.Job`)."""
+    """A request's queue wait and generation time in the engine (a `covfefe.serving.engine.Job`)."""
     return {"queue_ms": None if job.queue_wait_s is None else round(job.queue_wait_s * 1000, 1),
             "generation_ms": None if job.generation_s is None
             else round(job.generation_s * 1000, 1)}

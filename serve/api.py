@@ -17,7 +17,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request, stream_
 
 from covfefe import __version__
 from covfefe.errors import UserError
-from covfefe.novelty import is_near_copy
+from covfefe.lm.novelty import is_near_copy
 from covfefe.text import MAX_TWEET_CHARS
 from serve.validation import Field, RequestError, read_json, read_query
 
@@ -47,7 +47,8 @@ AUTOCOMPLETE_FIELDS = {
     "beginningOfTweet": Field(str, required=True, max_length=V2_MAX_PREFIX),
     "temperature": Field(float, default=1.0, low=0, high=1.2, nullable=False),
 }
-# The generator takes the limit of the temperature going to 0 below this (covfefe.generate).
+# The generator takes the limit of the temperature going to 0 below this
+# (covfefe.inference.generate).
 GREEDY_TEMPERATURE = 1e-6
 
 
@@ -79,8 +80,8 @@ def _with_defaults(values: dict) -> dict:
 
 
 def engine():
-    """This worker's serving engine (covfefe.engine), or None when COVFEFE_ENGINE is off."""
-    return current_app.extensions.get("covfefe.engine")
+    """This worker's serving engine (covfefe.serving.engine), or None when COVFEFE_ENGINE is off."""
+    return current_app.extensions.get("covfefe.serving.engine")
 
 
 def _stream(values: dict, streamed: bool = True):
@@ -108,7 +109,7 @@ def _complete(values: dict) -> tuple[list, int]:
 
 
 def _result(values: dict, seed: int, completions: list) -> dict:
-    model = current_app.extensions["covfefe.artifact"]
+    model = current_app.extensions["covfefe.inference.artifact"]
     return {"model": {"name": model.name, "version": model.version},
             "parameters": {**values, "seed": seed}, "seed": seed,
             "completions": [_completion_json(c) for c in completions]}
@@ -186,7 +187,7 @@ def autocomplete():
 @api.get("/model")
 def model_card():
     """The model card: name, version, parameters, data and metrics."""
-    metadata = dict(current_app.extensions["covfefe.artifact"].metadata)
+    metadata = dict(current_app.extensions["covfefe.inference.artifact"].metadata)
     metadata.pop("files", None)
     return jsonify(metadata)
 

@@ -89,8 +89,8 @@ def tiny_tweets(archive_dir, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_training(tiny_tweets, tmp_path_factory):
-    """A real (tiny) training run on `tiny_tweets`: its `covfefe.train.TrainResult`."""
-    from covfefe.train import TrainConfig, train
+    """A real (tiny) training run on `tiny_tweets`: its `covfefe.training.train.TrainResult`."""
+    from covfefe.training.train import TrainConfig, train
 
     run_dir = tmp_path_factory.mktemp("tiny-run")
     config = TrainConfig(run_dir=str(run_dir), dataset=str(tiny_tweets), **TINY_PARAMS)
@@ -99,7 +99,7 @@ def tiny_training(tiny_tweets, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_training):
-    """The tiny trained model's artifact (`covfefe.artifact.ModelArtifact`)."""
+    """The tiny trained model's artifact (`covfefe.inference.artifact.ModelArtifact`)."""
     return tiny_training.artifact
 
 

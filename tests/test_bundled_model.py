@@ -8,7 +8,7 @@ import re
 import pytest
 
 from covfefe import config
-from covfefe.artifact import load_artifact
+from covfefe.inference.artifact import load_artifact
 from tests.helpers import covfefe
 
 BUNDLED = config.resolve(config.BUNDLED_MODEL)

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from covfefe.corpus import PAD_MULTIPLE, Corpus, SequenceBatches, encode_tweets
 from covfefe.errors import UserError
 from covfefe.text import END_ID, PAD_ID, Vocabulary
+from covfefe.training.corpus import PAD_MULTIPLE, Corpus, SequenceBatches, encode_tweets
 
 
 def tweets(texts, start="2019-01-01"):
@@ -113,7 +113,7 @@ def test_fixed_width_batches_are_all_as_wide_as_the_longest_tweet():
 
 
 def test_the_keras_dataset_for_other_backends_serves_the_same_batches():
-    from covfefe.callbacks import KerasBatches
+    from covfefe.training.callbacks import KerasBatches
 
     dataset = KerasBatches(make_batches(seed=5))
     for epoch in range(2):

@@ -166,7 +166,7 @@ def test_serve_image_configuration(engine, serve_image, request):
     report(request, f"{SERVE_IMAGE} size: {serve_image['Size'] / 1e6:.0f} MB, of which "
                     f"{added / 1e6:.0f} MB on top of the {PYTHON_BASE} stand-in")
     # numpy, Flask, gunicorn and the model (about 19 MB), and numba with its LLVM (about
-    # 210 MB: covfefe/rowwise.py, the products that keep a request's tweets the same in a
+    # 210 MB: covfefe/inference/rowwise.py, the products that keep a request's tweets the same in a
     # batch): a slim image stays under this.
     assert added < 400e6
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from covfefe.errors import UserError
-from covfefe.train import TrainConfig
+from covfefe.training.train import TrainConfig
 from tests.helpers import ROOT, TINY_PARAMS
 
 RUN = """
@@ -37,7 +37,7 @@ def counted(*args, **kwargs):  # records the strategy that training makes
 tf.distribute.MirroredStrategy = counted
 import keras
 import numpy as np
-from covfefe.train import TrainConfig, train
+from covfefe.training.train import TrainConfig, train
 
 result = train(TrainConfig(**json.loads(sys.argv[1])), progress=False, export=False)
 model = keras.saving.load_model(result.run_dir / "checkpoints" / "last.keras")

@@ -18,17 +18,17 @@ import numpy as np
 import pytest
 
 from covfefe import config
-from covfefe.engine import (
+from covfefe.errors import UserError
+from covfefe.inference.generate import TweetGenerator, sample, top_p_filter
+from covfefe.inference.rowwise import lstm_cell, matmul
+from covfefe.inference.sampling import sample_rows
+from covfefe.serving.engine import (
     Engine,
     EngineBusy,
     EngineError,
     join_rows,
     take_rows,
 )
-from covfefe.errors import UserError
-from covfefe.generate import TweetGenerator, sample, top_p_filter
-from covfefe.rowwise import lstm_cell, matmul
-from covfefe.sampling import sample_rows
 from tests.helpers import engine_health as health
 from tests.helpers import free_port, stop_process
 
@@ -82,7 +82,7 @@ def test_rowwise_products_work_where_numba_has_no_folder_to_cache_in():
     script = ("import numba.core.caching as caching\n"
               "caching.CacheImpl._locator_classes = []  # no writable folder anywhere\n"
               "import numpy as np\n"
-              "from covfefe.rowwise import matmul\n"
+              "from covfefe.inference.rowwise import matmul\n"
               "print(matmul(np.ones((5, 9), np.float32), np.ones((9, 2), np.float32)).sum())")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             timeout=300)
@@ -213,9 +213,9 @@ def test_a_request_gets_the_same_tweets_alone_and_among_31_others(generator, eng
 
 def test_the_network_mixed_with_an_ngram_table_gives_the_same_tweets_in_a_crowd(generator):
     """The mixture's state holds each row's recent symbols (integers) beside the network's."""
-    from covfefe.corpus import encode_tweets
-    from covfefe.mixture import MixedModel
-    from covfefe.ngram import KneserNeyModel
+    from covfefe.lm.mixture import MixedModel
+    from covfefe.lm.ngram import KneserNeyModel
+    from covfefe.training.corpus import encode_tweets
 
     texts = [c.text for c in generator.complete("", n=16, seed=1, temperature=0.9)]
     table = KneserNeyModel(5, len(generator.vocabulary)).fit(
@@ -252,11 +252,12 @@ def test_a_request_alone_in_the_engine_streams_what_the_generator_streams(genera
 def test_the_served_stack_takes_several_steps_per_call_with_the_same_tweets(generator, engine,
                                                                            monkeypatch):
     """While every row draws, the engine steps up to STEPS times in one compiled call
-    (covfefe.fused); a row that ends draws no more, and the call stops early only when every
+    (covfefe.inference.fused); a row that ends draws no more, and the call stops early only when
+    every
     row has ended: far fewer calls than steps, and every request still gets the tweets it gets
     alone."""
-    from covfefe.engine import STEPS
-    from covfefe.fused import FusedStep
+    from covfefe.inference.fused import FusedStep
+    from covfefe.serving.engine import STEPS
 
     calls = []
     step_and_draw = FusedStep.step_and_draw
@@ -285,7 +286,7 @@ def test_with_two_threads_a_batch_goes_in_halves_and_every_request_gets_its_twee
     free: forced here, as a busy test machine may have none), rows ending in either half at
     any step: the tweets, log-probabilities and streamed characters are those of each
     request alone."""
-    from covfefe.parallel import Helper
+    from covfefe.inference.parallel import Helper
 
     monkeypatch.setattr(Helper, "core_free", lambda self: True)
     engine = Engine(generator, max_rows=64, max_queue=64, threads=2)
@@ -516,7 +517,8 @@ def test_through_gunicorn_32_requests_at_once_get_what_each_gets_alone(server, g
 def test_through_gunicorn_16_candidates_alone_are_stepped_in_halves_and_stream_their_tweets(
         server, generator):
     """On a machine with 2 cores the worker's engine steps a big batch in two halves side by
-    side when a core is free (covfefe.parallel): a 16-candidate request alone on the server
+    side when a core is free (covfefe.inference.parallel): a 16-candidate request alone on the
+    server
     gets the generator's tweets, its stream's characters add up to them, and the halves did
     go to the second thread."""
     base, _ = server

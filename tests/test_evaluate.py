@@ -5,7 +5,8 @@ import re
 import numpy as np
 import pytest
 
-from covfefe.evaluate import by_length, read_text_file, score_model
+from covfefe.evaluation.evaluate import by_length, read_text_file
+from covfefe.training.scoring import score_model
 from covfefe.text import UNK_ID
 from tests.helpers import covfefe
 
@@ -99,7 +100,7 @@ def test_bits_by_length_add_up_to_the_whole(tiny_model):
 def test_sample_per_period_takes_at_most_n_of_each_year():
     import pandas as pd
 
-    from covfefe.evaluate import sample_per_period
+    from covfefe.evaluation.evaluate import sample_per_period
 
     times = pd.to_datetime(["2015-03-01"] * 2 + ["2016-05-01"] * 10, utc=True)
     tweets = pd.DataFrame({"created_at": times, "text": [f"t{i}" for i in range(12)]})

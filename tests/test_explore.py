@@ -7,8 +7,7 @@ import pytest
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
-from covfefe import explore
-from covfefe.data import schema
+from covfefe.data import explore, schema
 from covfefe.text import Vocabulary
 
 

@@ -1,11 +1,12 @@
-"""16-bit fixed-point products (covfefe.fixedpoint): exact sums, rows independent of the batch,
+"""16-bit fixed-point products (covfefe.inference.fixedpoint): exact sums, rows independent of the
+batch,
 no overflow at the extremes, and the precision the served network relies on."""
 
 import numpy as np
 import pytest
 
-from covfefe.fixedpoint import SCALE, FixedMatrix, quantize
-from covfefe.numpy_network import NumpyNetwork
+from covfefe.inference.fixedpoint import SCALE, FixedMatrix, quantize
+from covfefe.inference.numpy_network import NumpyNetwork
 
 
 def weights(depth: int, width: int, seed: int = 0) -> np.ndarray:
@@ -82,8 +83,8 @@ def test_the_wrong_inputs_are_refused():
 
 def test_the_served_network_scores_like_the_float32_one(tiny_model):
     """On a trained model, 16-bit fixed point moves the log-probabilities very little."""
-    from covfefe.corpus import encode_tweets
-    from covfefe.mixture import network_log_probs
+    from covfefe.lm.mixture import network_log_probs
+    from covfefe.training.corpus import encode_tweets
 
     texts = ["Make America Great Again!", "The Fake News Media is working overtime today."]
     sequences = encode_tweets(texts, tiny_model.vocabulary, 280)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from covfefe.errors import UserError
-from covfefe.generate import (
+from covfefe.inference.generate import (
     NumpyNetwork,
     TweetGenerator,
     log_softmax,
@@ -12,8 +12,8 @@ from covfefe.generate import (
     top_k_filter,
     top_p_filter,
 )
-from covfefe.model import ModelConfig, build_model
 from covfefe.text import END_ID
+from covfefe.training.model import ModelConfig, build_model
 
 
 # float32 is Keras's arithmetic; int16 (served) rounds h to 1/4096 and each weight to its
@@ -154,7 +154,7 @@ def test_the_artifact_ships_numpy_weights_that_load_without_keras(tiny_model):
         for a, b in zip(weights, fresh_weights, strict=True):
             np.testing.assert_array_equal(a, b)
     # A serving worker generates without importing Keras, TensorFlow or pandas at all.
-    script = ("import sys; from covfefe.generate import TweetGenerator; "
+    script = ("import sys; from covfefe.inference.generate import TweetGenerator; "
               f"g = TweetGenerator.from_artifact({str(tiny_model.path)!r}); "
               "g.complete('Great', seed=1); "
               "print(sorted(m for m in ('keras', 'tensorflow', 'pandas') if m in sys.modules))")

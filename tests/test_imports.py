@@ -87,7 +87,8 @@ def test_the_cycle_finder_finds_a_cycle():
 
 def test_the_package_has_no_import_cycle():
     graph = import_graph()
-    assert "covfefe.numpy_network" in graph["covfefe.artifact"]  # the graph sees real imports
+    # The graph sees real imports:
+    assert "covfefe.inference.numpy_network" in graph["covfefe.inference.artifact"]
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
 
 
@@ -128,21 +129,54 @@ def module_path(name: str):
 
 
 def test_training_imports_neither_the_x_client_nor_plotting():
-    # What importing covfefe.train loads: everything a training run calls, export included.
-    # (covfefe.evaluate defers the archive reader to `covfefe evaluate --archive`.)
-    used = closure(import_graph(top_level=True), "covfefe.train")
-    assert {"covfefe.evaluate", "covfefe.artifact", "covfefe.data.store"} <= used
-    assert not {"covfefe.explore", "covfefe.report", "covfefe.data.collect",
+    # What importing covfefe.training.train loads: everything a training run calls, export included.
+    used = closure(import_graph(top_level=True), "covfefe.training.train")
+    assert {"covfefe.training.scoring", "covfefe.inference.artifact",
+            "covfefe.data.store"} <= used
+    assert not {"covfefe.data.explore", "covfefe.evaluation.report", "covfefe.data.collect",
                 "covfefe.data.twitter", "covfefe.data.archive"} & used
     libraries = set().union(*(external_imports(module_path(name)) for name in used))
     assert not {"tweepy", "matplotlib", "requests"} & libraries, sorted(libraries)
     # And at run time: importing training loads no X client (Keras itself loads matplotlib).
-    loaded = imported_by("import covfefe.train")
+    loaded = imported_by("import covfefe.training.train")
     assert "keras" in loaded  # the probe sees what was imported
     assert "tweepy" not in loaded
 
 
-@pytest.mark.parametrize("module", ["covfefe.cli", "covfefe.generate", "serve"])
+@pytest.mark.parametrize("module", ["covfefe.cli", "covfefe.inference.generate", "serve"])
 def test_the_serving_side_imports_no_training_stack(module):
     loaded = imported_by(f"import {module}")
     assert not {"pandas", "tensorflow", "keras", "matplotlib", "tweepy"} & loaded
+
+
+# The stages of the data's journey, in order: a module imports only from its own stage or an
+# earlier one (the top-level modules are the common ground before every stage; the command
+# line and the notebook runner, the glue, may call any stage).
+STAGES = ("covfefe", "covfefe.data", "covfefe.lm", "covfefe.inference", "covfefe.training",
+          "covfefe.evaluation", "covfefe.serving")
+GLUE = {"covfefe.cli", "covfefe.notebooks", "covfefe.__main__"}
+
+
+def stage_of(module: str) -> int:
+    """The position in `STAGES` of the stage a module of the package belongs to."""
+    parts = module.split(".")
+    return STAGES.index(".".join(parts[:2]) if len(parts) > 2 or
+                        ".".join(parts[:2]) in STAGES else "covfefe")
+
+
+def test_every_module_belongs_to_a_stage_and_the_top_level_stays_small():
+    graph = import_graph()
+    packages = {".".join(name.split(".")[:2]) for name in graph
+                if name.startswith("covfefe.") and name.count(".") >= 2}
+    assert packages <= set(STAGES), sorted(packages - set(STAGES))
+    top_level = [name for name in graph if name.startswith("covfefe.") and name.count(".") == 1
+                 and name not in STAGES]
+    assert len(top_level) <= 12, sorted(top_level)
+
+
+def test_dependencies_point_one_way_along_the_stages():
+    later = [f"{module} imports {target}" for module, targets in import_graph().items()
+             if module.startswith("covfefe") and module not in GLUE
+             for target in targets
+             if target.startswith("covfefe") and stage_of(target) > stage_of(module)]
+    assert not later, later

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from covfefe.errors import UserError
-from covfefe.generate import TweetGenerator
-from covfefe.lexicon import (
+from covfefe.inference.generate import TweetGenerator
+from covfefe.inference.numpy_network import NumpyNetwork
+from covfefe.lm.lexicon import (
     APOSTROPHE_END,
     FREE,
     LETTERS,
@@ -15,7 +16,6 @@ from covfefe.lexicon import (
     words,
     words_of,
 )
-from covfefe.numpy_network import NumpyNetwork
 from covfefe.text import END_ID
 
 

@@ -7,12 +7,12 @@ import re
 import numpy as np
 import pytest
 
-from covfefe.artifact import NGRAM, load_artifact
 from covfefe.config import BUNDLED_MODEL, resolve
-from covfefe.corpus import encode_tweets
-from covfefe.evaluate import score_model
-from covfefe.generate import TweetGenerator
-from covfefe.mixture import MixedModel, fit_weight, log_softmax, mix_log_probs, mix_logits
+from covfefe.inference.artifact import NGRAM, load_artifact
+from covfefe.inference.generate import TweetGenerator
+from covfefe.lm.mixture import MixedModel, fit_weight, log_softmax, mix_log_probs, mix_logits
+from covfefe.training.corpus import encode_tweets
+from covfefe.training.scoring import score_model
 from tests.helpers import covfefe
 
 SUMMARY = re.compile(r"^bits_per_char=(\d+\.\d{4}) chars=(\d+) tweets=(\d+)", re.MULTILINE)
@@ -131,7 +131,7 @@ def test_the_metadata_records_how_the_weight_was_fitted(mixed_model):
 
 def test_a_models_saved_defaults_are_what_a_request_without_settings_gets(mixed_model,
                                                                           tmp_path):
-    from covfefe.artifact import update_metadata
+    from covfefe.inference.artifact import update_metadata
     from serve import create_app
 
     tuned = update_metadata(mixed_model, {"defaults": {"temperature": 0.7, "top_p": 0.9}},
@@ -193,11 +193,11 @@ def test_each_layer_of_the_served_model_steps_a_row_the_same_alone_and_in_a_batc
 
 
 def test_the_served_stack_steps_in_one_call_with_the_numbers_of_its_parts_in_turn():
-    """`covfefe.fused`: the bundled model's step (network, table, mixture, lexicon) as one
+    """`covfefe.inference.fused`: the bundled model's step (network, table, mixture, lexicon) as one
     compiled call gives what stepping each part in turn gives, bit for bit: the scores and
     every array of the state, over rows that join and leave as in the serving engine."""
-    from covfefe.engine import join_rows, take_rows
-    from covfefe.fused import FusedStep
+    from covfefe.inference.fused import FusedStep
+    from covfefe.serving.engine import join_rows, take_rows
 
     constraint = TweetGenerator.from_artifact(resolve(BUNDLED_MODEL)).network
     rng = np.random.default_rng(11)

@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from covfefe.artifact import load_artifact
 from covfefe.config import BUNDLED_MODEL, resolve
-from covfefe.corpus import encode_tweets
 from covfefe.errors import UserError
-from covfefe.ngram import LEVEL_SHIFT, KneserNeyModel
+from covfefe.inference.artifact import load_artifact
+from covfefe.lm.ngram import LEVEL_SHIFT, KneserNeyModel
 from covfefe.text import END_ID, Vocabulary
+from covfefe.training.corpus import encode_tweets
 
 TEXTS = ["Make America Great Again!", "The Fake News Media is the enemy of the people.",
          "Make America Safe Again!", "The Fake News is working overtime.",

@@ -210,7 +210,7 @@ def images(notebook) -> list[bytes]:
 
 
 def test_train_notebook_trains_exports_and_shows_curves_and_samples(ci_run):
-    from covfefe.artifact import load_artifact
+    from covfefe.inference.artifact import load_artifact
 
     artifact = load_artifact(ci_run.model)
     parameters = notebook_parameters(CI, TRAIN)
@@ -228,7 +228,7 @@ def test_train_notebook_trains_exports_and_shows_curves_and_samples(ci_run):
 
 
 def test_evaluate_notebook_compares_the_model_with_the_baselines(ci_run):
-    from covfefe.artifact import load_artifact
+    from covfefe.inference.artifact import load_artifact
 
     artifact = load_artifact(ci_run.model)
     (table,) = [o for o in cell(ci_run.evaluated, "compare").outputs

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from covfefe.errors import UserError
-from covfefe.novelty import SHINGLE, NoveltyIndex, is_near_copy, shingle_hashes
+from covfefe.lm.novelty import SHINGLE, NoveltyIndex, is_near_copy, shingle_hashes
 
 TWEETS = ["The Fake News Media is working overtime to make us look bad!",
           "Great meeting with the Governors of the Great State of Iowa today.",

@@ -1,4 +1,5 @@
-"""The serving engine's second thread (covfefe.parallel): a task handed over, run here when the
+"""The serving engine's second thread (covfefe.inference.parallel): a task handed over, run here
+when the
 helper does not begin it, errors brought back, and the free-core test."""
 
 import os
@@ -10,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from covfefe.parallel import START_NS, Helper, _count_and_watch, _watch
+from covfefe.inference.parallel import START_NS, Helper, _count_and_watch, _watch
 
 
 def test_both_tasks_run_one_on_the_helper_thread_and_their_results_come_back():

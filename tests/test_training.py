@@ -11,10 +11,10 @@ import time
 import numpy as np
 import pytest
 
-from covfefe.artifact import load_artifact
 from covfefe.errors import UserError
-from covfefe.evaluate import score_model
-from covfefe.train import TrainConfig, load_history, train
+from covfefe.inference.artifact import load_artifact
+from covfefe.training.scoring import score_model
+from covfefe.training.train import TrainConfig, load_history, train
 from tests.helpers import ROOT, TINY_PARAMS
 
 CI_PARAMETERS = ROOT / "notebooks" / "params" / "ci" / "03-train-model.yaml"
@@ -48,8 +48,8 @@ def test_the_artifact_records_data_parameters_and_both_metrics(tiny_training, ti
 def test_the_exported_score_is_the_best_epochs_validation_score(tiny_training, tiny_model):
     """Two computations of one number: Keras's weighted metric during training, and the
     evaluation module's own per-tweet scoring of the exported model."""
-    from covfefe.corpus import Corpus
     from covfefe.data.store import load_dataset
+    from covfefe.training.corpus import Corpus
 
     history = tiny_training.history
     best = history.loc[history["val_bits_per_char"].idxmin()]

@@ -10,7 +10,8 @@ For a fixed set of prefixes and seeds, a generator writes ``samples`` tweets; th
   by themselves but ran into the 280-character limit.
 
 The same figures for any generator (the network, the mixture, the n-gram table alone: each
-is a `covfefe.generate.TweetGenerator`), so they stand side by side; `sweep` runs them over
+is a `covfefe.inference.generate.TweetGenerator`), so they stand side by side; `sweep` runs them
+over
 temperatures and nucleus sizes, and `choose_defaults` picks the settings a user gets.
 """
 
@@ -20,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from covfefe.lexicon import words
+from covfefe.lm.lexicon import words
 from covfefe.text import MAX_TWEET_CHARS
 
 NEAR_COPY_RUN = 40  # characters in a row from one training tweet
@@ -107,9 +108,9 @@ def choose_defaults(results: Sequence[SampleQuality], *, max_at_limit: float = 1
 def generators_to_compare(artifact, history: Sequence[str], order: int = 9) -> dict:
     """Return the model's generator (as served: mixture, lexicon) and an n-gram table's alone
     (the model's own table, else one of ``order`` counted on ``history``), by name."""
-    from covfefe.corpus import encode_tweets
-    from covfefe.generate import TweetGenerator
-    from covfefe.ngram import KneserNeyModel
+    from covfefe.inference.generate import TweetGenerator
+    from covfefe.lm.ngram import KneserNeyModel
+    from covfefe.training.corpus import encode_tweets
 
     table = artifact.ngram_model()
     if table is None:

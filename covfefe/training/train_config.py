@@ -1,6 +1,7 @@
 """Every training parameter in one dataclass, `TrainConfig`, validated when it is made.
 
-Its own module, apart from `covfefe.train`, so that the command line can list the parameters
+Its own module, apart from `covfefe.training.train`, so that the command line can list the
+parameters
 (``covfefe train --help``) without importing pandas or Keras.
 """
 
@@ -9,8 +10,8 @@ from datetime import UTC, datetime
 
 from covfefe import config as settings
 from covfefe.errors import UserError
-from covfefe.model import ModelConfig
 from covfefe.text import MAX_TWEET_CHARS
+from covfefe.training.model import ModelConfig
 
 
 @dataclass

@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 
 from covfefe.backend import import_keras
-from covfefe.run_state import Patience, RunState
+from covfefe.training.run_state import Patience, RunState
 
 keras = import_keras()
 
@@ -154,7 +154,8 @@ class RunCheckpoint(keras.callbacks.Callback):
 
 
 class KerasBatches(keras.utils.PyDataset):
-    """`covfefe.corpus.SequenceBatches` as a Keras dataset, for backends without tf.data."""
+    """`covfefe.training.corpus.SequenceBatches` as a Keras dataset, for backends without
+    tf.data."""
 
     def __init__(self, batches):
         super().__init__()

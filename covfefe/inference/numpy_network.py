@@ -1,15 +1,17 @@
 """The trained network's inference path in plain NumPy, `NumpyNetwork`: what generation runs on.
 
-`covfefe.artifact` writes its weights (``weights.npz``) beside the Keras model when it exports
-one, and `covfefe.generate` runs it one character at a time; neither needs TensorFlow. Its own
+`covfefe.inference.artifact` writes its weights (``weights.npz``) beside the Keras model when it
+exports
+one, and `covfefe.inference.generate` runs it one character at a time; neither needs TensorFlow.
+Its own
 module, below both, so that the artifact and the generator do not import each other.
 """
 
 import numpy as np
 
 from covfefe.errors import UserError
-from covfefe.fixedpoint import FixedMatrix, lstm_layers, quantize
-from covfefe.rowwise import lstm_cell, matmul
+from covfefe.inference.fixedpoint import FixedMatrix, lstm_layers, quantize
+from covfefe.inference.rowwise import lstm_cell, matmul
 
 PRECISIONS = ("int16", "float32")
 
@@ -23,7 +25,8 @@ def _as_float32(x: np.ndarray) -> np.ndarray:
 
 
 class _Float32Matrix:
-    """A weight matrix used as it is: float32 products in a fixed order (`covfefe.rowwise`)."""
+    """A weight matrix used as it is: float32 products in a fixed order
+    (`covfefe.inference.rowwise`)."""
 
     def __init__(self, w: np.ndarray):
         self.w = np.ascontiguousarray(w, dtype=np.float32)
@@ -36,8 +39,10 @@ class NumpyNetwork:
     """The trained network's inference path in NumPy: embedding, recurrent cells, logits.
 
     ``precision="int16"`` (the default, what is served) multiplies the hidden states by the
-    weights in 16-bit fixed point (`covfefe.fixedpoint`): exact integer sums, 2-3x faster on a
-    batch and half the bytes per step. ``"float32"`` keeps Keras's arithmetic (`covfefe.rowwise`)
+    weights in 16-bit fixed point (`covfefe.inference.fixedpoint`): exact integer sums, 2-3x faster
+    on a
+    batch and half the bytes per step. ``"float32"`` keeps Keras's arithmetic
+    (`covfefe.inference.rowwise`)
     and is the reference the tests compare with. Both give a row the same numbers alone and in
     any batch."""
 
@@ -55,7 +60,7 @@ class NumpyNetwork:
         self._plan = self._compile()
         self._dense = self._matrix(self.dense_kernel)
         # In 16-bit fixed point, LSTM layers of an even width step in one compiled call
-        # (`covfefe.fixedpoint.lstm_layers`), whose arguments before the state are these.
+        # (`covfefe.inference.fixedpoint.lstm_layers`), whose arguments before the state are these.
         self._fused = precision == "int16" and all(
             kind == "lstm" and weights[1].shape[0] % 2 == 0 for kind, weights in cells)
         self._lstm = self._lstm_arguments() if self._fused else None
@@ -65,7 +70,8 @@ class NumpyNetwork:
         table (one row per symbol, so embedding and kernel cost a lookup), and in the other
         LSTM cells the input and recurrent kernels are stacked so that one matrix product does
         both; fewer, larger products. Every product is row by row, exact in fixed point
-        (covfefe.fixedpoint) or in a fixed order in float32 (covfefe.rowwise): a sequence's
+        (covfefe.inference.fixedpoint) or in a fixed order in float32 (covfefe.inference.rowwise):
+        a sequence's
         numbers depend neither on the other sequences of its batch nor on BLAS's threads."""
         plan = []
         matrix = self._matrix
@@ -84,7 +90,7 @@ class NumpyNetwork:
 
     @classmethod
     def from_keras(cls, model, precision: str = "int16") -> "NumpyNetwork":
-        """Copy the weights of a network built by `covfefe.model.build_model`."""
+        """Copy the weights of a network built by `covfefe.training.model.build_model`."""
         cells = []
         for layer in model.layers:
             kind = type(layer).__name__.lower()
@@ -111,7 +117,8 @@ class NumpyNetwork:
 
     def _lstm_step(self, ids: np.ndarray, state: list) -> tuple[np.ndarray, list]:
         """`step` for LSTM layers in fixed point: the whole stack in one compiled call
-        (`covfefe.fixedpoint.lstm_layers`, which `covfefe.fused` calls too), each layer one
+        (`covfefe.inference.fixedpoint.lstm_layers`, which `covfefe.inference.fused` calls too),
+        each layer one
         product and one pass that also quantizes its new ``h`` into the next product's inputs:
         the same numbers as the general path, with fewer passes and arrays."""
         ids = np.ascontiguousarray(ids, dtype=np.int64)  # lstm_layers checks each symbol

@@ -1,9 +1,9 @@
 """The n-gram side: an interpolated Kneser-Ney character model (what Markov tweet bots use).
 
 It reads the same id sequences as the network (``[END] + ids + [END]`` per tweet, see
-`covfefe.corpus.encode_tweets`), with the start of each tweet padded by ``order - 1`` END
+`covfefe.training.corpus.encode_tweets`), with the start of each tweet padded by ``order - 1`` END
 symbols, so it scores exactly the same characters and the two can be compared, or mixed
-(`covfefe.mixture`).
+(`covfefe.lm.mixture`).
 
 Counting and scoring are vectorised with NumPy: every n-gram is one int64 key (its ids in base
 ``vocab_size``), counted with ``np.unique``. A level (one order) keeps only its sorted keys and
@@ -16,7 +16,8 @@ precede the n-gram), with one absolute discount per order, ``D = n1 / (n1 + 2 n2
 so every character has a probability above zero.
 
 The model can also generate: `initial_state` and `step` make it a drop-in for the network in
-`covfefe.generate.TweetGenerator`. Generation gives every next symbol of every row at each step,
+`covfefe.inference.generate.TweetGenerator`. Generation gives every next symbol of every row at
+each step,
 so it is compiled (numba), each row on its own (its result does not depend on the rest of the
 batch, bit for bit), with the scoring's arithmetic (to rounding): for each order from the
 highest down, the back-off weight ``D * distinct / total`` of its context (1 where the
@@ -219,13 +220,13 @@ class KneserNeyModel:
     def step(self, ids: np.ndarray, state: list[np.ndarray]
              ) -> tuple[np.ndarray, list[np.ndarray]]:
         """Feed one symbol per row; return the log-probability of every next symbol and the new
-        state (the same interface as `covfefe.generate.NumpyNetwork.step`)."""
+        state (the same interface as `covfefe.inference.generate.NumpyNetwork.step`)."""
         probs, state = self.step_probs(ids, state)
         return np.log(probs), state
 
     def step_probs(self, ids: np.ndarray, state: list[np.ndarray]
                    ) -> tuple[np.ndarray, list[np.ndarray]]:
-        """`step`, with probabilities rather than their logarithms (for `covfefe.mixture`)."""
+        """`step`, with probabilities rather than their logarithms (for `covfefe.lm.mixture`)."""
         history, ranges = state
         children, orphan_low, orphan_start = self._step_links()
         ids = np.ascontiguousarray(ids, dtype=np.int64)

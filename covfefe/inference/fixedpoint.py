@@ -6,7 +6,8 @@ the weights becomes ``round(w[:, j] * s[j])``, with ``s[j]`` as large as both fi
 the column's largest possible sum fits 32 bits. The products are then summed in 32-bit integers,
 where every order gives the same answer: a row's result is the same alone, in any batch, with
 any kernel and on any processor (no care for summation order is needed, unlike
-`covfefe.rowwise`'s float products). ``start + total / (SCALE * s[j])`` brings it back to float32.
+`covfefe.inference.rowwise`'s float products). ``start + total / (SCALE * s[j])`` brings it back to
+float32.
 
 The kernel multiplies pairs of 16-bit numbers and adds each pair's two products into a 32-bit
 lane: x86's ``pmaddwd`` (AVX2's ``vpmaddwd``, 16 products per instruction against 8 for a
@@ -30,7 +31,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from covfefe.compiled import compiled
-from covfefe.rowwise import lstm_unit
+from covfefe.inference.rowwise import lstm_unit
 
 SCALE = 4096  # h (|h| < 1) as round(h * SCALE): 13 bits with the sign
 COLUMNS = 16  # columns per block: two vectors of eight 32-bit sums
@@ -158,7 +159,8 @@ def quantize_into(h, out):
 def _lstm_from_sums(sums, unscale, start, c, h_out, c_out, q_out):
     """An LSTM step from its products' integer sums: the gates ``start + sums * unscale`` (i,
     f, g, o side by side, as `_to_float` computes them), the new ``c`` and ``h`` (as
-    `covfefe.rowwise.lstm_cell` computes them), and ``h`` quantized into ``q_out`` for the next
+    `covfefe.inference.rowwise.lstm_cell` computes them), and ``h`` quantized into ``q_out`` for
+    the next
     product. One pass instead of three."""
     rows, units = c.shape
     shared = start.shape[0] == 1

@@ -4,7 +4,7 @@ A BLAS ``x @ w`` sums each row's products in an order that depends on how many r
 with it (OpenBLAS runs full blocks of rows through one kernel and the leftover rows through
 others, and one row through a matrix-vector kernel), so the same row gives results a few units
 in the last place apart alone and in a batch. Over a tweet's 140 recurrent steps that is
-enough to change a drawn character now and then. The serving engine (`covfefe.engine`) steps
+enough to change a drawn character now and then. The serving engine (`covfefe.serving.engine`) steps
 the sequences of many requests together, and a request must get the same tweet there as
 alone: these products fix the order. Every element is ``out + sum(x[k] * w[k])`` summed in
 groups of eight ``k`` (a fixed tree within each group, the groups in order), with no fused

@@ -6,7 +6,8 @@ new character, carrying the state forward, for ``n`` candidates in one batch. It
 NumPy copies of the network's weights, so it needs neither TensorFlow nor a GPU, and it
 produces the same next-character distribution as the Keras model (a test compares them).
 
-Sampling (temperature, top-k, top-p) is compiled in `covfefe.sampling`, row by row; the small
+Sampling (temperature, top-k, top-p) is compiled in `covfefe.inference.sampling`, row by row; the
+small
 NumPy functions here (`sample` and its filters) are its reference.
 """
 
@@ -15,14 +16,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from covfefe.artifact import NUMPY_WEIGHTS, ModelArtifact, load_artifact
 from covfefe.data.clean import clean_tweet
 from covfefe.errors import UserError
-from covfefe.fused import fuse
-from covfefe.lexicon import LexiconConstraint
-from covfefe.mixture import MixedModel
-from covfefe.numpy_network import NumpyNetwork
-from covfefe.sampling import GREEDY_BELOW, draw_rows
+from covfefe.inference.artifact import NUMPY_WEIGHTS, ModelArtifact, load_artifact
+from covfefe.inference.fused import fuse
+from covfefe.inference.numpy_network import NumpyNetwork
+from covfefe.inference.sampling import GREEDY_BELOW, draw_rows
+from covfefe.lm.lexicon import LexiconConstraint
+from covfefe.lm.mixture import MixedModel
 from covfefe.text import END_ID, MAX_TWEET_CHARS, PAD_ID, UNK_ID, Vocabulary
 
 
@@ -67,7 +68,7 @@ def sample(logits: np.ndarray, rng: np.random.Generator, *, temperature: float =
     """Draw one symbol per row of logits after temperature, top-k and top-p. Temperatures
     below ``GREEDY_BELOW`` pick the most likely symbol (the limit as the temperature goes to 0;
     dividing by a tinier one would overflow). The NumPy reference of what generation draws
-    with (`covfefe.sampling.draw_rows`, compiled, row by row)."""
+    with (`covfefe.inference.sampling.draw_rows`, compiled, row by row)."""
     if temperature < GREEDY_BELOW:
         best = logits.max(axis=-1, keepdims=True)
         logits = np.where(logits >= best, 0.0, -np.inf)
@@ -118,7 +119,7 @@ class TweetGenerator:
         self.network = network
         self.vocabulary = vocabulary
         self.max_chars = max_chars
-        self.novelty = novelty  # a covfefe.novelty.NoveltyIndex, or None
+        self.novelty = novelty  # a covfefe.lm.novelty.NoveltyIndex, or None
         # The settings a request that names none gets: the model's measured defaults
         # (`covfefe evaluate --sweep --save-defaults`), else plain sampling.
         self.defaults = {"temperature": 1.0, "top_p": 1.0, **(defaults or {})}
@@ -130,7 +131,7 @@ class TweetGenerator:
     @classmethod
     def from_artifact(cls, artifact, *, mixture: bool = True, lexicon: bool = True
                       ) -> "TweetGenerator":
-        """Build the generator of a `covfefe.artifact.ModelArtifact` (or its folder): the
+        """Build the generator of a `covfefe.inference.artifact.ModelArtifact` (or its folder): the
         network mixed with the artifact's n-gram table when it has one (unless ``mixture`` is
         False: the network alone), writing only the words of its lexicon when it has one
         (unless ``lexicon`` is False)."""

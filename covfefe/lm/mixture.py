@@ -7,9 +7,10 @@ tweets that neither model's counts include: the last ``holdout`` training tweets
 network's fine-tuning window, scored by a table counted without them. The table that ships is
 then counted on every training tweet.
 
-Scoring (`covfefe.evaluate`) mixes log-probabilities: `mix_log_probs` is
+Scoring (`covfefe.evaluation.evaluate`) mixes log-probabilities: `mix_log_probs` is
 ``logaddexp(log w + log p_network, log(1 - w) + log p_ngram)``. Generating (`MixedModel`, a
-drop-in for the network in `covfefe.generate.TweetGenerator`) mixes every next symbol of every
+drop-in for the network in `covfefe.inference.generate.TweetGenerator`) mixes every next symbol of
+every
 row at each step, so it does the same sum without the round trip through logarithms:
 `mix_logits` takes the network's logits and the table's probabilities and computes, per row and
 in one compiled pass, ``log(w exp(z - m) / sum(exp(z - m)) + (1 - w) p_ngram)`` (``m`` the row's
@@ -113,7 +114,7 @@ def network_log_probs(network, sequences: Sequence[np.ndarray], batch_size: int 
 
 class MixedModel:
     """The network and the n-gram model stepped together; each step returns the mixture's
-    log-probabilities (the interface of `covfefe.generate.NumpyNetwork`: ``initial_state``
+    log-probabilities (the interface of `covfefe.inference.generate.NumpyNetwork`: ``initial_state``
     and ``step``; the state is ``[network state, n-gram state]``)."""
 
     def __init__(self, network, ngram, weight: float):
@@ -140,7 +141,7 @@ def fit_mixture(network, train: Sequence[np.ndarray], holdout: np.ndarray, order
     weight on. Returns the n-gram model counted on every training tweet, the weight, and a
     report (characters fitted on, bits/char of each part and of the mixture there).
     """
-    from covfefe.ngram import KneserNeyModel
+    from covfefe.lm.ngram import KneserNeyModel
 
     holdout = np.asarray(holdout, dtype=np.int64)
     if len(holdout) == 0 or len(holdout) >= len(train):

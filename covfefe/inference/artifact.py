@@ -8,8 +8,8 @@ Layout::
         model.keras       the Keras 3 network, without optimizer state
         saved_model/      the same network as a TensorFlow SavedModel (TF Serving signature)
         weights.npz       the weights as NumPy arrays, for the generator (no Keras needed)
-        novelty.npz       hashed shingles of the training tweets (covfefe.novelty), optional
-        ngram.npz.xz      the Kneser-Ney table mixed with the network (covfefe.mixture), optional
+        novelty.npz       hashed shingles of the training tweets (covfefe.lm.novelty), optional
+        ngram.npz.xz      the Kneser-Ney table mixed with the network (covfefe.lm.mixture), optional
         lexicon.txt.xz    the words of the training tweets, for real-word decoding, optional
 
 ``metadata.json`` lists every other file with its size and SHA-256, and is written last, into a
@@ -30,8 +30,8 @@ from pathlib import Path
 from covfefe import __version__
 from covfefe.backend import import_keras
 from covfefe.errors import UserError
-from covfefe.novelty import NoveltyIndex
-from covfefe.numpy_network import NumpyNetwork
+from covfefe.inference.numpy_network import NumpyNetwork
+from covfefe.lm.novelty import NoveltyIndex
 from covfefe.text import Vocabulary
 
 FORMAT = "covfefe-model"
@@ -86,7 +86,7 @@ class ModelArtifact:
         return self.metadata.get("metrics", {})
 
     def novelty_index(self):
-        """Return the artifact's `covfefe.novelty.NoveltyIndex`, or None if it has none."""
+        """Return the artifact's `covfefe.lm.novelty.NoveltyIndex`, or None if it has none."""
         path = self.path / NOVELTY
         return NoveltyIndex.load(path) if NOVELTY in self.metadata["files"] else None
 
@@ -96,14 +96,14 @@ class ModelArtifact:
         return self.metadata.get("mixture") if NGRAM in self.metadata["files"] else None
 
     def ngram_model(self):
-        """Return the artifact's `covfefe.ngram.KneserNeyModel`, or None if it has none."""
-        from covfefe.ngram import KneserNeyModel
+        """Return the artifact's `covfefe.lm.ngram.KneserNeyModel`, or None if it has none."""
+        from covfefe.lm.ngram import KneserNeyModel
 
         return KneserNeyModel.load(self.path / NGRAM) if self.mixture else None
 
     def lexicon(self):
-        """Return the artifact's `covfefe.lexicon.Lexicon`, or None if it has none."""
-        from covfefe.lexicon import Lexicon
+        """Return the artifact's `covfefe.lm.lexicon.Lexicon`, or None if it has none."""
+        from covfefe.lm.lexicon import Lexicon
 
         return Lexicon.load(self.path / LEXICON) if LEXICON in self.metadata["files"] else None
 

@@ -2,7 +2,8 @@
 
 A character model can spell a word that does not exist ("understanded", "DONTUND"). The
 `Lexicon` holds every word of the training tweets (runs of letters with inner apostrophes,
-lower-cased, as `covfefe.quality` counts them) as a trie, and `LexiconConstraint` wraps the
+lower-cased, as `covfefe.evaluation.quality` counts them) as a trie, and `LexiconConstraint` wraps
+the
 model the generator steps (the network, or its mixture with the n-gram table): after each
 symbol it follows the word being written down the trie and allows next only a letter (either
 case) or apostrophe that continues some word, and a character that ends the word only where the
@@ -13,7 +14,7 @@ renormalised by the sampler, so the rest of the distribution is the model's own.
 The state of a row is its trie node: ``ROOT`` between words, ``FREE`` inside a word the
 lexicon does not hold, or ``APOSTROPHE_END`` after an apostrophe that ended a word (no letter
 may follow it, else the two would read as one word). The constraint has the generator's step
-interface, so `covfefe.generate.TweetGenerator` and the serving engine use it as they are;
+interface, so `covfefe.inference.generate.TweetGenerator` and the serving engine use it as they are;
 a step advances each row's node and masks its scores in one compiled pass (numba), each row on
 its own.
 """
@@ -130,8 +131,8 @@ class LexiconConstraint:
         parents = np.flatnonzero(after_apostrophe >= 0)
         self._may_end = self.lexicon.complete.copy()
         self._may_end[after_apostrophe[parents]] |= self.lexicon.complete[parents]
-        # The whole stack's step in one compiled call (`covfefe.fused.FusedStep`), set by
-        # `covfefe.fused.fuse` where the stack has the shape it fuses; None: part by part.
+        # The whole stack's step in one compiled call (`covfefe.inference.fused.FusedStep`), set by
+        # `covfefe.inference.fused.fuse` where the stack has the shape it fuses; None: part by part.
         self.fused = None
 
     def initial_state(self, n: int) -> list:
@@ -150,7 +151,7 @@ class LexiconConstraint:
         return self.step_parts(ids, state)
 
     def step_parts(self, ids: np.ndarray, state: list) -> tuple[np.ndarray, list]:
-        """`step` through each part of the stack in turn (what `covfefe.fused` fuses)."""
+        """`step` through each part of the stack in turn (what `covfefe.inference.fused` fuses)."""
         scores, model_state = self.model.step(ids, state[0])
         scores = np.ascontiguousarray(scores)
         nodes, masked = np.empty(len(scores), dtype=np.int64), np.empty_like(scores)

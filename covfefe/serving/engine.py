@@ -10,7 +10,8 @@ each request is handed its characters as they come.
 The engine uses the generator's step object only through ``initial_state(n)`` and
 ``step(ids, state) -> (logits, state)``, where the state is a nest (lists, tuples) of arrays
 with the rows on axis 0; rows are gathered and joined leaf by leaf. It relies on one property of
-that step: each row's result depends on that row alone, bit for bit (`covfefe.rowwise`). With
+that step: each row's result depends on that row alone, bit for bit (`covfefe.inference.rowwise`).
+With
 each request drawing from its own random generator, exactly as `TweetGenerator.complete` does
 (one uniform per candidate per step), a request gets the same tweets here as alone.
 
@@ -28,9 +29,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from covfefe.errors import UserError
-from covfefe.generate import BANNED, Completion, TweetGenerator
-from covfefe.parallel import Helper
-from covfefe.sampling import draw_and_record
+from covfefe.inference.generate import BANNED, Completion, TweetGenerator
+from covfefe.inference.parallel import Helper
+from covfefe.inference.sampling import draw_and_record
 from covfefe.text import END_ID, MAX_TWEET_CHARS, PAD_ID
 
 # Steps per compiled call while every row draws: the engine's Python between steps (and the

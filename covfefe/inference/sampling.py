@@ -1,8 +1,9 @@
 """Drawing the next symbol of every row at once, each row with its own temperature, top-k and
-top-p, compiled: what `covfefe.generate.TweetGenerator` and the serving engine
-(`covfefe.engine`) both draw with, so a request gets the same text from either.
+top-p, compiled: what `covfefe.inference.generate.TweetGenerator` and the serving engine
+(`covfefe.serving.engine`) both draw with, so a request gets the same text from either.
 
-Row by row the arithmetic is that of `covfefe.generate.sample` (the NumPy reference, which a
+Row by row the arithmetic is that of `covfefe.inference.generate.sample` (the NumPy reference,
+which a
 test compares it with): temperatures below ``GREEDY_BELOW`` keep only the most likely symbols;
 top-k keeps the symbols at least as likely as the k-th; top-p keeps a symbol when the mass of the
 symbols strictly likelier than it is below p (so tied symbols are kept or dropped together);
@@ -95,7 +96,8 @@ def _draw(logits, uniforms, temperature, top_k, top_p, symbols, log_probs):
 @compiled
 def draw_and_record(logits, index, banned, uniforms, temperature, top_k, top_p, end, limit,
                     length, history, log_prob, ids, ending):
-    """One step of the serving engine's drawing rows (`covfefe.engine`), in one call: each row
+    """One step of the serving engine's drawing rows (`covfefe.serving.engine`), in one call: each
+    row
     ``r`` of ``index`` draws from ``logits[r]`` (any float type; ``banned`` symbols set to
     -inf, in float64 as `draw_rows` takes them) with the uniform of its position
     (``uniforms[r, length[r]]``), as `draw_rows` does; the symbol is written into

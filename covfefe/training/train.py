@@ -10,7 +10,7 @@ A run lives in its own folder (the run directory)::
     <run>/history.csv          one row per epoch (loss, bits/char, learning rate)
     <run>/tensorboard/         TensorBoard logs (where TensorFlow is installed: Keras writes them
                                with tf.summary, on every backend)
-    <run>/model/               the exported artifact (covfefe.artifact)
+    <run>/model/               the exported artifact (covfefe.inference.artifact)
 
 Training has up to two phases. The main one trains on every training tweet for ``epochs``
 epochs (or until early stopping). The optional fine-tuning phase then continues from the best
@@ -36,9 +36,15 @@ from pathlib import Path
 import pandas as pd
 
 from covfefe import config as settings
-from covfefe.artifact import save_artifact
 from covfefe.backend import import_keras
-from covfefe.callbacks import (
+from covfefe.data.schema import as_utc, select_period
+from covfefe.data.store import load_dataset
+from covfefe.errors import UserError
+from covfefe.files import read_json, write_json
+from covfefe.inference.artifact import save_artifact
+from covfefe.lm.novelty import NoveltyIndex
+from covfefe.text import Vocabulary
+from covfefe.training.callbacks import (
     BatchOrder,
     BitsPerChar,
     KerasBatches,
@@ -48,17 +54,11 @@ from covfefe.callbacks import (
     RunCheckpoint,
     WarmupCosine,
 )
-from covfefe.corpus import Corpus, SequenceBatches, encode_tweets
-from covfefe.data.schema import as_utc, select_period
-from covfefe.data.store import load_dataset
-from covfefe.errors import UserError
-from covfefe.evaluate import ngram_baselines, score_model
-from covfefe.files import read_json, write_json
-from covfefe.model import build_model, compile_model
-from covfefe.novelty import NoveltyIndex
-from covfefe.run_state import FINE_TUNE, RunState
-from covfefe.text import Vocabulary
-from covfefe.train_config import TrainConfig
+from covfefe.training.corpus import Corpus, SequenceBatches, encode_tweets
+from covfefe.training.model import build_model, compile_model
+from covfefe.training.run_state import FINE_TUNE, RunState
+from covfefe.training.scoring import ngram_baselines, score_model
+from covfefe.training.train_config import TrainConfig
 
 keras = import_keras()
 
@@ -75,7 +75,7 @@ class TrainResult:
     """What a training run produced."""
 
     run_dir: Path
-    artifact: object  # covfefe.artifact.ModelArtifact
+    artifact: object  # covfefe.inference.artifact.ModelArtifact
     history: pd.DataFrame
     resumed_from_epoch: int
     stop_reason: str
@@ -360,7 +360,7 @@ def export_trained_model(train_config: TrainConfig, corpus: Corpus, vocabulary: 
                          state: RunState, history: pd.DataFrame, *, progress: bool = True,
                          seconds: float | None = None):
     """Score the best epoch and the n-gram baselines on the validation tweets; export both
-    numbers with the model as its artifact (`covfefe.artifact`)."""
+    numbers with the model as its artifact (`covfefe.inference.artifact`)."""
     run_dir = settings.resolve(train_config.run_dir)
     best = run_dir / "checkpoints" / "best.keras"
     if not best.exists():

@@ -1,6 +1,6 @@
 """What a training or evaluation run shows a person: the model card, learning curves, breakdowns.
 
-Like `covfefe.explore`, each ``plot_*`` function draws on a new `matplotlib.figure.Figure`
+Like `covfefe.data.explore`, each ``plot_*`` function draws on a new `matplotlib.figure.Figure`
 without pyplot and returns it; notebooks display it, scripts save it.
 """
 
@@ -89,7 +89,7 @@ def sample_table(generator, prefixes: list[str], temperatures: list[float], *, n
 
 def plot_sample_quality(results: dict[str, list], validation_lengths: list[int],
                         chosen=None) -> Figure:
-    """Return the sample figures against temperature, per generator (``covfefe.quality``
+    """Return the sample figures against temperature, per generator (``covfefe.evaluation.quality``
     sweeps at one top-p): real-word share, near-copy share, and the length distribution of the
     chosen setting's tweets against the validation tweets'."""
     figure = Figure(figsize=(13, 4), layout="constrained")

@@ -1,8 +1,9 @@
 """The served model's step in one compiled call.
 
 What the server steps is a stack of parts, each with the generator's step interface: the
-network in 16-bit fixed point (`covfefe.numpy_network`, LSTM layers), mixed with the n-gram
-table (`covfefe.mixture.MixedModel`), under the lexicon (`covfefe.lexicon.LexiconConstraint`).
+network in 16-bit fixed point (`covfefe.inference.numpy_network`, LSTM layers), mixed with the
+n-gram
+table (`covfefe.lm.mixture.MixedModel`), under the lexicon (`covfefe.lm.lexicon.LexiconConstraint`).
 Each part's arithmetic is already a compiled kernel, but going from one to the next through
 Python (wrapper methods, argument checks, new arrays, numba's dispatch for each of a dozen
 kernels) cost 50-60 us a step (`python bench/generate.py`: one row 152-162 us part by part,
@@ -13,7 +14,8 @@ gives up the GIL and must take it back from the request threads.
 function (`_step`), so a step's numbers are those of the parts stepped one by one, bit for bit
 (tested); the state keeps the stack's nested shape, so the engine's row bookkeeping and
 `TweetGenerator` use it unchanged. For the serving engine, `FusedStep.step_and_draw` also
-draws, and takes up to several steps in the one call (`covfefe.engine.STEPS`). `fuse` gives a
+draws, and takes up to several steps in the one call (`covfefe.serving.engine.STEPS`). `fuse` gives
+a
 stack of that shape its `FusedStep` (`TweetGenerator.from_artifact` calls it); any other
 (GRU layers, float32, no table or no lexicon) keeps stepping part by part.
 """
@@ -21,13 +23,13 @@ stack of that shape its `FusedStep` (`TweetGenerator.from_artifact` calls it); a
 import numpy as np
 
 from covfefe.compiled import compiled
-from covfefe.fixedpoint import COLUMNS, _sums, _to_float, lstm_layers
-from covfefe.lexicon import LexiconConstraint, _advance_and_mask
-from covfefe.mixture import MixedModel, _mix
-from covfefe.ngram import KneserNeyModel, _step_probs
-from covfefe.numpy_network import NumpyNetwork
-from covfefe.parallel import Helper, count
-from covfefe.sampling import draw_and_record
+from covfefe.inference.fixedpoint import COLUMNS, _sums, _to_float, lstm_layers
+from covfefe.inference.numpy_network import NumpyNetwork
+from covfefe.inference.parallel import Helper, count
+from covfefe.inference.sampling import draw_and_record
+from covfefe.lm.lexicon import LexiconConstraint, _advance_and_mask
+from covfefe.lm.mixture import MixedModel, _mix
+from covfefe.lm.ngram import KneserNeyModel, _step_probs
 
 # Rows from which the engine's step is split in two halves stepped side by side (with a
 # helper thread): from about 4 rows a step costs about the same per row, so two halves of 2
@@ -69,13 +71,13 @@ def _steps_and_draw(ids, table, layouts, unscales, biases, hs, cs, hs_out, cs_ou
                     ranges_out, weight, nodes, nodes_out, edges, trie, complete, may_end,
                     index, banned, uniforms, temperature, top_k, top_p, end, limit, length,
                     written, log_prob, ending, most, begun):
-    """``most`` times: `_step`, then `covfefe.sampling.draw_and_record` for the rows
+    """``most`` times: `_step`, then `covfefe.inference.sampling.draw_and_record` for the rows
     ``index`` (which writes each drawn symbol into ``ids``, the next step's input) that have
     not ended: a row that ends (``ending``) writes nothing more, its steps after that are
     thrown away; once every row of ``index`` has ended (with ``most`` above 1, when every row
     draws: all of them), the steps stop. The state and the ``_out`` arrays take turns holding
     the state. Return the steps taken and the state after them. ``begun[0]`` is counted at
-    once: a `covfefe.parallel.Helper` thread's signal that it has begun (and given up the
+    once: a `covfefe.inference.parallel.Helper` thread's signal that it has begun (and given up the
     GIL)."""
     count(begun)
     live = index
@@ -129,14 +131,15 @@ class FusedStep:
 
     def step_and_draw(self, ids: np.ndarray, state: list, *draw, most: int = 1,
                       helper: Helper | None = None) -> tuple[int, list]:
-        """Step, then draw as `covfefe.sampling.draw_and_record` does with the arguments
+        """Step, then draw as `covfefe.inference.sampling.draw_and_record` does with the arguments
         ``draw`` (``index`` to ``ending``; the symbols drawn go into ``ids``, the next step's
         input: int64, contiguous), up to ``most`` times in one call (the serving engine's
         step): a row that ends draws no more, and the steps stop once all have ended. Return
         the steps taken and the new state; the arrays of ``state`` are reused (their contents
         are lost). A row's ``length`` (in ``draw``) tells how far it went.
 
-        With a ``helper`` (`covfefe.parallel.Helper`) and at least `SPLIT_ROWS` rows, the two
+        With a ``helper`` (`covfefe.inference.parallel.Helper`) and at least `SPLIT_ROWS` rows, the
+        two
         halves of the rows are stepped side by side, each in its own thread. Rows are
         independent, so each row's numbers are the same either way."""
         if ids.dtype != np.int64 or not ids.flags.c_contiguous:
