@@ -21,7 +21,7 @@ from pathlib import Path
 
 from covfefe import __version__, config
 from covfefe.errors import UserError
-from covfefe.training.train_config import TrainConfig
+from covfefe.training.train_config import TrainConfig, UpdateConfig
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -62,6 +62,8 @@ NOTEBOOK_ONLY_PARAMETERS = ("sample_prefixes", "sample_temperatures")
 INTERRUPTED = {
     "collect": "everything collected so far is kept and the next run resumes",
     "train": "every finished epoch is checkpointed and rerunning with the same --run-dir resumes",
+    "update": "every finished epoch is checkpointed and rerunning with the same --run-dir "
+              "resumes",
 }
 
 
@@ -125,6 +127,69 @@ def _run_mix(args) -> None:
     print(mix_command(model=args.model, order=args.order, holdout=args.holdout,
                       output=args.output, archive=args.archive, dataset=args.dataset,
                       progress=not args.no_progress))
+
+
+def _champion_dir() -> Path:
+    """The champion an update starts from by default: the registry's, else $COVFEFE_MODEL or
+    the bundled model (registered as the first champion when MLflow is installed)."""
+    from covfefe import tracking
+
+    if not tracking.available():
+        return config.model_dir()
+    tracking.ensure_champion(config.model_dir())
+    return tracking.local_copy(tracking.alias(tracking.CHAMPION))
+
+
+def _run_update(args) -> None:
+    from covfefe.evaluation.loop import update_and_compare
+
+    names = [field.name for field in dataclasses.fields(UpdateConfig)]
+    values = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if not values.get("model"):
+        values["model"] = str(_champion_dir())
+    turn = update_and_compare(UpdateConfig(**values), promote=args.promote,
+                              progress=not args.no_progress)
+    print(turn.summary())
+
+
+def _run_compare(args) -> None:
+    from covfefe.evaluation.compare import compare
+    from covfefe.evaluation.evaluate import read_text_file
+    from covfefe.inference.artifact import load_artifact
+
+    champion = load_artifact(config.resolve(args.champion))
+    challenger = load_artifact(config.resolve(args.challenger))
+    print(compare(champion, challenger, read_text_file(args.text),
+                  progress=not args.no_progress).summary())
+
+
+def _run_promote(args) -> None:
+    from covfefe import tracking
+
+    tracking.ensure_champion(config.model_dir())
+    version, link = tracking.promote(args.version)
+    print(f"version {version} is the champion: {link} -> {link.resolve()}")
+
+
+def _run_rollback(args) -> None:
+    from covfefe import tracking
+
+    version, link = tracking.rollback()
+    print(f"rolled back: version {version} is the champion again: {link} -> {link.resolve()}")
+
+
+def _run_models(args) -> None:
+    from covfefe import tracking
+
+    tracking.ensure_champion(config.model_dir())
+    aliases = {}
+    for name in (tracking.CHAMPION, tracking.CHALLENGER):
+        if (found := tracking.alias(name)) is not None:
+            aliases.setdefault(found.version, []).append(name)
+    print(f"model {tracking.MODEL_NAME} in {tracking.tracking_uri()}:")
+    for version in tracking.versions():
+        print(f"  {version.version:>4}  {version.tags.get('artifact_version', '?'):<22}"
+              f"{', '.join(aliases.get(version.version, []))}")
 
 
 def _run_generate(args) -> None:
@@ -232,6 +297,51 @@ def _add_train(commands) -> None:
                        "machine: the scoring and the n-gram baselines are CPU work)")
     train.add_argument("--no-progress", action="store_true", help="hide progress bars")
     train.set_defaults(run=_run_train)
+
+
+def _add_update(commands) -> None:
+    update = commands.add_parser(
+        "update", help="build a challenger from the champion and the newest tweets",
+        description="From the champion artifact and the dataset's tweets newer than its data: "
+        "the n-gram table counts them, the vocabulary and word list grow, the network is "
+        "fine-tuned (with a replay of older tweets), the mixture weight is refit. The newest "
+        "tweets are held out: champion and challenger are scored on them and the decision "
+        "printed. With MLflow installed the run is tracked and the challenger registered.",
+    )
+    helps = _parameter_help(UpdateConfig)
+    for field in dataclasses.fields(UpdateConfig):
+        kind = type(field.default)
+        update.add_argument(
+            f"--{field.name.replace('_', '-')}", dest=field.name, metavar=field.name.upper(),
+            type=kind, help=f"{helps.get(field.name, field.name)} (default: {field.default!r})")
+    update.add_argument("--promote", action="store_true",
+                        help="promote the challenger when it wins (better, and the interval "
+                        "excludes zero)")
+    update.add_argument("--no-progress", action="store_true", help="hide progress lines")
+    update.set_defaults(run=_run_update)
+
+    compare = commands.add_parser(
+        "compare", help="champion against challenger on tweets: paired, with an interval",
+        description="Score each line of FILE with both models as they serve, and print both "
+        "bits/char, their difference with a 95% bootstrap interval, and the decision.")
+    compare.add_argument("--champion", required=True, metavar="DIR")
+    compare.add_argument("--challenger", required=True, metavar="DIR")
+    compare.add_argument("--text", required=True, metavar="FILE",
+                         help="one tweet per line, newer than both models' data")
+    compare.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    compare.set_defaults(run=_run_compare)
+
+    promote = commands.add_parser(
+        "promote", help="make a registered model version the champion (what is served)",
+        description="Point the served link ($COVFEFE_DATA_DIR/models/champion) at the "
+        "version's artifact in one atomic rename and move the champion alias in MLflow.")
+    promote.add_argument("version", help="MLflow version number, artifact version, or "
+                         "'challenger'")
+    promote.set_defaults(run=_run_promote)
+    rollback = commands.add_parser("rollback", help="make the previous champion the champion")
+    rollback.set_defaults(run=_run_rollback)
+    models = commands.add_parser("models", help="list the registered versions and aliases")
+    models.set_defaults(run=_run_models)
 
 
 def _add_tweet_source(group) -> None:
@@ -342,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(commands)
     _add_evaluate(commands)
     _add_mix(commands)
+    _add_update(commands)
     _add_generate(commands)
     _add_serve(commands)
     return parser

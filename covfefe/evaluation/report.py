@@ -118,3 +118,29 @@ def plot_sample_quality(results: dict[str, list], validation_lengths: list[int],
     lengths.set(title="Tweet length", xlabel="characters", ylabel="density")
     lengths.legend()
     return figure
+
+
+def plot_update(history: list[dict], steps: pd.DataFrame) -> Figure:
+    """Return an update's two pictures side by side: the fine-tuning's bits/char per epoch
+    (on the learn and replay tweets, and on the fit tweets it did not train on), and the
+    future tweets' bits/char after each step of the update."""
+    figure = Figure(figsize=(11, 4), layout="constrained")
+    curve, ladder = figure.subplots(1, 2)
+    frame = pd.DataFrame(history)
+    if "train_bits_per_char" in frame:
+        trained = frame.dropna(subset=["train_bits_per_char"])
+        curve.plot(trained["epoch"], trained["train_bits_per_char"], "o-", color=TRAIN_COLOR,
+                   label="learn + replay tweets (dropout on)")
+    curve.plot(frame["epoch"], frame["fit_bits_per_char"], "o-", color=MODEL_COLOR,
+               label="fit tweets (not trained on)")
+    curve.set(title="Fine-tuning (epoch 0: the champion)", xlabel="epoch",
+              ylabel="bits per character")
+    curve.xaxis.get_major_locator().set_params(integer=True)
+    curve.legend()
+    ladder.barh(steps["step"][::-1], steps["bits_per_char"][::-1], color=MODEL_COLOR)
+    low, high = steps["bits_per_char"].min(), steps["bits_per_char"].max()
+    ladder.set_xlim(low - (high - low) * 0.5 - 0.01, high + (high - low) * 0.2 + 0.01)
+    for position, value in enumerate(steps["bits_per_char"][::-1]):
+        ladder.text(value, position, f" {value:.4f}", va="center")
+    ladder.set(title="The future tweets, step by step", xlabel="bits per character")
+    return figure

@@ -80,6 +80,28 @@ def _discount(counts: np.ndarray) -> float:
     return float(n1 / (n1 + 2 * n2)) if n1 else 0.5
 
 
+def _levels_below(keys: np.ndarray, counts: np.ndarray, order: int, base: int
+                  ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Every order's (keys, counts), lowest first, from the highest order's keys and counts:
+    a lower order's count of an n-gram is its continuation count, the number of distinct
+    n-grams one order up that end with it."""
+    levels = [(keys, counts)]
+    for length in range(order - 1, 0, -1):
+        keys, counts = np.unique(keys % base**length, return_counts=True)
+        levels.append((keys, counts))
+    return levels[::-1]
+
+
+def _rebase(keys: np.ndarray, length: int, base: int, new_base: int) -> np.ndarray:
+    """The keys of ``length``-grams written in ``base``, rewritten in ``new_base``."""
+    rebased = np.zeros_like(keys)
+    rest = keys.copy()
+    for position in range(length):
+        rebased += (rest % base) * np.int64(new_base) ** position
+        rest //= base
+    return rebased
+
+
 LEVEL_SHIFT = 58  # a key of order k is stored as (k << LEVEL_SHIFT) | its ids in base vocab
 _UNTAG = np.int64((1 << LEVEL_SHIFT) - 1)
 
@@ -127,13 +149,33 @@ class KneserNeyModel:
         ids, positions = _windows(sequences, self.order, score_first=True)
         base = self.vocab_size
         keys, counts = np.unique(_keys(ids, positions, self.order, base), return_counts=True)
-        levels = [(keys, counts)]
-        for length in range(self.order - 1, 0, -1):
-            # Continuation count of a k-gram: distinct (k+1)-grams that end with it.
-            keys, counts = np.unique(keys % base**length, return_counts=True)
-            levels.append((keys, counts))
-        self._set_levels(levels[::-1])
+        self._set_levels(_levels_below(keys, counts, self.order, base))
         return self
+
+    def update(self, sequences: list[np.ndarray], vocab_size: int | None = None
+               ) -> "KneserNeyModel":
+        """Return the model counted on its tweets and ``sequences`` too, as `fit` on both
+        would, without the old tweets: the highest order's counts add up, and every lower
+        order's continuation counts follow from the highest order's distinct n-grams (each
+        tweet's start is padded, so every shorter n-gram ends some n-gram of the highest
+        order). ``vocab_size`` (at least the current one) makes room for symbols appended to
+        the vocabulary: the keys are rewritten in the new base, ids unchanged."""
+        self._check_fitted()
+        vocab_size = vocab_size or self.vocab_size
+        if vocab_size < self.vocab_size:
+            raise UserError(f"the vocabulary cannot shrink ({self.vocab_size} to {vocab_size})")
+        updated = KneserNeyModel(self.order, vocab_size)
+        keys, counts = self.level(self.order)
+        if vocab_size != self.vocab_size:
+            keys = _rebase(keys, self.order, self.vocab_size, vocab_size)
+        ids, positions = _windows(sequences, self.order, score_first=True)
+        new_keys, new_counts = np.unique(_keys(ids, positions, self.order, vocab_size),
+                                         return_counts=True)
+        keys, inverse = np.unique(np.concatenate([keys, new_keys]), return_inverse=True)
+        counts = np.bincount(inverse, weights=np.concatenate([counts, new_counts]),
+                             minlength=len(keys)).astype(np.int64)
+        updated._set_levels(_levels_below(keys, counts, self.order, vocab_size))
+        return updated
 
     def _set_levels(self, levels: list[tuple[np.ndarray, np.ndarray]],
                     discounts: list[float] | None = None) -> None:

@@ -1,8 +1,9 @@
-"""Every training parameter in one dataclass, `TrainConfig`, validated when it is made.
+"""Every training parameter in one dataclass, `TrainConfig`, and every parameter of an update
+from new tweets in another, `UpdateConfig`, each validated when it is made.
 
-Its own module, apart from `covfefe.training.train`, so that the command line can list the
-parameters
-(``covfefe train --help``) without importing pandas or Keras.
+Their own module, apart from `covfefe.training.train` and `covfefe.training.update`, so that
+the command line can list the parameters (``covfefe train --help``) without importing pandas
+or Keras.
 """
 
 from dataclasses import dataclass, fields
@@ -121,3 +122,40 @@ class TrainConfig:
         """Return the config of the names a namespace defines (a notebook's parameters)."""
         return cls(**{field.name: namespace[field.name] for field in fields(cls)
                       if field.name in namespace})
+
+
+@dataclass
+class UpdateConfig:
+    """Every parameter of an update, with the defaults chosen on the archive's last months."""
+
+    model: str = ""  # the champion artifact ("" = COVFEFE_MODEL, else the bundled model)
+    out: str = ""  # the challenger artifact ("" = <run_dir>/model)
+    run_dir: str = ""  # checkpoints and the record ("" = a new $COVFEFE_RUNS_DIR/update-<time>)
+    dataset: str = ""  # the collected dataset ("" = $COVFEFE_DATA_DIR/tweets.parquet)
+    until: str = ""  # ignore tweets from this UTC date on ("" = use every new tweet)
+    future_fraction: float = 0.25  # the newest share of the new tweets: the future, held out
+    fit_fraction: float = 0.15  # then the newest share of the rest: refits the mixture weight
+    replay: float = 1.0  # older tweets replayed per new tweet, against forgetting
+    epochs: int = 3  # fine-tuning epochs (the best on the fit tweets is kept)
+    learning_rate: float = 0.0003  # the fine-tuning's Adam learning rate
+    batch_size: int = 64  # tweets per batch
+    min_char_count: int = 3  # uses a new character needs in the new tweets to get its own id
+    order: int = 9  # the n-gram table's order when the champion has none
+    seed: int = 42  # the same seed, data and champion give the same challenger
+
+    def __post_init__(self):
+        for name in ("future_fraction", "fit_fraction"):
+            value = getattr(self, name)
+            if not 0 < value < 1:
+                raise UserError(f"{name} must be between 0 and 1, not {value!r}")
+        if not 0 <= self.replay <= 20:
+            raise UserError(f"replay must be between 0 and 20, not {self.replay!r}")
+        for name in ("epochs", "batch_size", "min_char_count", "order"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise UserError(f"{name} must be a positive whole number, not {value!r}")
+        if not self.learning_rate > 0:
+            raise UserError(f"learning_rate must be above 0, not {self.learning_rate!r}")
+        if not self.run_dir:
+            stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+            self.run_dir = str(settings.runs_dir() / f"update-{stamp}")
