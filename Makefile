@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.covfefe-installed
 SERVE_INSTALLED := $(VENV)/.covfefe-serve-installed
 
-.PHONY: help install install-serve demo collect train evaluate bench test lint notebooks-clear clean system-packages
+.PHONY: help install install-serve demo collect train evaluate update mlflow bench test lint notebooks-clear clean system-packages
 
 help: ## List the targets
 	@echo "covfefe-flow: make TARGET"
@@ -43,6 +43,22 @@ train: install ## Collect, explore, train, evaluate: each notebook of notebooks/
 evaluate: install ## Bits/char of the bundled model (COVFEFE_MODEL) and a 9-gram baseline on its validation tweets
 	$(BIN)/covfefe evaluate --baseline-order 9
 
+UPDATE_SOURCE ?= --archive
+update: install ## The loop: collect new tweets (UPDATE_SOURCE), update the champion, compare, promote if it wins
+	$(BIN)/covfefe collect $(UPDATE_SOURCE) --no-progress
+	$(BIN)/covfefe update --promote --no-progress
+
+# The MLflow tracking server and UI: full mlflow in a venv of its own (it pins gunicorn<27).
+MLFLOW_VERSION := 3.17.2
+MLFLOW_SERVER := .cache/mlflow-server/bin/mlflow
+$(MLFLOW_SERVER):
+	$(PYTHON) -m venv .cache/mlflow-server
+	.cache/mlflow-server/bin/python -m pip install --quiet mlflow==$(MLFLOW_VERSION)
+
+MLFLOW_PORT ?= 5000
+mlflow: $(MLFLOW_SERVER) ## Open the MLflow UI on http://127.0.0.1:$(MLFLOW_PORT)/ over the local store (runs, registered models)
+	$(MLFLOW_SERVER) ui --backend-store-uri sqlite:///$(abspath data)/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT)
+
 bench: install ## Training throughput and memory: our pipeline vs the v1 one-hot windows (bench/)
 	$(BIN)/python bench/train_pipeline.py
 
@@ -58,7 +74,7 @@ system-packages: ## Install the Debian packages the tests need (.ci/apt-packages
 
 # The tests run shellcheck and hadolint themselves (tests/test_deploy_*.py) and every notebook
 # once, through plain papermill with the ci profile (tests/test_notebooks.py).
-test: system-packages install $(AXE_JS) ## Run every test: lint, unit, CLI, HTTP, browser, deploy, notebooks
+test: system-packages install $(AXE_JS) $(MLFLOW_SERVER) ## Run every test: lint, unit, CLI, HTTP, browser, deploy, notebooks
 	$(BIN)/ruff check covfefe serve tests bench deploy
 	$(BIN)/pytest tests
 

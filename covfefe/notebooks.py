@@ -10,12 +10,13 @@ metrics). A failing notebook stops the run; its executed copy shows where.
 
 import argparse
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import papermill
 
-from covfefe import config
+from covfefe import config, tracking
 from covfefe.errors import UserError
 from covfefe.parameters import profile_dir, profile_files, read_parameters
 
@@ -46,10 +47,13 @@ def run_notebooks(profile: str | Path, notebooks: tuple[str, ...] = (), *,
         output = output_dir / source.name
         if progress:
             print(f"running {source.name} with {files[name]} -> {output}", flush=True)
+        started_ms = int(time.time() * 1000)
         papermill.execute_notebook(str(source), str(output),
                                    parameters=read_parameters(files[name]),
                                    kernel_name="python3", cwd=str(config.home()),
                                    progress_bar=progress)
+        # The executed notebook is the run's record: kept with the MLflow runs it made.
+        tracking.attach_notebook(output, started_ms)
         executed.append(output)
     return executed
 

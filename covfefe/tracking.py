@@ -59,6 +59,7 @@ def _mlflow():
     except ImportError:
         raise UserError("MLflow is not installed: pip install 'covfefe[train]' (the registry "
                         "and run tracking need it)") from None
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per download
     mlflow.set_tracking_uri(tracking_uri())
     if mlflow.get_experiment_by_name(EXPERIMENT) is None:
         location = None
@@ -112,6 +113,30 @@ def log_file(active, path, folder: str | None = None) -> None:
     """Attach a file (an executed notebook, a record) to a run from `run`."""
     if active is not None and Path(path).is_file():
         _mlflow().log_artifact(str(path), folder)
+
+
+def log_history(active, history) -> None:
+    """Log a training history (one row per epoch, as `covfefe.training.train.load_history`
+    reads it) as per-epoch metrics."""
+    if active is None:
+        return
+    for row in history.to_dict(orient="records"):
+        epoch = int(row.pop("epoch"))
+        log_metrics(active, row, step=epoch)
+
+
+def attach_notebook(path, since_ms: int) -> int:
+    """Attach an executed notebook to every run of the experiment that started since
+    ``since_ms`` (while the notebook ran); return how many. Nothing without MLflow."""
+    if not available() or not Path(path).is_file():
+        return 0
+    mlflow = _mlflow()
+    experiment = mlflow.get_experiment_by_name(EXPERIMENT)
+    runs = mlflow.MlflowClient().search_runs(
+        [experiment.experiment_id], filter_string=f"attributes.start_time >= {since_ms}")
+    for found in runs:
+        mlflow.MlflowClient().log_artifact(found.info.run_id, str(path), "notebook")
+    return len(runs)
 
 
 def register(active, artifact) -> str:

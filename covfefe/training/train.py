@@ -36,6 +36,7 @@ from pathlib import Path
 import pandas as pd
 
 from covfefe import config as settings
+from covfefe import tracking
 from covfefe.backend import import_keras
 from covfefe.data.schema import as_utc, select_period
 from covfefe.data.store import load_dataset
@@ -420,13 +421,23 @@ def train(train_config: TrainConfig, tweets: pd.DataFrame | None = None, *,
     """Train or resume, evaluate the best epoch against the n-gram baselines, export it."""
     started = time.monotonic()
     corpus, vocabulary = prepare(train_config, tweets)
-    state, start_epoch = fit(train_config, corpus, vocabulary, progress=progress)
     run_dir = settings.resolve(train_config.run_dir)
-    history = load_history(run_dir)
-    artifact = None
-    if export:
-        artifact = export_trained_model(train_config, corpus, vocabulary, state, history,
-                                        progress=progress,
-                                        seconds=time.monotonic() - started)
+    # Each session's continuation of a run directory is a run of the same lineage.
+    with tracking.run("train", asdict(train_config),
+                      tags={"lineage": run_dir.name,
+                            "resumed_from_epoch": str(RunState.load(run_dir).epochs_done)}
+                      ) as active:
+        state, start_epoch = fit(train_config, corpus, vocabulary, progress=progress)
+        history = load_history(run_dir)
+        tracking.log_history(active, history)
+        artifact = None
+        if export:
+            artifact = export_trained_model(train_config, corpus, vocabulary, state, history,
+                                            progress=progress,
+                                            seconds=time.monotonic() - started)
+            tracking.log_metrics(active, {"validation_bits_per_char":
+                                          artifact.metrics["validation_bits_per_char"]})
+            if active is not None:
+                tracking.register(active, artifact)
     return TrainResult(run_dir, artifact, history, start_epoch, state.stop_reason,
                        state.finetune_from)
