@@ -110,23 +110,53 @@ def _run_train(args) -> None:
 
 
 def _run_evaluate(args) -> None:
+    from covfefe import tracking
     from covfefe.evaluation.evaluate import evaluate_command
 
-    print(evaluate_command(
+    options = dict(
         model=str(_model(args)), text=args.text, archive=args.archive, dataset=args.dataset,
         since=args.since, until=args.until, everything=args.all,
         baseline_order=args.baseline_order, samples=args.samples,
         temperature=args.temperature, top_p=args.top_p, sweep=args.sweep,
         save_defaults=args.save_defaults, progress=not args.no_progress,
-    ))
+    )
+    if args.samples is None:  # a score is quick and read on the screen: not a tracked run
+        print(evaluate_command(**options))
+        return
+    with tracking.run("evaluate", options) as active:
+        report = evaluate_command(**options)
+        print(report)
+        tracking.log_metrics(active, _figures(report))
+
+
+def _figures(report: str) -> dict:
+    """The name=value figures of a command's report (``real_words=99.1%``...), as numbers,
+    prefixed with the report line's subject (``model``, ``9-gram``...)."""
+    figures = {}
+    for line in report.splitlines():
+        subject = re.sub(r"\W+", "_", line.split("(")[0].strip()).strip("_")[:40]
+        for name, value in re.findall(r"(\w+)=([-+0-9.]+)", line):
+            figures[f"{subject}.{name}"] = float(value)
+    return figures
 
 
 def _run_mix(args) -> None:
+    from covfefe import tracking
     from covfefe.evaluation.evaluate import mix_command
+    from covfefe.inference.artifact import load_artifact
 
-    print(mix_command(model=args.model, order=args.order, holdout=args.holdout,
-                      output=args.output, archive=args.archive, dataset=args.dataset,
-                      progress=not args.no_progress))
+    options = dict(model=args.model, order=args.order, holdout=args.holdout,
+                   output=args.output, archive=args.archive, dataset=args.dataset)
+    with tracking.run("mix", options) as active:
+        report = mix_command(**options, progress=not args.no_progress)
+        print(report)
+        mixed = load_artifact(config.resolve(args.output) if args.output else _model(args))
+        tracking.log_metrics(active, {"validation_bits_per_char":
+                                      mixed.metrics["validation_bits_per_char"],
+                                      "network_weight": mixed.mixture["network_weight"]})
+        if active is not None:
+            print(f"registered as version {tracking.register(active, mixed)} of model "
+                  f"{tracking.MODEL_NAME}")
 
 
 def _champion_dir() -> Path:

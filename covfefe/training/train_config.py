@@ -141,6 +141,7 @@ class UpdateConfig:
     batch_size: int = 64  # tweets per batch
     min_char_count: int = 3  # uses a new character needs in the new tweets to get its own id
     order: int = 9  # the n-gram table's order when the champion has none
+    recency: int = 0  # times the table counts each new tweet (0: the best of 1-4 on the fit tweets)
     seed: int = 42  # the same seed, data and champion give the same challenger
 
     def __post_init__(self):
@@ -150,6 +151,8 @@ class UpdateConfig:
                 raise UserError(f"{name} must be between 0 and 1, not {value!r}")
         if not 0 <= self.replay <= 20:
             raise UserError(f"replay must be between 0 and 20, not {self.replay!r}")
+        if not isinstance(self.recency, int) or not 0 <= self.recency <= 16:
+            raise UserError(f"recency must be a whole number from 0 to 16, not {self.recency!r}")
         for name in ("epochs", "batch_size", "min_char_count", "order"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
