@@ -303,6 +303,18 @@ def _add_generate(commands) -> None:
     generate.set_defaults(run=_run_generate)
 
 
+def _add_parameters(parser, cls) -> None:
+    """An option for each field of a parameter dataclass, its comment as the help."""
+    helps = _parameter_help(cls)
+    for field in dataclasses.fields(cls):
+        kind = type(field.default)
+        parser.add_argument(
+            f"--{field.name.replace('_', '-')}", dest=field.name, metavar=field.name.upper(),
+            type=_bool if kind is bool else kind,
+            help=f"{helps.get(field.name, field.name)} (default: {field.default!r})",
+        )
+
+
 def _add_train(commands) -> None:
     train = commands.add_parser(
         "train", help="train (or resume) a model and export it as an artifact",
@@ -314,14 +326,7 @@ def _add_train(commands) -> None:
     train.add_argument("--params", metavar="YAML",
                        help="a flat file of notebook 03's parameters, e.g. "
                        "notebooks/params/full/03-train-model.yaml")
-    helps = _parameter_help(TrainConfig)
-    for field in dataclasses.fields(TrainConfig):
-        kind = type(field.default)
-        train.add_argument(
-            f"--{field.name.replace('_', '-')}", dest=field.name, metavar=field.name.upper(),
-            type=_bool if kind is bool else kind,
-            help=f"{helps.get(field.name, field.name)} (default: {field.default!r})",
-        )
+    _add_parameters(train, TrainConfig)
     train.add_argument("--no-export", action="store_true",
                        help="train only; rerun without it to score and export (on a GPU "
                        "machine: the scoring and the n-gram baselines are CPU work)")
@@ -338,12 +343,7 @@ def _add_update(commands) -> None:
         "tweets are held out: champion and challenger are scored on them and the decision "
         "printed. With MLflow installed the run is tracked and the challenger registered.",
     )
-    helps = _parameter_help(UpdateConfig)
-    for field in dataclasses.fields(UpdateConfig):
-        kind = type(field.default)
-        update.add_argument(
-            f"--{field.name.replace('_', '-')}", dest=field.name, metavar=field.name.upper(),
-            type=kind, help=f"{helps.get(field.name, field.name)} (default: {field.default!r})")
+    _add_parameters(update, UpdateConfig)
     update.add_argument("--promote", action="store_true",
                         help="promote the challenger when it wins (better, and the interval "
                         "excludes zero)")
