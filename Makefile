@@ -44,9 +44,9 @@ evaluate: install ## Bits/char of the bundled model (COVFEFE_MODEL) and a 9-gram
 	$(BIN)/covfefe evaluate --baseline-order 9
 
 UPDATE_SOURCE ?= --archive
-update: install ## The loop: collect new tweets (UPDATE_SOURCE), update the champion, compare, promote if it wins
+update: install ## The loop: collect new tweets (UPDATE_SOURCE), update, compare, promote if it wins (PIDFILE: reload that server)
 	$(BIN)/covfefe collect $(UPDATE_SOURCE) --no-progress
-	$(BIN)/covfefe update --promote --no-progress
+	$(BIN)/covfefe update --promote --no-progress $(if $(PIDFILE),--reload $(PIDFILE))
 
 # The MLflow tracking server and UI: full mlflow in a venv of its own (it pins gunicorn<27).
 MLFLOW_VERSION := 3.17.2

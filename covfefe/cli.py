@@ -180,6 +180,8 @@ def _run_update(args) -> None:
     turn = update_and_compare(UpdateConfig(**values), promote=args.promote,
                               progress=not args.no_progress)
     print(turn.summary())
+    if turn.promoted:
+        _reload(args.reload)
 
 
 def _run_compare(args) -> None:
@@ -199,6 +201,7 @@ def _run_promote(args) -> None:
     tracking.ensure_champion(config.model_dir())
     version, link = tracking.promote(args.version)
     print(f"version {version} is the champion: {link} -> {link.resolve()}")
+    _reload(args.reload)
 
 
 def _run_rollback(args) -> None:
@@ -206,6 +209,18 @@ def _run_rollback(args) -> None:
 
     version, link = tracking.rollback()
     print(f"rolled back: version {version} is the champion again: {link} -> {link.resolve()}")
+    _reload(args.reload)
+
+
+def _reload(pidfile: str | None) -> None:
+    """Ask the gunicorn master whose pid ``pidfile`` holds to reload its workers (SIGHUP: the
+    old ones serve until the new ones have loaded the model the link now names)."""
+    if not pidfile:
+        return
+    from covfefe import tracking
+
+    pid = tracking.signal_reload(Path(pidfile))
+    print(f"asked the server (gunicorn master {pid}) to reload its workers")
 
 
 def _run_models(args) -> None:
@@ -347,6 +362,9 @@ def _add_update(commands) -> None:
     update.add_argument("--promote", action="store_true",
                         help="promote the challenger when it wins (better, and the interval "
                         "excludes zero)")
+    update.add_argument("--reload", metavar="PIDFILE",
+                        help="after a promotion, have the server whose gunicorn master's pid "
+                        "this file holds reload")
     update.add_argument("--no-progress", action="store_true", help="hide progress lines")
     update.set_defaults(run=_run_update)
 
@@ -367,9 +385,12 @@ def _add_update(commands) -> None:
         "version's artifact in one atomic rename and move the champion alias in MLflow.")
     promote.add_argument("version", help="MLflow version number, artifact version, or "
                          "'challenger'")
-    promote.set_defaults(run=_run_promote)
     rollback = commands.add_parser("rollback", help="make the previous champion the champion")
-    rollback.set_defaults(run=_run_rollback)
+    for parser, run in ((promote, _run_promote), (rollback, _run_rollback)):
+        parser.add_argument("--reload", metavar="PIDFILE",
+                            help="then have the server whose gunicorn master's pid this file "
+                            "holds (gunicorn --pid FILE) reload, without a stall")
+        parser.set_defaults(run=run)
     models = commands.add_parser("models", help="list the registered versions and aliases")
     models.set_defaults(run=_run_models)
 

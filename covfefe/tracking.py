@@ -271,3 +271,21 @@ def rollback() -> tuple[str, Path]:
     if not previous:
         raise UserError("there is no previous champion to roll back to")
     return promote(previous)
+
+
+def signal_reload(pidfile: Path) -> int:
+    """Send SIGHUP to the process whose pid ``pidfile`` holds (a gunicorn master); its pid."""
+    import signal
+
+    try:
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, signal.SIGHUP)
+    except FileNotFoundError:
+        raise UserError(f"pid file {pidfile} does not exist: is the server running with "
+                        "--pid there?") from None
+    except ValueError:
+        raise UserError(f"pid file {pidfile} does not hold a process id") from None
+    except ProcessLookupError:
+        raise UserError(f"no process {pidfile.read_text().strip()} (from {pidfile}): the "
+                        "server has stopped") from None
+    return pid
