@@ -272,3 +272,19 @@ def test_a_promotion_killed_at_any_moment_leaves_a_model_served(tiny_model, newe
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
         assert load_artifact(link).version in versions
+
+
+def test_a_model_replaced_in_place_is_never_missing_after_a_crash(tiny_model, tmp_path):
+    """`update_metadata` (covfefe mix, --save-defaults) replaces a model folder in place: a
+    crash between moving the old folder aside and the new one in leaves the old one aside, and
+    the next load puts it back."""
+    from covfefe.inference.artifact import _previous, update_metadata
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model.path, folder)
+    os.replace(folder, _previous(folder))  # the moment of the crash
+    assert load_artifact(folder).version == tiny_model.version
+    assert not _previous(folder).exists()
+    replaced = update_metadata(load_artifact(folder), {"note": "a new version"})
+    assert replaced.version != tiny_model.version and replaced.metadata["note"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model"]

@@ -122,18 +122,33 @@ class ModelArtifact:
 @contextmanager
 def _staged(folder: Path):
     """Yield an empty temporary folder beside ``folder`` that replaces it once the block has
-    written it (metadata last), or is removed if the block fails: never a half-written model."""
+    written it (metadata last), or is removed if the block fails: never a half-written model.
+
+    A folder cannot be renamed over another, so the old one is first renamed aside (to
+    `_previous`), the new one renamed into place, and only then the old one removed: a crash
+    between the two renames leaves the old model aside, and `load_artifact` puts it back."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    previous = _previous(folder)
     try:
         staging.chmod(0o755)  # mkdtemp makes it private; a served model is read by other users
         yield staging
+        if previous.exists() and folder.exists():  # left by a crash after the new one moved in
+            shutil.rmtree(previous)
+        elif previous.exists():  # left by a crash between the renames: it is the model
+            os.replace(previous, folder)
         if folder.exists():
-            shutil.rmtree(folder)
+            os.replace(folder, previous)
         os.replace(staging, folder)
+        shutil.rmtree(previous, ignore_errors=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _previous(folder: Path) -> Path:
+    """Where `_staged` keeps the old version of ``folder`` while the new one moves in."""
+    return folder.with_name(f".{folder.name}.previous")
 
 
 def _write_metadata(staging: Path, metadata: dict) -> None:
@@ -219,6 +234,8 @@ def update_metadata(artifact: ModelArtifact, changes: dict,
 def load_artifact(folder: str | os.PathLike, *, verify: bool = True) -> ModelArtifact:
     """Return the artifact in ``folder``; UserError if it is missing, incomplete or damaged."""
     folder = Path(folder)
+    if not folder.exists() and _previous(folder).is_dir():
+        os.replace(_previous(folder), folder)  # a replacement crashed between its renames
     if not folder.is_dir():
         raise UserError(f"model artifact {folder} does not exist (or is not a folder)")
     try:
