@@ -136,8 +136,8 @@ class UpdateConfig:
     future_fraction: float = 0.25  # the newest share of the new tweets: the future, held out
     fit_fraction: float = 0.15  # then the newest share of the rest: refits the mixture weight
     replay: float = 1.0  # older tweets replayed per new tweet, against forgetting
-    epochs: int = 3  # fine-tuning epochs (the best on the fit tweets is kept)
-    learning_rate: float = 0.0003  # the fine-tuning's Adam learning rate
+    epochs: int = 5  # fine-tuning epochs (the best on the fit tweets is kept)
+    learning_rate: float = 0.0005  # the fine-tuning's Adam learning rate
     batch_size: int = 64  # tweets per batch
     min_char_count: int = 3  # uses a new character needs in the new tweets to get its own id
     order: int = 9  # the n-gram table's order when the champion has none
