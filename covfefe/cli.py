@@ -166,8 +166,17 @@ def _champion_dir() -> Path:
 
     if not tracking.available():
         return config.model_dir()
-    tracking.ensure_champion(config.model_dir())
+    _ensure_champion()
     return tracking.local_copy(tracking.alias(tracking.CHAMPION))
+
+
+def _ensure_champion() -> None:
+    """Register the model in service ($COVFEFE_MODEL, else the bundled one) as the first
+    champion when the registry has none."""
+    from covfefe import tracking
+    from covfefe.inference.artifact import load_artifact
+
+    tracking.ensure_champion(lambda: load_artifact(config.model_dir()))
 
 
 def _run_update(args) -> None:
@@ -197,17 +206,19 @@ def _run_compare(args) -> None:
 
 def _run_promote(args) -> None:
     from covfefe import tracking
+    from covfefe.inference.artifact import load_artifact
 
-    tracking.ensure_champion(config.model_dir())
-    version, link = tracking.promote(args.version)
+    _ensure_champion()
+    version, link = tracking.promote(args.version, load_artifact)
     print(f"version {version} is the champion: {link} -> {link.resolve()}")
     _reload(args.reload)
 
 
 def _run_rollback(args) -> None:
     from covfefe import tracking
+    from covfefe.inference.artifact import load_artifact
 
-    version, link = tracking.rollback()
+    version, link = tracking.rollback(load_artifact)
     print(f"rolled back: version {version} is the champion again: {link} -> {link.resolve()}")
     _reload(args.reload)
 
@@ -226,7 +237,7 @@ def _reload(pidfile: str | None) -> None:
 def _run_models(args) -> None:
     from covfefe import tracking
 
-    tracking.ensure_champion(config.model_dir())
+    _ensure_champion()
     aliases = {}
     for name in (tracking.CHAMPION, tracking.CHALLENGER):
         if (found := tracking.alias(name)) is not None:

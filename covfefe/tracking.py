@@ -216,15 +216,15 @@ def point_served_link(folder: Path) -> Path:
     return link
 
 
-def ensure_champion(bundled: Path) -> str:
-    """The champion's version; on a first run, register ``bundled`` as the first champion."""
+def ensure_champion(load) -> str:
+    """The champion's version; on a first run, the artifact ``load()`` returns (the bundled
+    model, or the one an update starts from) is registered as the first champion."""
     current = alias(CHAMPION)
     if current is not None:
         return current.version
-    from covfefe.inference.artifact import load_artifact
-
-    artifact = load_artifact(bundled)
-    with run("register", {"model": str(bundled), "artifact_version": artifact.version}) as active:
+    artifact = load()
+    with run("register", {"model": str(artifact.path),
+                          "artifact_version": artifact.version}) as active:
         version = register(active, artifact)
     set_alias(CHAMPION, version)
     return version
@@ -246,15 +246,14 @@ def find_version(spec: str):
                     f"{known or 'none'}")
 
 
-def promote(spec: str) -> tuple[str, Path]:
-    """Make a registered version the champion: its artifact on this machine, the served link
-    pointed at it (atomically), then the alias moved and the previous champion remembered.
-    Returns the version and the served link."""
+def promote(spec: str, verify) -> tuple[str, Path]:
+    """Make a registered version the champion: its artifact on this machine, checked by
+    ``verify(folder)`` (`covfefe.inference.artifact.load_artifact`: a damaged download is
+    refused before it is served), the served link pointed at it (atomically), then the alias
+    moved and the previous champion remembered. Returns the version and the served link."""
     version = find_version(spec)
     folder = local_copy(version)
-    from covfefe.inference.artifact import load_artifact
-
-    load_artifact(folder)  # a damaged download is refused before it is served
+    verify(folder)
     link = point_served_link(folder)
     previous = alias(CHAMPION)
     mlflow_client = client()
@@ -264,13 +263,13 @@ def promote(spec: str) -> tuple[str, Path]:
     return version.version, link
 
 
-def rollback() -> tuple[str, Path]:
-    """Make the previous champion the champion again."""
+def rollback(verify) -> tuple[str, Path]:
+    """Make the previous champion the champion again (``verify``: as for `promote`)."""
     model = client().get_registered_model(MODEL_NAME)
     previous = model.tags.get(PREVIOUS)
     if not previous:
         raise UserError("there is no previous champion to roll back to")
-    return promote(previous)
+    return promote(previous, verify)
 
 
 def signal_reload(pidfile: Path) -> int:

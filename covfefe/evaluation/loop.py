@@ -9,8 +9,9 @@ champion when the comparison says so.
 
 from dataclasses import dataclass
 
-from covfefe import tracking
+from covfefe import config, tracking
 from covfefe.evaluation.compare import Comparison, compare
+from covfefe.inference.artifact import load_artifact
 from covfefe.training.train_config import UpdateConfig
 from covfefe.training.update import UpdateResult, update
 
@@ -41,10 +42,8 @@ def update_and_compare(update_config: UpdateConfig, *, promote: bool = False,
     MLflow run (the executed notebook)."""
     params = {key: value for key, value in vars(update_config).items()}
     if tracking.available():  # a first run: the model it starts from is the first champion
-        from covfefe import config
-
-        tracking.ensure_champion(config.resolve(update_config.model) if update_config.model
-                                 else config.model_dir())
+        tracking.ensure_champion(lambda: load_artifact(
+            config.resolve(update_config.model) if update_config.model else config.model_dir()))
     with tracking.run("update", params) as active:
         result = update(update_config, progress=progress)
         comparison = compare(result.champion, result.challenger, result.tweets.future["text"])
@@ -72,6 +71,6 @@ def update_and_compare(update_config: UpdateConfig, *, promote: bool = False,
             tracking.set_alias(tracking.CHALLENGER, version)
     promoted = False
     if promote and comparison.promote and version is not None:
-        tracking.promote(version)
+        tracking.promote(version, load_artifact)
         promoted = True
     return LoopTurn(result, comparison, version, promoted)
