@@ -7,7 +7,9 @@ import tomllib
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
 
 from tests.helpers import ROOT
 
@@ -39,20 +41,78 @@ def test_environment_python_satisfies_requires_python():
         assert f"FROM python:{version}-" in (ROOT / dockerfile).read_text()
 
 
-def test_environment_installs_this_package_with_extras_that_exist():
+def test_environment_installs_the_lock_of_every_extra():
     pip = next(d["pip"] for d in _environment()["dependencies"] if isinstance(d, dict))
-    extras = {extra for line in pip
-              for extra in re.fullmatch(r"(?:--editable |-e )?\.\[([\w,]+)\]", line)[1].split(",")}
-    defined = set(_pyproject()["project"]["optional-dependencies"])
-    assert extras <= defined
-    # What the environment installs covers every extra (directly or through `dev`).
-    covered = set(extras)
-    for extra in extras:
-        for requirement in _pyproject()["project"]["optional-dependencies"][extra]:
-            match = re.fullmatch(r"covfefe\[([\w,]+)\]", requirement)
-            if match:
-                covered |= set(match[1].split(","))
-    assert covered == defined
+    assert pip == ["--requirement requirements/dev.txt"]
+    # The dev extra, which that file was exported for, covers every extra.
+    assert _extra_closure("dev") == set(_pyproject()["project"]["optional-dependencies"])
+
+
+def _extra_closure(extra: str) -> set[str]:
+    """The extra and every extra it names (covfefe[a,b]), directly or not."""
+    optional = _pyproject()["project"]["optional-dependencies"]
+    todo, seen = [extra], set()
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            for requirement in optional[name]:
+                match = re.fullmatch(r"covfefe\[([\w,]+)\]", requirement)
+                if match:
+                    todo.extend(match[1].split(","))
+    return seen
+
+
+def _lock() -> dict[str, str]:
+    """uv.lock's packages: name -> version."""
+    packages = tomllib.loads((ROOT / "uv.lock").read_text())["package"]
+    return {canonicalize_name(p["name"]): p["version"] for p in packages}
+
+
+def test_the_lock_was_made_from_pyproject_as_it_stands():
+    """uv.lock records what it resolved: `make lock` after every change of the requirements."""
+    packages = tomllib.loads((ROOT / "uv.lock").read_text())["package"]
+    recorded = next(p for p in packages if p["name"] == "covfefe")["metadata"]["requires-dist"]
+    recorded = {(r["name"], r.get("specifier", ""), tuple(r.get("extras", ())),
+                 r.get("marker", "")) for r in recorded}
+    project = _pyproject()["project"]
+    declared = [(None, r) for r in project["dependencies"]] + [
+        (extra, r) for extra, group in project["optional-dependencies"].items() for r in group]
+    wanted = set()
+    for extra, line in declared:
+        requirement = Requirement(line)
+        wanted.add((canonicalize_name(requirement.name), str(requirement.specifier),
+                    tuple(requirement.extras) if requirement.extras else (),
+                    f"extra == '{extra}'" if extra else ""))
+    normalize = {(canonicalize_name(n), str(SpecifierSet(s)), tuple(sorted(e)), m)
+                 for n, s, e, m in recorded}
+    assert normalize == {(n, s, tuple(sorted(e)), m) for n, s, e, m in wanted}
+
+
+def test_declared_ranges_hold_the_locked_versions():
+    locked = _lock()
+    project = _pyproject()["project"]
+    for line in [*project["dependencies"],
+                 *(r for group in project["optional-dependencies"].values() for r in group)]:
+        requirement = Requirement(line)
+        if requirement.name != "covfefe":
+            assert locked[canonicalize_name(requirement.name)] in requirement.specifier, line
+
+
+@pytest.mark.parametrize("extra", ["serve", "notebooks", "dev"])
+def test_each_requirements_file_is_the_lock_of_its_extra(extra):
+    """requirements/EXTRA.txt (what pip installs in make install/demo and the images) pins the
+    versions of uv.lock, with hashes, and holds every package the extra declares."""
+    text = (ROOT / "requirements" / f"{extra}.txt").read_text()
+    pins = dict(re.findall(r"^([A-Za-z0-9][\w.-]*)==([^\s;\\]+)", text, re.MULTILINE))
+    assert pins and text.count("--hash=sha256:") >= len(pins)
+    locked = _lock()
+    assert {n: v for n, v in pins.items() if locked[canonicalize_name(n)] != v} == {}
+    optional = _pyproject()["project"]["optional-dependencies"]
+    declared = {canonicalize_name(Requirement(r).name) for r in _pyproject()["project"][
+        "dependencies"]} | {canonicalize_name(Requirement(r).name)
+                           for name in _extra_closure(extra) for r in optional[name]}
+    assert declared - {"covfefe"} <= {canonicalize_name(n) for n in pins}
 
 
 def test_required_packages_are_declared():
