@@ -152,9 +152,11 @@ def _run_serve(args) -> None:
         "gunicorn")
     if gunicorn is None:
         raise UserError("gunicorn is not installed: pip install 'covfefe[serve]'")
-    os.environ.update(COVFEFE_MODEL_DIR=str(model), COVFEFE_BIND=f"{args.host}:{args.port}",
+    bind = config.bind_address(args.host, args.port)
+    os.environ.update(COVFEFE_MODEL=str(model), COVFEFE_BIND=bind,
                       COVFEFE_WORKERS=str(args.workers))
-    print(f"serving {artifact.name} {artifact.version} on http://{args.host}:{args.port}/ "
+    where = f"http://{bind}/" if ":" in bind and not bind.startswith("unix:") else bind
+    print(f"serving {artifact.name} {artifact.version} on {where} "
           f"({args.workers} workers; Ctrl-C stops)", flush=True)
     os.execv(gunicorn, [gunicorn, "-c", "python:serve.gunicorn_conf", "serve:create_app()"])
 
@@ -170,8 +172,10 @@ def _add_serve(commands) -> None:
         "serve", help="serve the API (and web page) with gunicorn on this machine",
         description="Run gunicorn with serve/gunicorn_conf.py: each worker loads the model once.",
     )
-    serve.add_argument("--host", default="127.0.0.1", help="address (default: 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    serve.add_argument("--host", help="address (default: $COVFEFE_BIND's, else "
+                       f"{config.DEFAULT_BIND.rpartition(':')[0]})")
+    serve.add_argument("--port", type=int, help="port (default: $COVFEFE_BIND's, else "
+                       f"{config.DEFAULT_BIND.rpartition(':')[2]})")
     serve.add_argument("--workers", type=int, default=2, help="worker processes (default: 2)")
     _add_model_option(serve)
     serve.set_defaults(run=_run_serve)

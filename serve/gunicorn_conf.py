@@ -10,7 +10,7 @@ import time as _time
 
 from covfefe import config as _covfefe  # not "config": gunicorn reads every name here
 
-bind = os.environ.get("COVFEFE_BIND", "127.0.0.1:8000")
+bind = _covfefe.bind_address()  # COVFEFE_BIND, else 127.0.0.1:8000
 workers = int(os.environ.get("COVFEFE_WORKERS", "2"))
 # Threads let a worker keep answering while it streams server-sent events to other clients.
 # With the serving engine on, a worker needs a thread for every request its engine holds
