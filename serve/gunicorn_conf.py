@@ -39,8 +39,8 @@ def post_fork(server, worker):
     """Say that this worker is loading the model, which is quiet for a while on a first start."""
     worker.covfefe_started = _time.monotonic()
     worker.log.info("worker %s: loading the model; on a first start numba compiles its kernels "
-                    "(about half a minute on 2 cores), later starts read them from its cache",
-                    worker.pid)
+                    "(about half a minute of CPU: 30 s on an idle 2-core machine, a minute or "
+                    "more on a busy one), later starts read them from its cache", worker.pid)
 
 
 def post_worker_init(worker):
