@@ -165,3 +165,39 @@ def test_archive_files_are_not_committed():
     files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
                            check=True).stdout.split()
     assert not [f for f in files if re.search(r"(^|/)tweets_\d{4}\.json$", f)]
+
+
+# Where settings are read: the package, the API and its gunicorn config, the deploy scripts and
+# images, CI and the tests. `window.COVFEFE_CONFIG` (the page's JavaScript) is not a setting.
+_SETTING = re.compile(r"(?<![\w.])COVFEFE_[A-Z0-9_]*[A-Z0-9]")
+_SETTING_FILES = ["covfefe/**/*.py", "serve/**/*.py", "deploy/**/*.sh", "deploy/*.py",
+                  "deploy/*.yml", "deploy/**/Dockerfile", "Dockerfile.*", ".ci/run", "Makefile",
+                  "tests/**/*.py"]
+# serve.create_app's MODEL_DIR is the test_config key for the model; COVFEFE_MODEL sets it.
+_NOT_SETTINGS = {"COVFEFE_MODEL_DIR"}
+
+
+def _settings_in_code() -> set[str]:
+    names = {name for pattern in _SETTING_FILES for path in ROOT.glob(pattern)
+             for name in _SETTING.findall(path.read_text())}
+    # The API's settings are read by Flask's from_prefixed_env("COVFEFE"): app.config keys.
+    for path in (ROOT / "serve").glob("*.py"):
+        names |= {f"COVFEFE_{key}" for key in re.findall(
+            r'config(?:\[|\.get\()"([A-Z][A-Z0-9_]*)"', path.read_text())}
+    return names - _NOT_SETTINGS
+
+
+def test_the_readme_table_lists_every_setting_the_code_reads_and_no_other():
+    readme = (ROOT / "README.md").read_text()
+    table = re.findall(r"^\| `(COVFEFE_[A-Z0-9_]+)` \|", readme, re.MULTILINE)
+    assert len(table) == len(set(table)), "a setting listed twice"
+    assert set(table) == _settings_in_code()
+
+
+def test_the_readme_is_a_front_page():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.encode()) < 10_000
+    for link in re.findall(r"\]\(([^)#]+)\)|src=\"([^\"]+)\"", readme):
+        path = link[0] or link[1]
+        if not path.startswith("http"):
+            assert (ROOT / path).exists(), path
