@@ -294,6 +294,9 @@ def test_make_train_runs_a_profiles_notebooks_in_order(tmp_path):
         text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"executed notebooks: {tmp_path / 'executed'}" in result.stdout
+    # The kernel's traffic is encrypted (covfefe.notebooks.EncryptedKernelManager), so
+    # ipykernel has no warning about it.
+    assert "without encryption" not in result.stderr
     collected = nbformat.read(tmp_path / "executed" / "01-collect-tweets.ipynb", as_version=4)
     assert "now holds" in stdout(cell(collected, "collect"))
     assert (tmp_path / "data" / "tweets.parquet").exists()
