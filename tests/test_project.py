@@ -201,3 +201,15 @@ def test_the_readme_is_a_front_page():
         path = link[0] or link[1]
         if not path.startswith("http"):
             assert (ROOT / path).exists(), path
+
+
+@pytest.mark.parametrize(("settings", "flags"), [
+    ([], ""), (["PORT=8081"], "--port 8081"), (["HOST=0.0.0.0", "PORT=8081"],
+                                                "--host 0.0.0.0 --port 8081")])
+def test_make_demo_passes_only_the_host_and_port_it_is_given(settings, flags):
+    """Without HOST or PORT, covfefe serve decides (COVFEFE_BIND, else 127.0.0.1:8000)."""
+    result = subprocess.run(["make", "-n", "demo", *settings],
+                            cwd=ROOT, capture_output=True, text=True, check=True)
+    serve = [line for line in result.stdout.splitlines() if "covfefe serve" in line]
+    expected = f".venv/bin/covfefe serve {flags}".strip()
+    assert [" ".join(line.split()) for line in serve] == [expected]
