@@ -390,7 +390,7 @@ def wheelhouse(python_version: str, extra: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     result = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet",
                              "--only-binary=:all:", "--python-version", python_version,
-                             "--no-deps", "--dest", str(folder), *wanted],
+                             "--dest", str(folder), *wanted],
                             capture_output=True, text=True, timeout=1200)
     if result.returncode:
         pytest.fail(f"pip could not download the wheels for covfefe[{extra}]:\n"
