@@ -225,11 +225,11 @@ def test_health_answers_ahead_of_the_pool_while_every_thread_generates(bundled):
             assert health(base)["status"] == "ok"
             answered_first.append(model.is_alive())
             time.sleep(0.3)
-        model.join(timeout=60)
     finally:
         stop.set()
         for client in clients:
             client.join(timeout=60)
+    model.join(timeout=60)  # the pool is free again
     assert before > 0 and len(streams) > before  # generation ran all along
     # ... while health, asked after it, is answered before it.
     assert answered_first[0], answered_first
