@@ -152,12 +152,15 @@ def _run_serve(args) -> None:
         "gunicorn")
     if gunicorn is None:
         raise UserError("gunicorn is not installed: pip install 'covfefe[serve]'")
+    # A flag given wins over the setting; a flag not given leaves the setting alone.
     bind = config.bind_address(args.host, args.port)
-    os.environ.update(COVFEFE_MODEL=str(model), COVFEFE_BIND=bind,
-                      COVFEFE_WORKERS=str(args.workers))
+    os.environ.update(COVFEFE_MODEL=str(model), COVFEFE_BIND=bind)
+    if args.workers is not None:
+        os.environ["COVFEFE_WORKERS"] = str(args.workers)
+    workers = os.environ.get("COVFEFE_WORKERS", "2")  # serve/gunicorn_conf.py's default
     where = f"http://{bind}/" if ":" in bind and not bind.startswith("unix:") else bind
     print(f"serving {artifact.name} {artifact.version} on {where} "
-          f"({args.workers} workers; Ctrl-C stops)", flush=True)
+          f"({workers} workers; Ctrl-C stops)", flush=True)
     os.execv(gunicorn, [gunicorn, "-c", "python:serve.gunicorn_conf", "serve:create_app()"])
 
 
@@ -176,7 +179,8 @@ def _add_serve(commands) -> None:
                        f"{config.DEFAULT_BIND.rpartition(':')[0]})")
     serve.add_argument("--port", type=int, help="port (default: $COVFEFE_BIND's, else "
                        f"{config.DEFAULT_BIND.rpartition(':')[2]})")
-    serve.add_argument("--workers", type=int, default=2, help="worker processes (default: 2)")
+    serve.add_argument("--workers", type=int, help="worker processes (default: "
+                       "$COVFEFE_WORKERS, else 2)")
     _add_model_option(serve)
     serve.set_defaults(run=_run_serve)
 
