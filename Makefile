@@ -87,9 +87,9 @@ test: system-packages install $(AXE_JS) ## Run every test: lint, unit, CLI, HTTP
 	$(BIN)/ruff check covfefe serve tests bench deploy
 	$(BIN)/pytest tests
 
-# The markers come from tests/conftest.py (SLOW_MODULES).
-FAST_TESTS := not docker and not browser and not notebooks and not install
-test-fast: install ## The inner loop (a few minutes): every test but Docker, browser, notebooks, fresh installs
+# The markers come from tests/conftest.py (SLOW_MODULES) and the test modules (network).
+FAST_TESTS := not docker and not browser and not notebooks and not install and not slow and not network
+test-fast: install ## The inner loop: no Docker, browser, notebooks, installs, servers or minutes-long runs
 	$(BIN)/ruff check covfefe serve tests bench deploy
 	$(BIN)/pytest -m '$(FAST_TESTS)' tests
 

@@ -2,9 +2,10 @@
 
 Helpers that are not fixtures (system tools, stopping a server, constants) are in helpers.py.
 
-Here too, in one table (``SLOW_MODULES``): which test modules need a Docker engine, a browser or
-the notebooks (``make test-fast`` leaves them out by their markers) and the longer time limits
-they get beside pyproject.toml's default ``timeout``. Under ``COVFEFE_REQUIRE_ALL=1`` (CI) a
+Here too, in one table (``SLOW_MODULES``): which test modules need a Docker engine, a browser,
+the notebooks, a fresh install or minutes of CPU (``make test-fast`` leaves them out by these
+markers, and the servers of the ``network`` ones) and the longer time limits they get beside
+pyproject.toml's default ``timeout``. Under ``COVFEFE_REQUIRE_ALL=1`` (CI) a
 test that skips, for whatever reason, fails instead.
 
 Tests never write into the checkout's ``data/`` or ``runs/``: ``COVFEFE_DATA_DIR`` and
@@ -47,6 +48,11 @@ SLOW_MODULES = {
     "test_deploy_nginx": ("browser", 600),
     "test_notebooks": ("notebooks", 1800),
     "test_serve_install": ("install", 900),  # a fresh virtualenv, the serve extra installed
+    # Minutes of CPU each: the bundled model measured on the whole archive, real training runs
+    # (a GPU script's sizes side by side, a killed run resumed, two devices against one).
+    "test_bundled_model": ("slow", 1200),
+    "test_training": ("slow", 900),
+    "test_distributed_training": ("slow", 600),
 }
 
 
