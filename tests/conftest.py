@@ -48,11 +48,15 @@ SLOW_MODULES = {
     "test_deploy_nginx": ("browser", 600),
     "test_notebooks": ("notebooks", 1800),
     "test_serve_install": ("install", 900),  # a fresh virtualenv, the serve extra installed
-    # Minutes of CPU each: the bundled model measured on the whole archive, real training runs
-    # (a GPU script's sizes side by side, a killed run resumed, two devices against one).
+    # A minute or more of CPU each: the bundled model measured on the whole archive, real
+    # training runs (a GPU script's sizes side by side, a killed run resumed, two devices
+    # against one), evaluations of the whole archive, generated requests by the thousand.
     "test_bundled_model": ("slow", 1200),
     "test_training": ("slow", 900),
     "test_distributed_training": ("slow", 600),
+    "test_evaluate": ("slow", 600),  # covfefe evaluate on the whole archive, several times
+    "test_fuzz": ("slow", 600),  # a thousand generated requests
+    "test_contract_v2": ("slow", 600),  # covfefe-flow v2's own contract, run whole
 }
 
 
