@@ -15,6 +15,13 @@ def test_has_a_tool():
 """
 
 
+@pytest.fixture(autouse=True)
+def only_the_plugins_named(monkeypatch):
+    """The inner pytest runs load only the plugins their command line names: seconds instead
+    of the dozen the environment installs (schemathesis, nbval, playwright...)."""
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+
+
 @pytest.fixture
 def suite(pytester):
     pytester.makepyfile(helpers=(ROOT / "tests" / "helpers.py").read_text())
@@ -68,6 +75,7 @@ def test_a_test_that_hangs_fails_at_its_time_limit(pytester, monkeypatch):
     """pytest-timeout is on (the dev extra) and ends a test that runs past its limit."""
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     pytester.makepyfile(test_hangs="import time\n\ndef test_hangs():\n    time.sleep(60)\n")
-    result = pytester.runpytest_subprocess("-p", "tests.conftest", "-o", "timeout=1")
+    result = pytester.runpytest_subprocess("-p", "tests.conftest", "-p", "pytest_timeout",
+                                           "-o", "timeout=1")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*Timeout*"])
