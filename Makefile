@@ -7,31 +7,56 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.covfefe-installed
 SERVE_INSTALLED := $(VENV)/.covfefe-serve-installed
+# Where `make demo` listens: empty means covfefe serve's own choice (COVFEFE_BIND, else
+# 127.0.0.1:8000); `make demo HOST=0.0.0.0 PORT=8080` overrides either.
+HOST ?=
+PORT ?=
+# uv resolves the lock (make lock); installs use pip with the exported, hashed requirements.
+UV_VERSION := 0.13.9
+UV_VENV := .cache/uv-$(UV_VERSION)
+UV := $(UV_VENV)/bin/uv
 
-.PHONY: help install install-serve demo collect train evaluate update mlflow bench test lint notebooks-clear clean system-packages
+.PHONY: help install install-serve demo collect train evaluate update mlflow bench test test-fast lint lock notebooks-clear clean system-packages
 
 help: ## List the targets
 	@echo "covfefe-flow: make TARGET"
 	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z_-]+:.*?## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(INSTALLED): pyproject.toml
+# The locked versions (requirements/*.txt, exported from uv.lock with their hashes), then
+# covfefe itself, editable, without resolving anything again.
+$(INSTALLED): pyproject.toml requirements/dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
-install: $(INSTALLED) ## Create .venv and install covfefe with every extra (pyproject.toml)
+install: $(INSTALLED) ## Create .venv with covfefe and every extra, at the versions of uv.lock
 
-$(SERVE_INSTALLED): pyproject.toml
+# The generator's kernels are compiled here, once (numba caches them beside the code), so that
+# the server's first start does not spend about half a minute of CPU on them.
+$(SERVE_INSTALLED): pyproject.toml requirements/serve.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install -e '.[serve]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/serve.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@echo "compiling the generator's kernels (once: about half a minute of CPU)"
+	$(BIN)/python -c "import serve; serve.create_app()"
 	touch $@
 
-install-serve: $(SERVE_INSTALLED) ## Create .venv with only what serving needs (the serve extra)
+install-serve: $(SERVE_INSTALLED) ## Create .venv with only what serving needs (the serve extra, locked)
 
-demo: install-serve ## Serve the bundled model on http://127.0.0.1:8000/ (installs the serve extra only)
-	$(BIN)/covfefe serve
+demo: install-serve ## Serve the bundled model and the web page on localhost:8000 (HOST=, PORT= to change)
+	$(BIN)/covfefe serve $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
+
+$(UV):
+	$(PYTHON) -m venv $(UV_VENV)
+	$(UV_VENV)/bin/pip install --quiet uv==$(UV_VERSION)
+
+lock: $(UV) ## Resolve pyproject.toml again into uv.lock and requirements/*.txt (UPGRADE=1: newest releases)
+	$(UV) lock $(if $(UPGRADE),--upgrade)
+	for extra in serve notebooks dev; do \
+	  $(UV) export --frozen --extra $$extra --no-emit-project --format requirements-txt \
+	    --output-file requirements/$$extra.txt >/dev/null; \
+	done
 
 collect: install ## Import the archive (COVFEFE_ARCHIVE) into data/tweets.parquet
 	$(BIN)/covfefe collect --archive
@@ -77,6 +102,12 @@ system-packages: ## Install the Debian packages the tests need (.ci/apt-packages
 test: system-packages install $(AXE_JS) $(MLFLOW_SERVER) ## Run every test: lint, unit, CLI, HTTP, browser, deploy, notebooks
 	$(BIN)/ruff check covfefe serve tests bench deploy
 	$(BIN)/pytest tests
+
+# The markers come from tests/conftest.py (SLOW_MODULES) and the test modules (network).
+FAST_TESTS := not docker and not browser and not notebooks and not install and not slow and not network
+test-fast: install ## The inner loop: no Docker, browser, notebooks, installs, servers or minutes-long runs
+	$(BIN)/ruff check covfefe serve tests bench deploy
+	$(BIN)/pytest -m '$(FAST_TESTS)' tests
 
 lint: install ## Lint the Python (ruff), the deploy scripts (shellcheck), the Dockerfiles (hadolint)
 	$(BIN)/ruff check covfefe serve tests bench deploy

@@ -273,10 +273,15 @@ def _run_serve(args) -> None:
         "gunicorn")
     if gunicorn is None:
         raise UserError("gunicorn is not installed: pip install 'covfefe[serve]'")
-    os.environ.update(COVFEFE_MODEL_DIR=str(model), COVFEFE_BIND=f"{args.host}:{args.port}",
-                      COVFEFE_WORKERS=str(args.workers))
-    print(f"serving {artifact.name} {artifact.version} on http://{args.host}:{args.port}/ "
-          f"({args.workers} workers; Ctrl-C stops)", flush=True)
+    # A flag given wins over the setting; a flag not given leaves the setting alone.
+    bind = config.bind_address(args.host, args.port)
+    os.environ.update(COVFEFE_MODEL=str(model), COVFEFE_BIND=bind)
+    if args.workers is not None:
+        os.environ["COVFEFE_WORKERS"] = str(args.workers)
+    workers = os.environ.get("COVFEFE_WORKERS", "2")  # serve/gunicorn_conf.py's default
+    where = f"http://{bind}/" if ":" in bind and not bind.startswith("unix:") else bind
+    print(f"serving {artifact.name} {artifact.version} on {where} "
+          f"({workers} workers; Ctrl-C stops)", flush=True)
     os.execv(gunicorn, [gunicorn, "-c", "python:serve.gunicorn_conf", "serve:create_app()"])
 
 
@@ -291,9 +296,12 @@ def _add_serve(commands) -> None:
         "serve", help="serve the API (and web page) with gunicorn on this machine",
         description="Run gunicorn with serve/gunicorn_conf.py: each worker loads the model once.",
     )
-    serve.add_argument("--host", default="127.0.0.1", help="address (default: 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
-    serve.add_argument("--workers", type=int, default=2, help="worker processes (default: 2)")
+    serve.add_argument("--host", help="address (default: $COVFEFE_BIND's, else "
+                       f"{config.DEFAULT_BIND.rpartition(':')[0]})")
+    serve.add_argument("--port", type=int, help="port (default: $COVFEFE_BIND's, else "
+                       f"{config.DEFAULT_BIND.rpartition(':')[2]})")
+    serve.add_argument("--workers", type=int, help="worker processes (default: "
+                       "$COVFEFE_WORKERS, else 2)")
     _add_model_option(serve)
     serve.set_defaults(run=_run_serve)
 

@@ -10,6 +10,8 @@ Every environment variable the project reads is read here:
 - ``COVFEFE_RUNS_DIR``: where training runs and executed notebooks go (default ``<home>/runs``).
 - ``COVFEFE_MODEL``: the model artifact that evaluation, generation and the API use by default
   (default ``<home>/models/covfefe``, the bundled model).
+- ``COVFEFE_BIND``: the address the API listens on (default ``127.0.0.1:8000``); ``covfefe serve
+  --host/--port`` override it.
 - The API's own settings (``COVFEFE_RATE_LIMIT``, ``COVFEFE_RATELIMIT_STORAGE_URI``: a shared
   store such as ``redis://host:6379/0`` for one exact limit across workers and replicas...) are
   read by ``serve.create_app`` with Flask's ``from_prefixed_env``; README.md lists them all.
@@ -62,6 +64,19 @@ def model_dir() -> Path:
     return resolve(os.environ.get("COVFEFE_MODEL") or BUNDLED_MODEL)
 
 
+def bind_address(host: str | None = None, port: int | None = None) -> str:
+    """Return the address the API listens on: ``host`` and ``port`` (``covfefe serve --host
+    --port``) over ``COVFEFE_BIND`` over ``DEFAULT_BIND``."""
+    setting = os.environ.get("COVFEFE_BIND") or DEFAULT_BIND
+    if host is None and port is None:
+        return setting  # as given: gunicorn also takes unix:PATH or several addresses
+    setting_host, _, setting_port = setting.rpartition(":")
+    host = host or setting_host
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address, as gunicorn reads it
+    return f"{host}:{port or setting_port}"
+
+
 def twitter_bearer_token() -> str | None:
     """Return the X/Twitter API bearer token from the environment, or None when it is not set."""
     return os.environ.get(TWITTER_TOKEN_ENV) or None
@@ -76,6 +91,7 @@ def resolve(path: str | os.PathLike) -> Path:
 DATASET_FILENAME = "tweets.parquet"
 BUNDLED_MODEL = "models/covfefe"
 TWITTER_TOKEN_ENV = "TWITTER_BEARER_TOKEN"
+DEFAULT_BIND = "127.0.0.1:8000"  # this machine only; COVFEFE_BIND=0.0.0.0:8000 for every address
 
 # Collection defaults.
 DEFAULT_SCREEN_NAME = "realDonaldTrump"

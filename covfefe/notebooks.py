@@ -15,10 +15,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import papermill
+from jupyter_client import AsyncKernelManager
+from traitlets import default
 
 from covfefe import config, tracking
 from covfefe.errors import UserError
 from covfefe.parameters import profile_dir, profile_files, read_parameters
+
+
+class EncryptedKernelManager(AsyncKernelManager):
+    """jupyter_client's kernel manager, with transport encryption on where the kernel says it
+    supports it (ipykernel does): the kernel's sockets use CurveZMQ keys, so ipykernel has no
+    "running over TCP without encryption" warning to print on every run."""
+
+    @default("transport_encryption")
+    def _transport_encryption_default(self) -> str:
+        return "auto"
 
 
 def notebook_dir() -> Path:
@@ -51,7 +63,8 @@ def run_notebooks(profile: str | Path, notebooks: tuple[str, ...] = (), *,
         papermill.execute_notebook(str(source), str(output),
                                    parameters=read_parameters(files[name]),
                                    kernel_name="python3", cwd=str(config.home()),
-                                   progress_bar=progress)
+                                   progress_bar=progress,
+                                   kernel_manager_class=EncryptedKernelManager)
         # The executed notebook is the run's record: kept with the MLflow runs it made.
         tracking.attach_notebook(output, started_ms)
         executed.append(output)

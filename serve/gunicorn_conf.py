@@ -10,7 +10,7 @@ import time as _time
 
 from covfefe import config as _covfefe  # not "config": gunicorn reads every name here
 
-bind = os.environ.get("COVFEFE_BIND", "127.0.0.1:8000")
+bind = _covfefe.bind_address()  # COVFEFE_BIND, else 127.0.0.1:8000
 workers = int(os.environ.get("COVFEFE_WORKERS", "2"))
 # Threads let a worker keep answering while it streams server-sent events to other clients.
 # With the serving engine on, a worker needs a thread for every request its engine holds
@@ -39,8 +39,8 @@ def post_fork(server, worker):
     """Say that this worker is loading the model, which is quiet for a while on a first start."""
     worker.covfefe_started = _time.monotonic()
     worker.log.info("worker %s: loading the model; on a first start numba compiles its kernels "
-                    "(about half a minute on 2 cores), later starts read them from its cache",
-                    worker.pid)
+                    "(about half a minute of CPU: 30 s on an idle 2-core machine, a minute or "
+                    "more on a busy one), later starts read them from its cache", worker.pid)
 
 
 def post_worker_init(worker):

@@ -2,6 +2,12 @@
 
 Helpers that are not fixtures (system tools, stopping a server, constants) are in helpers.py.
 
+Here too, in one table (``SLOW_MODULES``): which test modules need a Docker engine, a browser,
+the notebooks, a fresh install or minutes of CPU (``make test-fast`` leaves them out by these
+markers, and the servers of the ``network`` ones) and the longer time limits they get beside
+pyproject.toml's default ``timeout``. Under ``COVFEFE_REQUIRE_ALL=1`` (CI) a
+test that skips, for whatever reason, fails instead.
+
 Tests never write into the checkout's ``data/`` or ``runs/``: ``COVFEFE_DATA_DIR`` and
 ``COVFEFE_RUNS_DIR`` point at temporary folders for the whole session (notebooks run by papermill
 inherit them), and ``COVFEFE_ARCHIVE`` defaults to ``../shared/data/trump-twitter-archive``
@@ -24,10 +30,54 @@ from tests.helpers import (
     TINY_PARAMS,
     TINY_SINCE,
     TINY_UNTIL,
+    require_all,
 )
 
 # tests/docker_engine.py: the private dockerd and the images, shared by the Docker tests.
 pytest_plugins = ["pytester", "tests.docker_engine"]
+
+
+# Module -> (what it needs beyond Python, its time limit per test in seconds). The limit covers
+# the session fixtures a module's first test sets up: the private dockerd with its stand-in base
+# images and image builds, the notebooks' one papermill run. Every other test has the default of
+# pyproject.toml ([tool.pytest.ini_options] timeout).
+SLOW_MODULES = {
+    "test_deploy_images": ("docker", 2400),
+    "test_swarm": ("docker", 2400),
+    "test_webapp": ("browser", 600),
+    "test_deploy_nginx": ("browser", 600),
+    "test_notebooks": ("notebooks", 1800),
+    "test_serve_install": ("install", 900),  # a fresh virtualenv, the serve extra installed
+    # A minute or more of CPU each: the bundled model measured on the whole archive, real
+    # training runs (a GPU script's sizes side by side, a killed run resumed, two devices
+    # against one), evaluations of the whole archive, generated requests by the thousand.
+    "test_bundled_model": ("slow", 1200),
+    "test_training": ("slow", 900),
+    "test_distributed_training": ("slow", 600),
+    "test_evaluate": ("slow", 600),  # covfefe evaluate on the whole archive, several times
+    "test_fuzz": ("slow", 600),  # a thousand generated requests
+    "test_contract_v2": ("slow", 600),  # covfefe-flow v2's own contract, run whole
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        needs, limit = SLOW_MODULES.get(item.module.__name__.rsplit(".", 1)[-1], (None, None))
+        if needs:
+            item.add_marker(needs)
+            if item.get_closest_marker("timeout") is None:
+                item.add_marker(pytest.mark.timeout(limit))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under COVFEFE_REQUIRE_ALL=1 a skipped test is a failed one: CI runs every test."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and require_all() and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped, and COVFEFE_REQUIRE_ALL=1 runs every test: {reason}"
 
 
 def pytest_configure(config):

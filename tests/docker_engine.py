@@ -38,6 +38,7 @@ from pathlib import Path
 import docker
 import docker.errors
 import pytest
+from packaging.markers import Marker
 
 from tests.helpers import ROOT, require_all, require_tool
 
@@ -358,40 +359,33 @@ def redis_image(engine, request):
 # ---------------------------------------------------------------- a package index for the builds
 
 
-def requirements(*extras: str) -> list[str]:
-    """What pip needs to build and install covfefe with extras: build system, deps, extras."""
+def requirements(python_version: str, extra: str) -> list[str]:
+    """What pip needs to build covfefe and install it with an extra, as the Dockerfiles do: the
+    build system, and the locked versions of requirements/EXTRA.txt (exported from uv.lock)
+    whose markers hold for the image's Python."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    optional = project["project"]["optional-dependencies"]
-    wanted = [*project["build-system"]["requires"], *project["project"]["dependencies"]]
-    todo, seen = list(extras), set()
-    while todo:
-        extra = todo.pop()
-        if extra in seen:
+    wanted = list(project["build-system"]["requires"])
+    environment = {"python_full_version": python_version,
+                   "python_version": ".".join(python_version.split(".")[:2])}
+    for line in (ROOT / "requirements" / f"{extra}.txt").read_text().splitlines():
+        if not line or line[0] in "# ":
             continue
-        seen.add(extra)
-        for requirement in optional[extra]:
-            own = re.fullmatch(r"covfefe\[([\w,\s-]+)\]", requirement.split(";")[0].strip())
-            if own:
-                todo.extend(name.strip() for name in own.group(1).split(","))
-            else:
-                wanted.append(requirement)
+        pin, _, marker = line.rstrip(" \\").partition(";")
+        if not marker.strip() or Marker(marker.strip()).evaluate(environment):
+            wanted.append(pin.strip())
     return sorted(set(wanted))
 
 
-def wheelhouse(python_version: str, *extras: str) -> Path:
-    """Wheels for covfefe[extras] on the image's Python, downloaded once by the host's pip (its
-    configuration knows how this machine reaches PyPI); a folder per set of requirements."""
-    wanted = requirements(*extras)
-    if "serve" in extras:
-        # pip download evaluates the dependencies' markers with the host's Python, not with
-        # --python-version: redis needs async-timeout below 3.11.3 only, which the stand-in's
-        # Debian 3.11.2 is and the host's may not be.
-        wanted.append("async-timeout>=4.0.3")
+def wheelhouse(python_version: str, extra: str) -> Path:
+    """Wheels of covfefe[extra]'s locked requirements on the image's Python, downloaded once by
+    the host's pip (its configuration knows how this machine reaches PyPI); a folder per set
+    of requirements."""
+    wanted = requirements(python_version, extra)
     key = hashlib.sha256(json.dumps([python_version, wanted]).encode()).hexdigest()[:12]
-    folder = CACHE / f"wheels-{'-'.join(extras)}-{key}"
+    folder = CACHE / f"wheels-{extra}-{key}"
     if (folder / ".complete").exists():
         return folder
-    for stale in CACHE.glob(f"wheels-{'-'.join(extras)}-*"):  # older requirements
+    for stale in CACHE.glob(f"wheels-{extra}-*"):  # older requirements
         shutil.rmtree(stale)
     folder.mkdir(parents=True, exist_ok=True)
     result = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet",
@@ -399,7 +393,7 @@ def wheelhouse(python_version: str, *extras: str) -> Path:
                              "--dest", str(folder), *wanted],
                             capture_output=True, text=True, timeout=1200)
     if result.returncode:
-        pytest.fail(f"pip could not download the wheels for covfefe[{','.join(extras)}]:\n"
+        pytest.fail(f"pip could not download the wheels for covfefe[{extra}]:\n"
                     f"{tail(result.stdout + result.stderr)}")
     (folder / ".complete").write_text("\n".join(wanted) + "\n")
     return folder
@@ -455,8 +449,8 @@ def package_index(engine, base_images):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
 
-    def serving(*extras: str) -> str:
-        folder = wheelhouse(python_version.strip(), *extras)
+    def serving(extra: str) -> str:
+        folder = wheelhouse(python_version.strip(), extra)
         if folder not in handler.folders:
             handler.folders.append(folder)
         return f"http://127.0.0.1:{server.server_address[1]}/simple/"

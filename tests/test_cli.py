@@ -1,13 +1,16 @@
 """The covfefe command line, run as a user runs it: a real process, its output and exit status."""
 
 import json
+import os
 import re
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 
-from tests.helpers import covfefe
+from covfefe import config
+from tests.helpers import covfefe, free_port, stop_process, wait_for
 
 
 def test_help_lists_the_commands():
@@ -135,3 +138,42 @@ def test_train_params_must_be_one_notebooks_flat_file(tmp_path):
     assert result.returncode == 2
     assert "must be flat (one notebook's parameters), but 03-train-model holds a section" in (
         result.stderr)
+
+
+def _answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("flag", [False, True], ids=["the setting", "the flag over it"])
+def test_serve_listens_where_the_port_flag_else_covfefe_bind_says(tmp_path, flag):
+    setting, chosen = free_port(), free_port()
+    expected = chosen if flag else setting
+    log = tmp_path / "serve.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "covfefe", "serve", "--workers", "1",
+             *(["--port", str(chosen)] if flag else [])],
+            env={**os.environ, "COVFEFE_BIND": f"127.0.0.1:{setting}"},
+            stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: _answers(expected), f"covfefe serve on port {expected}", process, log,
+                 timeout=240)  # a first start compiles the kernels (a minute on a busy machine)
+        assert f"on http://127.0.0.1:{expected}/ (1 workers" in log.read_text()
+        assert not _answers(chosen if not flag else setting)
+    finally:
+        stop_process(process, group=True)
+
+
+def test_the_bind_address_is_the_flag_over_the_setting_over_the_default(monkeypatch):
+    monkeypatch.delenv("COVFEFE_BIND", raising=False)
+    assert config.bind_address() == "127.0.0.1:8000"
+    assert config.bind_address(port=9000) == "127.0.0.1:9000"
+    monkeypatch.setenv("COVFEFE_BIND", "0.0.0.0:8080")
+    assert config.bind_address() == "0.0.0.0:8080"
+    assert config.bind_address(host="127.0.0.1") == "127.0.0.1:8080"
+    assert config.bind_address("::1", 9000) == "[::1]:9000"

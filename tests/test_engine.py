@@ -2,6 +2,7 @@
 in a crowd, rows freed when a client goes away, refusal when full, survival of bad requests."""
 
 import http.client
+import itertools
 import json
 import os
 import socket
@@ -373,10 +374,10 @@ def test_a_full_engine_refuses_at_once_and_serves_again_when_rows_free(generator
     next(running)
     wait_until(network.waiting.is_set)  # both rows in flight, the engine mid-step
     waiting = engine.submit("", n=1, seed=2, max_length=20, streamed=False)
-    started = time.perf_counter()
+    # At once: the gated network takes no step until the end, so a submit that waited for
+    # rows would hang here (and fail at the test's time limit).
     with pytest.raises(EngineBusy, match="the server is busy") as refused:
         engine.submit("", n=1, seed=3)
-    assert time.perf_counter() - started < 1.0  # at once, while the engine is busy
     assert refused.value.retry_after >= 1
     assert engine.stats()["queued"] == 1 and engine.stats()["requests_refused"] == 1
     running.close()
@@ -616,12 +617,12 @@ def test_through_gunicorn_a_full_engine_answers_503_at_once(tmp_path):
     try:
         answers = [None] * 6
         go = threading.Barrier(len(answers))
+        finished = itertools.count()  # the order the answers came in
 
         def run(index):
             go.wait()
-            started = time.perf_counter()
             answer = post(f"{base}/api/generate", {"n": 16, "seed": index, "prefix": "I"})
-            answers[index] = (*answer, time.perf_counter() - started)
+            answers[index] = (*answer, next(finished))
 
         threads = [threading.Thread(target=run, args=(i,)) for i in range(len(answers))]
         for thread in threads:

@@ -198,7 +198,7 @@ def test_a_stream_whose_client_hangs_up_stops_generating(bundled):
     assert health(base)["stream_steps"] - before == steps  # and nothing runs on
 
 
-def test_health_answers_within_a_second_while_every_thread_generates(bundled):
+def test_health_answers_ahead_of_the_pool_while_every_thread_generates(bundled):
     base, _ = bundled
     stop = threading.Event()
     streams = []
@@ -214,24 +214,25 @@ def test_health_answers_within_a_second_while_every_thread_generates(bundled):
         client.start()
     try:
         time.sleep(1)
-        waits = []
+        # A request that takes the thread pool waits behind the generation...
+        model = threading.Thread(
+            target=lambda: urllib.request.urlopen(f"{base}/api/model", timeout=60).close())
+        model.start()
+        time.sleep(0.2)
+        answered_first = []
         for _ in range(5):
             before = len(streams)
-            started = time.perf_counter()
             assert health(base)["status"] == "ok"
-            waits.append(time.perf_counter() - started)
+            answered_first.append(model.is_alive())
             time.sleep(0.3)
-        # A request that takes the thread pool waits behind the generation.
-        started = time.perf_counter()
-        urllib.request.urlopen(f"{base}/api/model", timeout=60).close()
-        model_wait = time.perf_counter() - started
     finally:
         stop.set()
         for client in clients:
             client.join(timeout=60)
+    model.join(timeout=60)  # the pool is free again
     assert before > 0 and len(streams) > before  # generation ran all along
-    assert max(waits) < 1.0, waits
-    assert max(waits) < model_wait, (waits, model_wait)
+    # ... while health, asked after it, is answered before it.
+    assert answered_first[0], answered_first
 
 
 def test_a_client_trickling_its_headers_does_not_hold_a_thread(bundled):
@@ -248,11 +249,10 @@ def test_a_client_trickling_its_headers_does_not_hold_a_thread(bundled):
             trickler.start()
         time.sleep(0.5)  # in gthread, every thread of the pool now reads a trickling request
         assert health(base)["status"] == "ok"
-        started = time.perf_counter()
         with urllib.request.urlopen(f"{base}/api/model", timeout=30) as response:
             assert response.status == 200
-        # No thread waits on them (in gthread: until they stop, here 20 s).
-        assert time.perf_counter() - started < 5
+        # No thread waited on them (in gthread: until they stop, here 20 s, giving up unclosed).
+        assert False not in closed, closed
         for trickler in tricklers:
             trickler.join(timeout=30)
     finally:
@@ -290,9 +290,8 @@ def bad_model_run(tmp_path, model) -> subprocess.CompletedProcess:
 
 
 def test_plain_gunicorn_stops_at_once_on_a_missing_model(tmp_path):
-    started = time.monotonic()
     result = bad_model_run(tmp_path, "/nope")
-    assert time.monotonic() - started < 30  # not workers booted again and again
+    # Stopped by itself (bad_model_run stops it after 30 s), not workers booted again and again.
     assert result.returncode == 3, result.stdout
     assert "covfefe serve: model artifact /nope does not exist" in result.stdout
     assert "Traceback" not in result.stdout and result.stdout.count("Booting worker") <= 2

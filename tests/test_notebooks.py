@@ -294,6 +294,9 @@ def test_make_train_runs_a_profiles_notebooks_in_order(tmp_path):
         text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"executed notebooks: {tmp_path / 'executed'}" in result.stdout
+    # The kernel's traffic is encrypted (covfefe.notebooks.EncryptedKernelManager), so
+    # ipykernel has no warning about it.
+    assert "without encryption" not in result.stderr
     collected = nbformat.read(tmp_path / "executed" / "01-collect-tweets.ipynb", as_version=4)
     assert "now holds" in stdout(cell(collected, "collect"))
     assert (tmp_path / "data" / "tweets.parquet").exists()
@@ -367,3 +370,21 @@ def test_parameter_files_are_flat_and_only_hold_parameters_the_notebook_declares
         # papermill would inject an unknown name anyway, with only a log line to say so.
         assert name in declared, f"{parameter_file}: {notebook.stem} has no parameter {name}"
         assert type(value) is type(declared[name]), f"{parameter_file}: {name}={value!r}"
+
+
+def test_explore_notebook_ends_an_empty_selection_in_one_sentence(tiny_tweets, tmp_path):
+    """The newcomer's run: plain papermill with a period the dataset does not hold."""
+    output = tmp_path / "02-explore-tweets.ipynb"
+    result = subprocess.run([str(PAPERMILL), str(EXPLORE), str(output), "-p", "dataset",
+                             str(tiny_tweets), "-p", "since", "2019-01-01"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    sentence = (f"UserError: no tweets since 2019-01-01 to explore in {tiny_tweets}, which holds "
+                f"{len(pd.read_parquet(tiny_tweets))} from 2016-01-01 to 2016-02-29: choose since "
+                "and until in that period, or collect this one first "
+                "(notebooks/01-collect-tweets.ipynb)")
+    assert result.stderr.rstrip().endswith(sentence), result.stderr[-2000:]
+    assert "log-scaled" not in result.stderr
+    errors = [o for c in nbformat.read(output, as_version=4).cells if c.cell_type == "code"
+              for o in c.outputs if o.output_type == "error"]
+    assert [error.traceback for error in errors] == [[sentence]]

@@ -7,7 +7,9 @@ import tomllib
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
 
 from tests.helpers import ROOT
 
@@ -39,20 +41,78 @@ def test_environment_python_satisfies_requires_python():
         assert f"FROM python:{version}-" in (ROOT / dockerfile).read_text()
 
 
-def test_environment_installs_this_package_with_extras_that_exist():
+def test_environment_installs_the_lock_of_every_extra():
     pip = next(d["pip"] for d in _environment()["dependencies"] if isinstance(d, dict))
-    extras = {extra for line in pip
-              for extra in re.fullmatch(r"(?:--editable |-e )?\.\[([\w,]+)\]", line)[1].split(",")}
-    defined = set(_pyproject()["project"]["optional-dependencies"])
-    assert extras <= defined
-    # What the environment installs covers every extra (directly or through `dev`).
-    covered = set(extras)
-    for extra in extras:
-        for requirement in _pyproject()["project"]["optional-dependencies"][extra]:
-            match = re.fullmatch(r"covfefe\[([\w,]+)\]", requirement)
-            if match:
-                covered |= set(match[1].split(","))
-    assert covered == defined
+    assert pip == ["--requirement requirements/dev.txt"]
+    # The dev extra, which that file was exported for, covers every extra.
+    assert _extra_closure("dev") == set(_pyproject()["project"]["optional-dependencies"])
+
+
+def _extra_closure(extra: str) -> set[str]:
+    """The extra and every extra it names (covfefe[a,b]), directly or not."""
+    optional = _pyproject()["project"]["optional-dependencies"]
+    todo, seen = [extra], set()
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            for requirement in optional[name]:
+                match = re.fullmatch(r"covfefe\[([\w,]+)\]", requirement)
+                if match:
+                    todo.extend(match[1].split(","))
+    return seen
+
+
+def _lock() -> dict[str, str]:
+    """uv.lock's packages: name -> version."""
+    packages = tomllib.loads((ROOT / "uv.lock").read_text())["package"]
+    return {canonicalize_name(p["name"]): p["version"] for p in packages}
+
+
+def test_the_lock_was_made_from_pyproject_as_it_stands():
+    """uv.lock records what it resolved: `make lock` after every change of the requirements."""
+    packages = tomllib.loads((ROOT / "uv.lock").read_text())["package"]
+    recorded = next(p for p in packages if p["name"] == "covfefe")["metadata"]["requires-dist"]
+    recorded = {(r["name"], r.get("specifier", ""), tuple(r.get("extras", ())),
+                 r.get("marker", "")) for r in recorded}
+    project = _pyproject()["project"]
+    declared = [(None, r) for r in project["dependencies"]] + [
+        (extra, r) for extra, group in project["optional-dependencies"].items() for r in group]
+    wanted = set()
+    for extra, line in declared:
+        requirement = Requirement(line)
+        wanted.add((canonicalize_name(requirement.name), str(requirement.specifier),
+                    tuple(requirement.extras) if requirement.extras else (),
+                    f"extra == '{extra}'" if extra else ""))
+    normalize = {(canonicalize_name(n), str(SpecifierSet(s)), tuple(sorted(e)), m)
+                 for n, s, e, m in recorded}
+    assert normalize == {(n, s, tuple(sorted(e)), m) for n, s, e, m in wanted}
+
+
+def test_declared_ranges_hold_the_locked_versions():
+    locked = _lock()
+    project = _pyproject()["project"]
+    for line in [*project["dependencies"],
+                 *(r for group in project["optional-dependencies"].values() for r in group)]:
+        requirement = Requirement(line)
+        if requirement.name != "covfefe":
+            assert locked[canonicalize_name(requirement.name)] in requirement.specifier, line
+
+
+@pytest.mark.parametrize("extra", ["serve", "notebooks", "dev"])
+def test_each_requirements_file_is_the_lock_of_its_extra(extra):
+    """requirements/EXTRA.txt (what pip installs in make install/demo and the images) pins the
+    versions of uv.lock, with hashes, and holds every package the extra declares."""
+    text = (ROOT / "requirements" / f"{extra}.txt").read_text()
+    pins = dict(re.findall(r"^([A-Za-z0-9][\w.-]*)==([^\s;\\]+)", text, re.MULTILINE))
+    assert pins and text.count("--hash=sha256:") >= len(pins)
+    locked = _lock()
+    assert {n: v for n, v in pins.items() if locked[canonicalize_name(n)] != v} == {}
+    optional = _pyproject()["project"]["optional-dependencies"]
+    declared = {canonicalize_name(Requirement(r).name) for r in _pyproject()["project"][
+        "dependencies"]} | {canonicalize_name(Requirement(r).name)
+                           for name in _extra_closure(extra) for r in optional[name]}
+    assert declared - {"covfefe"} <= {canonicalize_name(n) for n in pins}
 
 
 def test_required_packages_are_declared():
@@ -105,3 +165,51 @@ def test_archive_files_are_not_committed():
     files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
                            check=True).stdout.split()
     assert not [f for f in files if re.search(r"(^|/)tweets_\d{4}\.json$", f)]
+
+
+# Where settings are read: the package, the API and its gunicorn config, the deploy scripts and
+# images, CI and the tests. `window.COVFEFE_CONFIG` (the page's JavaScript) is not a setting.
+_SETTING = re.compile(r"(?<![\w.])COVFEFE_[A-Z0-9_]*[A-Z0-9]")
+_SETTING_FILES = ["covfefe/**/*.py", "serve/**/*.py", "deploy/**/*.sh", "deploy/*.py",
+                  "deploy/*.yml", "deploy/**/Dockerfile", "Dockerfile.*", ".ci/run", "Makefile",
+                  "tests/**/*.py"]
+# serve.create_app's MODEL_DIR is the test_config key for the model; COVFEFE_MODEL sets it.
+_NOT_SETTINGS = {"COVFEFE_MODEL_DIR"}
+
+
+def _settings_in_code() -> set[str]:
+    names = {name for pattern in _SETTING_FILES for path in ROOT.glob(pattern)
+             for name in _SETTING.findall(path.read_text())}
+    # The API's settings are read by Flask's from_prefixed_env("COVFEFE"): app.config keys.
+    for path in (ROOT / "serve").glob("*.py"):
+        names |= {f"COVFEFE_{key}" for key in re.findall(
+            r'config(?:\[|\.get\()"([A-Z][A-Z0-9_]*)"', path.read_text())}
+    return names - _NOT_SETTINGS
+
+
+def test_the_readme_table_lists_every_setting_the_code_reads_and_no_other():
+    readme = (ROOT / "README.md").read_text()
+    table = re.findall(r"^\| `(COVFEFE_[A-Z0-9_]+)` \|", readme, re.MULTILINE)
+    assert len(table) == len(set(table)), "a setting listed twice"
+    assert set(table) == _settings_in_code()
+
+
+def test_the_readme_is_a_front_page():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.encode()) < 10_000
+    for link in re.findall(r"\]\(([^)#]+)\)|src=\"([^\"]+)\"", readme):
+        path = link[0] or link[1]
+        if not path.startswith("http"):
+            assert (ROOT / path).exists(), path
+
+
+@pytest.mark.parametrize(("settings", "flags"), [
+    ([], ""), (["PORT=8081"], "--port 8081"), (["HOST=0.0.0.0", "PORT=8081"],
+                                                "--host 0.0.0.0 --port 8081")])
+def test_make_demo_passes_only_the_host_and_port_it_is_given(settings, flags):
+    """Without HOST or PORT, covfefe serve decides (COVFEFE_BIND, else 127.0.0.1:8000)."""
+    result = subprocess.run(["make", "-n", "demo", *settings],
+                            cwd=ROOT, capture_output=True, text=True, check=True)
+    serve = [line for line in result.stdout.splitlines() if "covfefe serve" in line]
+    expected = f".venv/bin/covfefe serve {flags}".strip()
+    assert [" ".join(line.split()) for line in serve] == [expected]

@@ -15,6 +15,13 @@ def test_has_a_tool():
 """
 
 
+@pytest.fixture(autouse=True)
+def only_the_plugins_named(monkeypatch):
+    """The inner pytest runs load only the plugins their command line names: seconds instead
+    of the dozen the environment installs (schemathesis, nbval, playwright...)."""
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+
+
 @pytest.fixture
 def suite(pytester):
     pytester.makepyfile(helpers=(ROOT / "tests" / "helpers.py").read_text())
@@ -34,3 +41,41 @@ def test_missing_tool_fails_when_every_tool_is_required(suite, monkeypatch):
     result = suite.runpytest_subprocess()
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*COVFEFE_REQUIRE_ALL=1 requires every tool*"])
+
+
+_SKIPS = """
+import pytest
+
+def test_skipped_in_the_body():
+    pytest.skip("no such thing here")
+
+@pytest.mark.skipif(True, reason="not on this machine")
+def test_skipped_by_a_marker():
+    pass
+"""
+
+
+@pytest.mark.parametrize(("require_all", "outcomes"), [
+    ("0", {"skipped": 2}),
+    ("1", {"failed": 1, "errors": 1}),  # the marker skips in set-up: an error there
+])
+def test_every_skip_fails_when_every_test_is_required(pytester, monkeypatch, require_all,
+                                                      outcomes):
+    """tests/conftest.py turns any skip into a failure under COVFEFE_REQUIRE_ALL=1."""
+    monkeypatch.setenv("COVFEFE_REQUIRE_ALL", require_all)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    pytester.makepyfile(test_skips=_SKIPS)
+    result = pytester.runpytest_subprocess("-p", "tests.conftest", "-p", "no:cacheprovider")
+    result.assert_outcomes(**outcomes)
+    if require_all == "1":
+        result.stdout.fnmatch_lines(["*COVFEFE_REQUIRE_ALL=1 runs every test: *no such thing*"])
+
+
+def test_a_test_that_hangs_fails_at_its_time_limit(pytester, monkeypatch):
+    """pytest-timeout is on (the dev extra) and ends a test that runs past its limit."""
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    pytester.makepyfile(test_hangs="import time\n\ndef test_hangs():\n    time.sleep(60)\n")
+    result = pytester.runpytest_subprocess("-p", "tests.conftest", "-p", "pytest_timeout",
+                                           "-o", "timeout=1")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*Timeout*"])

@@ -24,6 +24,9 @@ from matplotlib.patches import Patch
 
 from covfefe import config
 from covfefe.data.clean import clean_tweet
+from covfefe.data.schema import select_period
+from covfefe.data.store import load_dataset
+from covfefe.errors import UserError
 from covfefe.text import Vocabulary
 
 # Twitter's limit on a tweet's length: 140 characters until November 2017, 280 after. It counts
@@ -39,6 +42,25 @@ MENTION = re.compile(r"(?<![A-Za-z0-9_@])@([A-Za-z0-9_]{1,15})(?![A-Za-z0-9_])")
 
 # Characters the vocabulary holds, and those it maps to the unknown symbol.
 KNOWN_COLOR, UNKNOWN_COLOR = "tab:blue", "tab:red"
+
+
+def select_tweets(dataset: str = "", since: str = "", until: str = "") -> pd.DataFrame:
+    """Return the dataset's tweets from ``since`` on and before ``until`` (``""``: no bound);
+    a `UserError` naming the period and what the dataset holds when there are none."""
+    tweets = load_dataset(dataset)
+    selected = select_period(tweets, since or None, until or None)
+    if selected.empty:
+        period = {(True, True): f" from {since} until {until}", (True, False): f" since {since}",
+                  (False, True): f" before {until}", (False, False): ""}[bool(since), bool(until)]
+        where = dataset or config.dataset_path()
+        if tweets.empty:
+            raise UserError(f"no tweets{period} to explore: {where} holds none yet; collect "
+                            "some first (notebooks/01-collect-tweets.ipynb)")
+        first, last = tweets["created_at"].min().date(), tweets["created_at"].max().date()
+        raise UserError(f"no tweets{period} to explore in {where}, which holds {len(tweets)} "
+                        f"from {first} to {last}: choose since and until in that period, or "
+                        "collect this one first (notebooks/01-collect-tweets.ipynb)")
+    return selected
 
 
 def dataset_summary(tweets: pd.DataFrame) -> pd.Series:
