@@ -216,6 +216,16 @@ def _retry_after_only_when_limited(response):
     return response
 
 
+def _options_without_a_page(response):
+    """Flask answers OPTIONS itself with an empty text/html page: 204 No Content instead,
+    with its Allow header (and CORS's, for a preflight)."""
+    if request.method == "OPTIONS" and response.status_code == 200 and not response.data:
+        response.status_code = 204
+        del response.headers["Content-Type"]
+        del response.headers["Content-Length"]
+    return response
+
+
 def _proxies(value) -> int:
     try:
         proxies = int(value)
@@ -280,6 +290,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_error_handler(RequestError, _request_error)
     app.register_error_handler(EngineBusy, _busy)
     app.after_request(_cors(app))
+    app.after_request(_options_without_a_page)
     app.before_request(_start_timer)
     app.before_request(_refuse_long_chunked_bodies)
     app.after_request(_log_access)

@@ -111,6 +111,61 @@ def test_malformed_bodies_are_4xx_json(client, data, content_type, status, messa
     assert message in response.get_json()["error"]
 
 
+NOT_WHOLE_TEXT = "is not whole UTF-8 text"
+
+
+@pytest.fixture
+def own_client(app):
+    """A test client with an address of its own: its requests do not spend the rate-limit
+    budget of `client`'s address, which the tests below it count on."""
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = "192.0.2.30"
+    return client
+
+
+@pytest.mark.parametrize(("route", "data", "field"), [
+    ("/api/generate", b'{"prefix": "\\ud800"}', "prefix"),  # a JSON escape: half a character
+    ("/api/generate", b'{"prefix": "ab\\udfffc"}', "prefix"),
+    ("/api/generate", b'{"prefix": "\xed\xa0\x80"}', "prefix"),  # the same, as raw bytes
+    ("/api/generate", b'{"prefix": "caf\xe9"}', "prefix"),  # Latin-1, not UTF-8
+    ("/api/autocomplete", b'{"beginningOfTweet": "\\udfff"}', "beginningOfTweet"),
+    ("/api/autocomplete", b'{"beginningOfTweet": "\xff"}', "beginningOfTweet"),
+])
+def test_text_that_is_not_whole_utf8_is_400_naming_the_field(own_client, route, data, field):
+    response = own_client.post(route, data=data, content_type="application/json")
+    assert response.status_code == 400, response.data
+    assert NOT_WHOLE_TEXT in response.get_json()["error"]
+    assert response.get_json()["field"] == field
+
+
+@pytest.mark.parametrize(("query", "field"), [
+    ("prefix=%FF", "prefix"),  # Werkzeug keeps it as the literal text "%FF"
+    ("prefix=%ED%A0%80", "prefix"),  # a surrogate in UTF-8's shape
+    ("prefix=ab%C3", "prefix"),  # a character cut short
+])
+def test_a_query_that_is_not_whole_utf8_is_400_naming_the_field(own_client, query, field):
+    response = own_client.get(f"/api/generate/stream?{query}")
+    assert response.status_code == 400, response.data
+    assert "is not UTF-8 text" in response.get_json()["error"]
+    assert response.get_json()["field"] == field
+
+
+def test_a_utf16_body_is_not_json(own_client):
+    # json.loads detects UTF-16 and UTF-32 in bytes; JSON on the wire is UTF-8 (RFC 8259).
+    for encoding in ("utf-16", "utf-16-le", "utf-32"):
+        response = own_client.post("/api/generate", content_type="application/json",
+                                   data='{"prefix": "Make "}'.encode(encoding))
+        assert response.status_code == 400
+        assert response.get_json()["error"] == "the request body is not valid JSON"
+
+
+def test_options_answers_no_content_not_an_html_page(own_client):
+    response = own_client.options("/api/generate")
+    assert response.status_code == 204 and not response.data
+    assert "Content-Type" not in response.headers
+    assert set(response.headers["Allow"].split(", ")) == {"POST", "OPTIONS"}
+
+
 def test_v2_autocomplete_keeps_its_contract(client):
     response = client.post("/api/autocomplete",
                            json={"beginningOfTweet": "Crooked ", "temperature": 0.5})
@@ -177,7 +232,7 @@ def test_cors_is_answered_for_configured_origins_only(client):
     preflight = client.options("/api/autocomplete", headers={
         "Origin": ALLOWED_ORIGIN, "Access-Control-Request-Method": "POST",
         "Access-Control-Request-Headers": "Content-Type"})
-    assert preflight.status_code == 200
+    assert preflight.status_code == 204
     assert preflight.headers["Access-Control-Allow-Origin"] == ALLOWED_ORIGIN
     assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
     assert "Content-Type" in preflight.headers["Access-Control-Allow-Headers"]
