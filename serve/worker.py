@@ -1,15 +1,21 @@
-"""The gunicorn worker of the API: gunicorn's threaded worker (``gthread``) with three changes.
+"""The gunicorn worker of the API: gunicorn's threaded worker (``gthread``) with four changes.
 
 - **Health has a thread of its own.** A ``GET /api/health`` (without a body) is answered by a
   separate thread, not queued behind generation in the main pool: an orchestrator whose health
   check times out restarts the container, so it must answer while every generating thread is
   busy.
-- **A request's line and headers are read by the main loop, not by a thread.** A connection
-  goes to a thread once they are all in, so a client that trickles them holds no thread (in
-  gthread it holds one as long as it likes: gunicorn only waits for the first byte). It has
-  ``REQUEST_READ_TIMEOUT`` seconds (``COVFEFE_REQUEST_READ_TIMEOUT``, 5) from its first byte,
-  then its connection is closed. nginx buffers whole requests in production, but ``make demo``
-  and direct installs are reached without it.
+- **A whole request (line, headers and body) is read by the main loop, not by a thread.** A
+  connection goes to a thread once it is all in, so a client that trickles its headers or its
+  body, or sends no body after its headers, holds no thread (in gthread it holds one as long
+  as it likes: gunicorn only waits for the first byte). It has ``REQUEST_READ_TIMEOUT``
+  seconds (``COVFEFE_REQUEST_READ_TIMEOUT``, 5) from its first byte, then its connection is
+  closed. A body is read this way up to the largest one allowed (``COVFEFE_MAX_BODY_BYTES``);
+  a longer one goes to a thread, which answers 413. nginx buffers whole requests in production,
+  but ``make demo`` and direct installs are reached without it.
+- **A refusal costs no thread and no model work.** A request to a generating route that
+  arrives while the engine has neither rows nor queue room left is answered 503 by the main
+  loop itself, before Flask, with a ``Retry-After`` spread at random between
+  ``COVFEFE_RETRY_AFTER`` and twice that, so that refused clients do not come back together.
 - **gunicorn's own errors are JSON** (400, 414, 431... for requests it cannot parse), like the
   application's, instead of HTML pages.
 
@@ -20,7 +26,7 @@ instead of starting workers again and again.
 
 import contextlib
 import json
-import os
+import re
 import selectors
 import sys
 import time
@@ -30,12 +36,24 @@ from functools import partial
 from gunicorn import http, util
 from gunicorn.workers import gthread
 
-REQUEST_READ_TIMEOUT = float(os.environ.get("COVFEFE_REQUEST_READ_TIMEOUT", "5"))
+from covfefe import config
+from serve import busy_retry_after
+
+# Checked by gunicorn's master already (serve/gunicorn_conf.py): a bad value never gets here.
+_SETTINGS = config.serve_settings()
+REQUEST_READ_TIMEOUT = _SETTINGS["REQUEST_READ_TIMEOUT"]
+MAX_BODY = _SETTINGS["MAX_BODY_BYTES"]
 HEALTH_THREADS = 1
 WORKER_BOOT_ERROR = 3  # gunicorn.arbiter.Arbiter.WORKER_BOOT_ERROR: the master halts on it
 _HEALTH_REQUESTS = (b"GET /api/health ", b"GET /api/health?", b"HEAD /api/health ",
                     b"HEAD /api/health?")
 MAX_HEAD = 65536  # read at most this much while waiting for a request's head
+# The routes that run the model (serve.api.LIMITED_ENDPOINTS): refused here when it is full.
+_GENERATING = (b"POST /api/generate ", b"POST /api/generate?", b"GET /api/generate/stream ",
+               b"GET /api/generate/stream?", b"POST /api/autocomplete ",
+               b"POST /api/autocomplete?")
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([0-9]{1,12})[ \t]*\r\n")
+_CHUNK_SIZE = re.compile(rb"([0-9a-fA-F]{1,8})(?:;[^\r\n]*)?\r\n")
 
 
 def write_json_error(sock, status_int, reason, mesg):
@@ -49,6 +67,54 @@ def write_json_error(sock, status_int, reason, mesg):
 # gunicorn writes its error pages with this module function (Worker.handle_error); this worker
 # runs in its own process, so the replacement affects nothing else.
 util.write_error = write_json_error
+
+
+def _body_end(head: bytes, body: bytes) -> int | None:
+    """How many bytes of ``body`` the request's body takes, once all of it is in; None while
+    more is to come. A body of unknown framing, or longer than MAX_BODY, counts as complete
+    (0): gunicorn's parser and Flask answer it in a thread (400, 413), reading what they need."""
+    lowered = head.lower() + b"\r\n"
+    if b"\r\ntransfer-encoding:" in lowered:
+        if not re.search(rb"\r\ntransfer-encoding:[^\r\n]*chunked", lowered):
+            return 0
+        return _chunked_end(body)
+    lengths = _CONTENT_LENGTH.findall(lowered)
+    if b"\r\ncontent-length:" not in lowered:
+        return 0  # no body
+    if len(lengths) != 1 or int(lengths[0]) > MAX_BODY:
+        return 0
+    length = int(lengths[0])
+    return length if len(body) >= length else None
+
+
+def _chunked_end(body: bytes) -> int | None:
+    """Where a chunked body ends (after its last chunk and trailers), None while it is
+    incomplete; 0 (complete: the thread sorts it out) when it is malformed or over MAX_BODY."""
+    at = 0
+    while True:
+        size = _CHUNK_SIZE.match(body, at)
+        if size is None:
+            complete_line = b"\r\n" in body[at:at + 80] or len(body) - at >= 80
+            return 0 if complete_line else None
+        at = size.end() + int(size.group(1), 16)
+        if at > MAX_BODY:
+            return 0
+        if int(size.group(1), 16) == 0:
+            trailers = body.find(b"\r\n", at)
+            while trailers > at:  # a trailer line; the last one is empty
+                at, trailers = trailers + 2, body.find(b"\r\n", trailers + 2)
+            return None if trailers < 0 else trailers + 2
+        if len(body) < at + 2:
+            return None
+        at += 2  # the chunk's closing CRLF
+
+
+def _refusal(retry_after: int) -> bytes:
+    """The 503 that the main loop answers when the engine has no room."""
+    body = json.dumps({"error": f"the server is busy; retry in {retry_after} s"}).encode()
+    return (f"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nRetry-After: {retry_after}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1") + body
 
 
 def _is_health_check(data: bytes) -> bool:
@@ -81,8 +147,9 @@ class ApiWorker(gthread.ThreadWorker):
             raise SystemExit(WORKER_BOOT_ERROR) from None
 
     def enqueue_req(self, conn):
-        """Hand a connection to a thread once its request line and headers are all in: a
-        health check to the health thread, anything else to the pool."""
+        """Hand a connection to a thread once its whole request is in: a health check to the
+        health thread, anything else to the pool; answer a generating request 503 here when
+        the engine has no room for it."""
         read_ahead = conn.parser is not None and conn.parser.unreader.buf.getvalue()
         if self.cfg.is_ssl or read_ahead:  # TLS, or a request already read: as gthread does
             super().enqueue_req(conn)
@@ -90,19 +157,31 @@ class ApiWorker(gthread.ThreadWorker):
         head = self._read_head(conn)
         if head is None:
             return
+        if head.startswith(_GENERATING):
+            retry_after = busy_retry_after(self.wsgi)
+            if retry_after is not None:
+                self._refuse(conn, retry_after)
+                return
         conn.data_ready = True  # what the thread is to read is in the parser already
         pool = self.health_pool if _is_health_check(head) else self.tpool
         future = pool.submit(self.handle, conn)
         future.add_done_callback(
             lambda done: self.method_queue.defer(self.finish_request, conn, done))
 
+    def _refuse(self, conn, retry_after: int) -> None:
+        """Answer 503 from the main loop and close the connection (its request is all read)."""
+        with contextlib.suppress(OSError):
+            util.write_nonblock(conn.sock, _refusal(retry_after))
+        self.nr_conns -= 1
+        conn.close()
+
     def _read_head(self, conn) -> bytes | None:
-        """Read what the client has sent, without waiting. Return the request's head (and any
+        """Read what the client has sent, without waiting. Return the whole request (and any
         bytes after it), handed to gunicorn's parser; None while it is incomplete (the
         connection waits in the poller, until REQUEST_READ_TIMEOUT after its first byte) or
         when the client has gone."""
         try:
-            chunk = conn.sock.recv(MAX_HEAD)
+            chunk = conn.sock.recv(MAX_HEAD + MAX_BODY)
         except (BlockingIOError, InterruptedError):
             chunk = None
         except OSError:
@@ -112,7 +191,7 @@ class ApiWorker(gthread.ThreadWorker):
             self.nr_conns -= 1
             conn.close()
             return None
-        if chunk is not None and b"\r\n\r\n" not in head and len(head) < MAX_HEAD and chunk:
+        if chunk and not self._complete(conn, head):
             chunk = None  # more to come
         if chunk is None:
             conn.head = head
@@ -125,11 +204,27 @@ class ApiWorker(gthread.ThreadWorker):
             self.poller.register(conn.sock, selectors.EVENT_READ,
                                  partial(self.on_pending_socket_readable, conn))
             return None
-        conn.head, conn.head_deadline = b"", None
+        conn.head, conn.head_deadline, conn.continued = b"", None, False
         if conn.parser is None:
             conn.parser = http.get_parser(self.cfg, conn.sock, conn.client)
         conn.parser.unreader.unread(head)  # the parser reads these first, then the socket
         return head
+
+    def _complete(self, conn, data: bytes) -> bool:
+        """True once the request's head and its whole body are in (or too much to wait for:
+        the thread answers it); a client that waits for "100 Continue" before its body is
+        sent one."""
+        head, blank, body = data.partition(b"\r\n\r\n")
+        if not blank:
+            return len(data) >= MAX_HEAD
+        if _body_end(head, body) is not None:
+            return True
+        if not getattr(conn, "continued", False) and re.search(
+                rb"\r\nexpect:[ \t]*100-continue", head.lower()):
+            conn.continued = True  # gunicorn sends its own once it parses: two are allowed
+            with contextlib.suppress(OSError):
+                util.write_nonblock(conn.sock, b"HTTP/1.1 100 Continue\r\n\r\n")
+        return False
 
     def murder_pending(self):
         """Close the connections whose request has not come in time (all of them: gthread

@@ -336,7 +336,7 @@ def test_behind_a_proxy_the_rate_limit_counts_the_forwarded_client(tiny_model, p
 def test_a_bad_proxies_setting_stops_the_app_with_a_clear_message(tiny_model):
     from serve import create_app
 
-    with pytest.raises(SystemExit, match="PROXIES must be a whole number"):
+    with pytest.raises(SystemExit, match="COVFEFE_PROXIES is 'nginx'; it must be a whole number"):
         create_app({"MODEL_DIR": str(tiny_model.path), "PROXIES": "nginx"})
 
 
@@ -412,20 +412,44 @@ def test_a_worker_runs_numpy_on_one_blas_thread(app):
 def test_a_bad_blas_threads_setting_stops_the_app(tiny_model):
     from serve import create_app
 
-    with pytest.raises(SystemExit, match="BLAS_THREADS must be a whole number"):
+    with pytest.raises(SystemExit, match="COVFEFE_BLAS_THREADS is 'many'; it must be a whole num"):
         create_app({"MODEL_DIR": str(tiny_model.path), "BLAS_THREADS": "many"})
 
 
-@pytest.mark.parametrize(("threads", "message"), [
-    ("many", "ENGINE_THREADS must be a whole number, at least 1, not 'many'"),
-    ("0", "ENGINE_THREADS must be a whole number, at least 1, not '0'"),
-    ("3", "ENGINE_THREADS must be 1 or 2, not 3"),
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("ENGINE_THREADS", "many", "COVFEFE_ENGINE_THREADS is 'many'; it must be a whole number "
+                               "from 1 to 2"),
+    ("ENGINE_THREADS", "0", "COVFEFE_ENGINE_THREADS is '0'; it must be a whole number from 1"),
+    ("ENGINE_THREADS", 3, "COVFEFE_ENGINE_THREADS is '3'; it must be a whole number from 1"),
+    ("ENGINE_ROWS", "abc", "COVFEFE_ENGINE_ROWS is 'abc'; it must be a whole number from 16"),
+    # Flask-Limiter only logged an error on every request, and limited nothing.
+    ("RATE_LIMIT", "lots", "COVFEFE_RATE_LIMIT is 'lots'; it must be a rate limit such as "
+                           "'60 per minute'"),
+    ("ENGINE", "maybe", "COVFEFE_ENGINE is 'maybe'; it must be on or off"),
+    ("CORS_ORIGINS", "www.example.org", "COVFEFE_CORS_ORIGINS is 'www.example.org'; it must be "
+                                        "origins"),
+    ("RATELIMIT_STORAGE_URI", "redis:6379", "COVFEFE_RATELIMIT_STORAGE_URI is 'redis:6379'; it"),
 ])
-def test_a_bad_engine_threads_setting_stops_the_app(tiny_model, threads, message):
+def test_a_bad_setting_stops_the_app_in_one_sentence(tiny_model, name, value, message):
     from serve import create_app
 
-    with pytest.raises(SystemExit, match=re.escape(message)):
-        create_app({"MODEL_DIR": str(tiny_model.path), "ENGINE_THREADS": threads})
+    with pytest.raises(SystemExit, match=re.escape(message)) as stopped:
+        create_app({"MODEL_DIR": str(tiny_model.path), name: value})
+    assert str(stopped.value.code).startswith("covfefe serve: ")
+    assert "\n" not in stopped.value.code
+
+
+def test_every_setting_is_read_and_a_name_nothing_reads_is_refused():
+    from covfefe import config
+
+    settings = config.serve_settings({"COVFEFE_WORKERS": "3", "COVFEFE_ENGINE": "off",
+                                      "COVFEFE_RATE_LIMIT": "5/second", "COVFEFE_HOME": "/x"})
+    assert settings["WORKERS"] == 3 and settings["ENGINE"] is False
+    assert settings["RATE_LIMIT"] == "5/second"
+    assert settings["ENGINE_ROWS"] == config.ENGINE_ROWS  # the defaults for the rest
+    with pytest.raises(config.SettingError, match="COVFEFE_RATE_LIMT is not a setting; did "
+                                                  "you mean COVFEFE_RATE_LIMIT?"):
+        config.serve_settings({"COVFEFE_RATE_LIMT": "5/second"})
 
 
 def test_the_engine_steps_in_two_threads_where_the_worker_has_two_cores(tiny_model,
