@@ -515,3 +515,12 @@ def test_the_in_memory_limit_expires_with_one_sweeper_not_a_thread_per_request(t
         time.sleep(0.1)
     assert not storage.storage
     assert client.post("/api/generate", json={"max_length": 3}).status_code == 200  # a new window
+
+
+def test_every_setting_of_the_api_is_documented():
+    from covfefe import config
+    from tests.helpers import ROOT
+
+    text = (ROOT / "deploy" / "README.md").read_text()
+    missing = [name for name in config.SERVE_SETTINGS if f"`COVFEFE_{name}`" not in text]
+    assert not missing, missing
