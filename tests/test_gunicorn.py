@@ -457,6 +457,21 @@ def test_a_slow_body_holds_no_thread_and_has_a_deadline(bundled, trickle_body):
     assert closed == [True] * len(slow)
 
 
+REFUSED = (b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+           b"Content-Length: 34\r\n\r\n{\"prefix\": \"I \", \"max_length\": 20}")
+
+
+def answer_of(client) -> tuple[int, dict, bytes]:
+    """Read an answer to its end (the server closes the connection): status, headers, body."""
+    answer = b""
+    while chunk := client.recv(65536):
+        answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value for name, value in (line.split(": ", 1) for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
 @pytest.fixture
 def full_engine(tmp_path):
     """One worker of 4 threads whose engine takes 16 rows and queues nothing."""
@@ -473,7 +488,7 @@ def test_a_full_engine_refuses_before_flask_without_a_thread(full_engine):
     # A refusal went through a thread, Flask, the rate limit and the JSON before the engine
     # said no: 64 clients retrying at once spent 50 CPU-seconds in 31 s on being refused.
     base, log = full_engine
-    streams, first_steps, ended = [], threading.Semaphore(0), []
+    first_steps = threading.Semaphore(0)
 
     def stream(seed):  # 4 rows each: 4 streams fill the 16 rows and the 4 threads
         url = f"{base}/api/generate/stream?n=4&temperature=2&seed={seed}"
@@ -483,38 +498,36 @@ def test_a_full_engine_refuses_before_flask_without_a_thread(full_engine):
                     first_steps.release()
                     break
             response.read()
-        ended.append(seed)
 
+    # 32 requests all but their last byte, sent once the streams hold the rows: they arrive
+    # together, within the fraction of a second that the bundled model's streams take.
+    address = ("127.0.0.1", int(base.rsplit(":", 1)[1]))
+    clients = [socket.create_connection(address, timeout=30) for _ in range(32)]
+    for client in clients:
+        client.sendall(REFUSED[:-1])
     streams = [threading.Thread(target=stream, args=(seed,)) for seed in range(THREADS)]
     for thread in streams:
         thread.start()
     try:
         for _ in streams:
             assert first_steps.acquire(timeout=60)
-        answers = [post(f"{base}/api/generate", {"prefix": "I ", "max_length": 20})
-                   for _ in range(12)]
-        still_streaming = not ended
-        retry_afters = []
-        for status, body in answers:
-            assert status == 503 and "the server is busy" in body["error"]
-        for _ in range(20):
-            try:
-                urllib.request.urlopen(urllib.request.Request(
-                    f"{base}/api/generate", data=b"{}",
-                    headers={"Content-Type": "application/json"}), timeout=30)
-            except urllib.error.HTTPError as error:
-                retry_afters.append(int(error.headers["Retry-After"]))
+        for client in clients:
+            client.sendall(REFUSED[-1:])
+        answers = [answer_of(client) for client in clients]  # paced: 0.1-0.3 s, together
         engine = health(base)["engine"]
     finally:
         for thread in streams:
             thread.join(timeout=120)
-    # Answered while every thread streamed: no thread was taken to refuse them.
-    assert still_streaming
+        for client in clients:
+            client.close()
+    assert [status for status, _, _ in answers] == [503] * 32
+    assert all("the server is busy" in json.loads(body)["error"] for _, _, body in answers)
     assert engine["requests_refused_early"] == 32 and engine["requests_refused"] >= 32
-    # Not through Flask: no access-log line for a refusal.
+    # Not through Flask, so not in a thread of the pool (every request a thread takes goes
+    # to Flask, which logs it): no access-log line for a refusal.
     assert '"status": 503' not in log.read_text()
     # Spread between 1 and 2 s, so that refused clients do not come back in step.
-    assert set(retry_afters) == {1, 2}, retry_afters
+    assert {int(headers["retry-after"]) for _, headers, _ in answers} == {1, 2}
     assert post(f"{base}/api/generate", {"prefix": "I ", "max_length": 20})[0] == 200
 
 
