@@ -13,7 +13,7 @@ import random
 import time
 import zipfile
 
-from flask import Flask, g, jsonify, request
+from flask import Flask, current_app, g, jsonify, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -223,9 +223,14 @@ def _refuse_long_chunked_bodies():
 
 def _retry_after_only_when_limited(response):
     """Flask-Limiter sends Retry-After with every response; it belongs on 429 alone, and on
-    the engine's 503 with the engine's own value."""
+    the engine's 503 with the engine's own value. On a 429 it is when the client's budget
+    comes back, plus up to RETRY_AFTER seconds at random: clients limited together are not
+    told to come back at the same second."""
     if response.status_code == 503 and g.get("busy_retry_after"):
         response.headers["Retry-After"] = str(g.busy_retry_after)
+    elif response.status_code == 429 and response.headers.get("Retry-After", "").isdigit():
+        extra = spread(current_app.config["RETRY_AFTER"]) - current_app.config["RETRY_AFTER"]
+        response.headers["Retry-After"] = str(int(response.headers["Retry-After"]) + extra)
     elif response.status_code != 429:
         response.headers.pop("Retry-After", None)
     return response

@@ -65,10 +65,13 @@ def on_reload(server):
     """Keep the old workers while the new ones load: gunicorn starts ``workers`` new ones
     next and stops all but ``num_workers``; with room for both, the old ones go one at a
     time as the new ones say they are ready (post_worker_init)."""
-    server.covfefe_to_retire = len(server.WORKERS)
+    # Exactly the workers started next are marked: each retires one (another reload before
+    # they are ready adds its own, and a worker started later to replace a crashed one is
+    # not marked).
+    server.covfefe_to_retire = server.cfg.workers
     server.num_workers = len(server.WORKERS) + server.cfg.workers
-    server.log.info("reload: %d workers keep serving until the new ones are ready",
-                    server.covfefe_to_retire)
+    server.log.info("reload: the %d workers serving keep on until new ones are ready",
+                    len(server.WORKERS))
 
 
 def pre_fork(server, worker):

@@ -13,6 +13,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -587,6 +588,8 @@ def test_a_reload_keeps_the_old_workers_until_the_new_ones_are_ready(tmp_path):
                  process, log, timeout=90)
         before = len(answered)
         wait_for(lambda: len(answered) > before + 20, "answers from the new workers", log=log)
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+        wait_for(lambda: len(children.read_text().split()) == 2, "2 workers again", log=log)
     finally:
         stop.set()
         for thread in clients:

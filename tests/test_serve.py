@@ -310,7 +310,7 @@ def test_a_client_over_the_rate_limit_gets_429(tiny_model):
     response = client.post("/api/generate", json={})
     assert response.status_code == 429
     assert response.get_json()["error"].startswith("Too Many Requests: 3 per 1 minute")
-    assert 0 < int(response.headers["Retry-After"]) <= 60
+    assert 0 < int(response.headers["Retry-After"]) <= 60 + 2  # the window, then spread
     other_client = client.post("/api/generate", json={"max_length": 5},
                                environ_base={"REMOTE_ADDR": "10.0.0.9"})
     assert other_client.status_code == 200
