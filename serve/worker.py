@@ -9,9 +9,10 @@
   body, or sends no body after its headers, holds no thread (in gthread it holds one as long
   as it likes: gunicorn only waits for the first byte). It has ``REQUEST_READ_TIMEOUT``
   seconds (``COVFEFE_REQUEST_READ_TIMEOUT``, 5) from its first byte, then its connection is
-  closed. A body is read this way up to the largest one allowed (``COVFEFE_MAX_BODY_BYTES``);
-  a longer one goes to a thread, which answers 413. nginx buffers whole requests in production,
-  but ``make demo`` and direct installs are reached without it.
+  closed. A body over the largest allowed (``COVFEFE_MAX_BODY_BYTES``) is answered 413
+  by the main loop without reading it (gunicorn read all of it in a thread, at the client's
+  pace). nginx buffers whole requests in production, but ``make demo`` and direct installs
+  are reached without it.
 - **A refusal costs no thread and no model work.** A request to a generating route that
   arrives while the engine has neither rows nor queue room left is answered 503 by the main
   loop itself, before Flask, with a ``Retry-After`` spread at random between
@@ -23,9 +24,15 @@
 - **gunicorn's own errors are JSON** (400, 414, 431... for requests it cannot parse), like the
   application's, instead of HTML pages.
 
-A bad model or setting stops the server at once: the application's one-sentence error is
-printed and the worker exits with gunicorn's boot-error status (3), on which gunicorn halts
-instead of starting workers again and again.
+A bad model is found by gunicorn's master before any worker starts (serve/gunicorn_conf.py);
+should a worker still fail to load it, the application's one-sentence error is printed and the
+worker exits with gunicorn's boot-error status (3), on which gunicorn halts instead of
+starting workers again and again.
+
+What this needs of gthread beyond its documented settings (no public way exists to read a
+request before a thread takes it): its connection objects (``conn.sock``, ``conn.parser``,
+``conn.data_ready``), pool and poller (``tpool``, ``poller``, ``pending_conns``,
+``nr_conns``, ``method_queue``) and ``util.write_error``, which is replaced.
 """
 
 import contextlib
@@ -34,6 +41,7 @@ import json
 import random
 import re
 import selectors
+import socket
 import sys
 import threading
 import time
@@ -52,6 +60,7 @@ REQUEST_READ_TIMEOUT = _SETTINGS["REQUEST_READ_TIMEOUT"]
 MAX_BODY = _SETTINGS["MAX_BODY_BYTES"]
 HEALTH_THREADS = 1
 REFUSAL_PACE = (0.1, 0.3)  # seconds before a refusal is sent, at random in this range
+LINGER_S = 0.2  # at most this long reading what a refused client still sends, before closing
 WORKER_BOOT_ERROR = 3  # gunicorn.arbiter.Arbiter.WORKER_BOOT_ERROR: the master halts on it
 _HEALTH_REQUESTS = (b"GET /api/health ", b"GET /api/health?", b"HEAD /api/health ",
                     b"HEAD /api/health?")
@@ -77,10 +86,13 @@ def write_json_error(sock, status_int, reason, mesg):
 util.write_error = write_json_error
 
 
+TOO_LARGE = -1  # a body over MAX_BODY: the main loop answers 413 without reading it all
+
+
 def _body_end(head: bytes, body: bytes) -> int | None:
     """How many bytes of ``body`` the request's body takes, once all of it is in; None while
-    more is to come. A body of unknown framing, or longer than MAX_BODY, counts as complete
-    (0): gunicorn's parser and Flask answer it in a thread (400, 413), reading what they need."""
+    more is to come; TOO_LARGE past MAX_BODY. A body of unknown framing counts as complete
+    (0): gunicorn's parser answers it in a thread (400)."""
     lowered = head.lower() + b"\r\n"
     if b"\r\ntransfer-encoding:" in lowered:
         if not re.search(rb"\r\ntransfer-encoding:[^\r\n]*chunked", lowered):
@@ -89,15 +101,18 @@ def _body_end(head: bytes, body: bytes) -> int | None:
     lengths = _CONTENT_LENGTH.findall(lowered)
     if b"\r\ncontent-length:" not in lowered:
         return 0  # no body
-    if len(lengths) != 1 or int(lengths[0]) > MAX_BODY:
+    if len(lengths) != 1:
         return 0
+    if int(lengths[0]) > MAX_BODY:
+        return TOO_LARGE
     length = int(lengths[0])
     return length if len(body) >= length else None
 
 
 def _chunked_end(body: bytes) -> int | None:
     """Where a chunked body ends (after its last chunk and trailers), None while it is
-    incomplete; 0 (complete: the thread sorts it out) when it is malformed or over MAX_BODY."""
+    incomplete; 0 (complete: the thread sorts it out) when it is malformed; TOO_LARGE past
+    MAX_BODY."""
     at = 0
     while True:
         size = _CHUNK_SIZE.match(body, at)
@@ -106,7 +121,7 @@ def _chunked_end(body: bytes) -> int | None:
             return 0 if complete_line else None
         at = size.end() + int(size.group(1), 16)
         if at > MAX_BODY:
-            return 0
+            return TOO_LARGE
         if int(size.group(1), 16) == 0:
             trailers = body.find(b"\r\n", at)
             while trailers > at:  # a trailer line; the last one is empty
@@ -115,6 +130,15 @@ def _chunked_end(body: bytes) -> int | None:
         if len(body) < at + 2:
             return None
         at += 2  # the chunk's closing CRLF
+
+
+def _too_large() -> bytes:
+    """The 413 that the main loop answers for a body over MAX_BODY (Flask's words)."""
+    body = json.dumps({"error": "Request Entity Too Large: The data value transmitted exceeds "
+                                "the capacity limit."}).encode()
+    return (f"HTTP/1.1 413 Request Entity Too Large\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            ).encode("latin-1") + body
 
 
 def _refusal(retry_after: int) -> bytes:
@@ -135,11 +159,12 @@ class RefusalPacer:
         self._count = 0
         threading.Thread(target=self._run, daemon=True, name="covfefe-refusal-pacer").start()
 
-    def refuse(self, sock, answer: bytes) -> None:
+    def refuse(self, sock, answer: bytes, paced: bool = True) -> None:
+        """Send ``answer`` on ``sock`` (now, unless ``paced``), then close it."""
+        delay = random.uniform(*REFUSAL_PACE) if paced else 0.0
         with self._wake:
             self._count += 1
-            heapq.heappush(self._due, (time.monotonic() + random.uniform(*REFUSAL_PACE),
-                                       self._count, sock, answer))
+            heapq.heappush(self._due, (time.monotonic() + delay, self._count, sock, answer))
             self._wake.notify()
 
     def _run(self) -> None:
@@ -152,6 +177,14 @@ class RefusalPacer:
                 sock.setblocking(True)
                 sock.settimeout(1.0)  # the answer fits a socket buffer: never stuck on it
                 sock.sendall(answer)
+                # A client may still be sending (a body over the limit): closing with its
+                # bytes unread would reset the connection, and the answer with it. Say that
+                # nothing more comes, and read a little of what it sends, briefly.
+                sock.shutdown(socket.SHUT_WR)
+                sock.settimeout(0.05)
+                until = time.monotonic() + LINGER_S
+                while sock.recv(65536) and time.monotonic() < until:
+                    pass
             with contextlib.suppress(OSError):
                 sock.close()
 
@@ -197,6 +230,11 @@ class ApiWorker(gthread.ThreadWorker):
             return
         head = self._read_head(conn)
         if head is None:
+            return
+        request_head, _, body = head.partition(b"\r\n\r\n")
+        if _body_end(request_head, body) == TOO_LARGE:
+            self.nr_conns -= 1
+            self.pacer.refuse(conn.sock, _too_large(), paced=False)
             return
         if head.startswith(_GENERATING):
             retry_after = busy_retry_after(self.wsgi)
