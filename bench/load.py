@@ -2,6 +2,9 @@
 1, 8, 32 and 128 concurrent clients.
 
     python bench/load.py [--model models/covfefe] [--clients 1 8 32 128] [--seconds 20]
+    python bench/load.py --paths engine --clients 64 --n 1 8 --retry both   # overload
+    python bench/load.py --paths engine --clients 20 --max-length 60 --reload-at 10
+
 
 For each path (``COVFEFE_ENGINE=1``: the requests of a worker stepped together; ``=0``: each
 request runs its own steps in its thread, as before the engine) it starts `covfefe serve` with
@@ -11,12 +14,21 @@ second, p50/p95/p99 latency of the answered requests, errors, deliberate 503s, t
 memory at the start and end of the run, and the CPU time per answered request of the workers
 and of the clients (this process: it shares the machine); then the engine's figures as ratios
 against the per-request path. The rate limit is lifted for the run.
+
+``--retry``: polite clients wait as a 503's ``Retry-After`` says, impolite ones retry at once;
+``both`` runs each and prints the impolite clients' figures as ratios against the polite
+ones' (an overload that feeds on itself shows as a throughput ratio well under 1). ``--n A B``
+asks for A to B candidates per request, at random. ``--reload-at S`` sends SIGHUP to gunicorn's
+master S seconds into each run (a reload: serve/gunicorn_conf.py) and prints the slowest
+answer and the failures.
 """
 
 import argparse
 import json
 import os
+import random
 import resource
+import signal
 import socket
 import subprocess
 import sys
@@ -77,14 +89,19 @@ def start_server(args, engine: str) -> tuple[subprocess.Popen, str]:
     sys.exit("the server did not start")
 
 
-def load(base: str, clients: int, seconds: float, body: bytes) -> dict:
-    """Every client posts back to back for ``seconds``; return what happened."""
+def load(base: str, clients: int, seconds: float, body: dict, *, n: tuple[int, int] = (1, 1),
+         polite: bool = True, reload_at: float | None = None, master: int | None = None
+         ) -> dict:
+    """Every client posts back to back for ``seconds`` (asking for ``n`` candidates, at random
+    in that range; after a 503 waiting as Retry-After says when ``polite``, else at once);
+    return what happened. With ``reload_at``, SIGHUP to ``master`` that far into the run."""
     latencies, refused, errors, lock = [], [], [], threading.Lock()
     deadline = time.monotonic() + seconds
 
-    def client():
+    def client(rng):
         while time.monotonic() < deadline:
-            request = urllib.request.Request(f"{base}/api/generate", data=body,
+            data = json.dumps({**body, "n": rng.randint(*n)}).encode()
+            request = urllib.request.Request(f"{base}/api/generate", data=data,
                                              headers={"Content-Type": "application/json"})
             started = time.perf_counter()
             try:
@@ -96,16 +113,20 @@ def load(base: str, clients: int, seconds: float, body: bytes) -> dict:
                 error.read()
                 with lock:
                     (refused if error.code == 503 else errors).append(error.code)
-                if error.code == 503:  # as a client should: wait as Retry-After says
+                if error.code == 503 and polite:  # as a client should: wait as it is told
                     time.sleep(float(error.headers.get("Retry-After") or 1))
             except (urllib.error.URLError, OSError) as error:
                 with lock:
                     errors.append(repr(error))
 
-    threads = [threading.Thread(target=client) for _ in range(clients)]
+    threads = [threading.Thread(target=client, args=(random.Random(seed),))
+               for seed in range(clients)]
     started = time.monotonic()
     for thread in threads:
         thread.start()
+    if reload_at is not None:
+        time.sleep(reload_at)
+        os.kill(master, signal.SIGHUP)
     for thread in threads:
         thread.join()
     elapsed = time.monotonic() - started
@@ -118,6 +139,7 @@ def load(base: str, clients: int, seconds: float, body: bytes) -> dict:
             "p50": percentile(0.5) if latencies else float("nan"),
             "p95": percentile(0.95) if latencies else float("nan"),
             "p99": percentile(0.99) if latencies else float("nan"),
+            "max": latencies[-1] * 1000 if latencies else float("nan"),
             "errors": len(errors), "refused": len(refused), "error_sample": errors[:3]}
 
 
@@ -129,45 +151,73 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--max-length", type=int, default=280)
     parser.add_argument("--paths", nargs="+", choices=list(PATHS), default=list(PATHS))
+    parser.add_argument("--n", type=int, nargs=2, default=(1, 1), metavar=("LOW", "HIGH"),
+                        help="candidates per request, at random in this range (default 1 1)")
+    parser.add_argument("--retry", choices=("polite", "impolite", "both"), default="polite",
+                        help="after a 503: wait as Retry-After says, retry at once, or each")
+    parser.add_argument("--reload-at", type=float, default=None, metavar="SECONDS",
+                        help="send SIGHUP to gunicorn's master this far into each run")
     args = parser.parse_args()
-    body = json.dumps({"max_length": args.max_length, "temperature": 0.8}).encode()
+    body = {"max_length": args.max_length, "temperature": 0.8}
+    manners = ["polite", "impolite"] if args.retry == "both" else [args.retry]
     results = {}
     print(f"{args.workers} gunicorn workers, {args.seconds:.0f} s per row, max_length "
-          f"{args.max_length}, CPU threads {os.cpu_count()}, load average before "
-          f"{os.getloadavg()[0]:.1f}")
+          f"{args.max_length}, n {args.n[0]}-{args.n[1]}, CPU threads {os.cpu_count()}, load "
+          f"average before {os.getloadavg()[0]:.1f}")
     for path in args.paths:
         server, base = start_server(args, PATHS[path])
         try:
             load(base, 2, 2, body)  # warm up: first requests, compiled kernels
             for clients in args.clients:
-                before = worker_rss_mb(server.pid)
-                cpu = workers_cpu_s(server.pid), resource.getrusage(resource.RUSAGE_SELF)
-                result = load(base, clients, args.seconds, body)
-                result["rss"] = (before, worker_rss_mb(server.pid))
-                used = resource.getrusage(resource.RUSAGE_SELF)
-                answered = max(result["answered"], 1)
-                result["server_cpu_ms"] = (workers_cpu_s(server.pid) - cpu[0]) / answered * 1e3
-                result["client_cpu_ms"] = (used.ru_utime + used.ru_stime - cpu[1].ru_utime
-                                           - cpu[1].ru_stime) / answered * 1e3
-                results[path, clients] = result
-                rss = " / ".join(f"{a:.0f}->{b:.0f}" for a, b in zip(*result["rss"],
-                                                                       strict=False))
-                print(f"  {path:11s} {clients:4d} clients: {result['rps']:6.1f} requests/s, "
-                      f"p50 {result['p50']:6.0f} ms, p95 {result['p95']:6.0f} ms, p99 "
-                      f"{result['p99']:6.0f} ms, errors {result['errors']}, 503s "
-                      f"{result['refused']}, worker RSS MB {rss}, CPU ms per answer: workers "
-                      f"{result['server_cpu_ms']:.1f}, clients {result['client_cpu_ms']:.1f}"
-                      + (f" {result['error_sample']}" if result["errors"] else ""), flush=True)
+                for manners_now in manners:
+                    before = worker_rss_mb(server.pid)
+                    cpu = workers_cpu_s(server.pid), resource.getrusage(resource.RUSAGE_SELF)
+                    result = load(base, clients, args.seconds, body, n=tuple(args.n),
+                                  polite=manners_now == "polite", reload_at=args.reload_at,
+                                  master=server.pid)
+                    result["rss"] = (before, worker_rss_mb(server.pid))
+                    used = resource.getrusage(resource.RUSAGE_SELF)
+                    answered = max(result["answered"], 1)
+                    result["server_cpu_ms"] = ((workers_cpu_s(server.pid) - cpu[0]) / answered
+                                               * 1e3)
+                    result["client_cpu_ms"] = (used.ru_utime + used.ru_stime - cpu[1].ru_utime
+                                               - cpu[1].ru_stime) / answered * 1e3
+                    results[path, clients, manners_now] = result
+                    rss = " / ".join(f"{a:.0f}->{b:.0f}" for a, b in zip(*result["rss"],
+                                                                           strict=False))
+                    print(f"  {path:11s} {clients:4d} {manners_now:8s} clients: "
+                          f"{result['rps']:6.1f} requests/s, p50 {result['p50']:6.0f} ms, p95 "
+                          f"{result['p95']:6.0f} ms, p99 {result['p99']:6.0f} ms, max "
+                          f"{result['max']:6.0f} ms, errors {result['errors']}, 503s "
+                          f"{result['refused']}, worker RSS MB {rss}, CPU ms per answer: "
+                          f"workers {result['server_cpu_ms']:.1f}, clients "
+                          f"{result['client_cpu_ms']:.1f}"
+                          + (f" {result['error_sample']}" if result["errors"] else ""),
+                          flush=True)
+                    if args.reload_at is not None:  # the new workers settle before the next
+                        time.sleep(15)
         finally:
             server.terminate()
             server.wait(timeout=30)
     if set(args.paths) == set(PATHS):
         print("engine / per-request:")
         for clients in args.clients:
-            engine, alone = results["engine", clients], results["per-request", clients]
-            print(f"  {clients:4d} clients: requests/s x{engine['rps'] / alone['rps']:.2f}, "
-                  f"p50 x{engine['p50'] / alone['p50']:.2f}, "
-                  f"p99 x{engine['p99'] / alone['p99']:.2f}")
+            for manners_now in manners:
+                engine = results["engine", clients, manners_now]
+                alone = results["per-request", clients, manners_now]
+                print(f"  {clients:4d} {manners_now} clients: requests/s "
+                      f"x{engine['rps'] / alone['rps']:.2f}, "
+                      f"p50 x{engine['p50'] / alone['p50']:.2f}, "
+                      f"p99 x{engine['p99'] / alone['p99']:.2f}")
+    if len(manners) == 2:
+        print("impolite / polite (clients retrying a 503 at once / waiting as told):")
+        for path in args.paths:
+            for clients in args.clients:
+                polite, rude = (results[path, clients, manner] for manner in manners)
+                print(f"  {path:11s} {clients:4d} clients: requests/s "
+                      f"x{rude['rps'] / polite['rps']:.2f}, p99 x{rude['p99'] / polite['p99']:.2f}"
+                      f", workers' CPU ms per answer x"
+                      f"{rude['server_cpu_ms'] / polite['server_cpu_ms']:.2f}")
 
 
 if __name__ == "__main__":

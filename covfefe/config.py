@@ -12,15 +12,25 @@ Every environment variable the project reads is read here:
   (default ``<home>/models/covfefe``, the bundled model).
 - ``COVFEFE_BIND``: the address the API listens on (default ``127.0.0.1:8000``); ``covfefe serve
   --host/--port`` override it.
-- The API's own settings (``COVFEFE_RATE_LIMIT``, ``COVFEFE_RATELIMIT_STORAGE_URI``: a shared
-  store such as ``redis://host:6379/0`` for one exact limit across workers and replicas...) are
-  read by ``serve.create_app`` with Flask's ``from_prefixed_env``; README.md lists them all.
+- The API's own settings (``COVFEFE_RATE_LIMIT``, ``COVFEFE_WORKERS``...): the table
+  `SERVE_SETTINGS` below, read and checked by `serve_settings` for gunicorn's configuration
+  (serve/gunicorn_conf.py) and the application (``serve.create_app``) alike. A value that
+  cannot be used, or a ``COVFEFE_`` name that no part of the project reads, stops the server
+  with one sentence; none is ever dropped silently. deploy/README.md lists them all.
+- ``MLFLOW_TRACKING_URI``: a shared MLflow tracking server (default: a SQLite file beside the
+  dataset; covfefe.tracking).
 - ``TWITTER_BEARER_TOKEN``: the X/Twitter API v2 bearer token (a secret: only ever read from
   the environment, never written anywhere).
 """
 
+import difflib
 import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+
+from covfefe.errors import UserError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -126,3 +136,187 @@ def engine_threads() -> int:
     run on 2 cores or more (a batch of 4 rows or more is stepped in two halves side by side,
     covfefe.inference.parallel), else 1."""
     return 2 if cores() >= 2 else 1
+
+
+# The API's settings: every COVFEFE_* variable that serve reads, its default and what it accepts.
+MAX_CANDIDATES = 16  # the most candidates (n) one request may ask for
+REQUEST_TIMEOUT_S = 5.0  # a client's time from its first byte to the end of its body
+MAX_BODY_BYTES = 16 * 1024  # the largest request body (a prefix is at most 200 characters)
+DEFAULT_RATE_LIMIT = "60 per minute"  # per client address, the generating routes together
+
+
+class SettingError(UserError):
+    """A ``COVFEFE_*`` setting whose value cannot be used, or a name nothing reads."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting of the API: its default, and ``read``, which turns a value from the
+    environment (a string) or from ``create_app(test_config)`` into what the server uses,
+    raising ValueError with what it accepts."""
+
+    default: object
+    read: Callable[[object], object]
+    meaning: str
+
+
+def _whole(low: int, high: int | None = None) -> Callable[[object], int]:
+    accepted = f"a whole number from {low} to {high}" if high else f"a whole number, at least {low}"
+
+    def read(value) -> int:
+        text = str(value).strip()
+        if isinstance(value, bool) or not re.fullmatch(r"[0-9]{1,9}", text) or not (
+                low <= int(text) <= (high if high else int(text))):
+            raise ValueError(accepted)
+        return int(text)
+
+    return read
+
+
+def _seconds(value) -> float:
+    text = str(value).strip()
+    if isinstance(value, bool) or not re.fullmatch(r"[0-9]{1,6}(\.[0-9]{1,6})?", text) or not (
+            float(text) > 0):
+        raise ValueError("a number of seconds above 0, such as 5 or 0.5")
+    return float(text)
+
+
+_ON, _OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _switch(value) -> bool:
+    text = str(value).strip().lower()
+    if text not in _ON + _OFF:
+        raise ValueError(f"on or off: one of {', '.join(_ON)} or {', '.join(_OFF)}")
+    return text in _ON
+
+
+def _text(value) -> str | None:
+    return None if value is None else str(value)
+
+
+def _rate_limit(value) -> str:
+    # Deferred: limits belongs to the serve extra, and this module is imported everywhere.
+    from limits import parse_many
+
+    text = str(value).strip()
+    try:
+        parse_many(text)
+    except ValueError:
+        raise ValueError("a rate limit such as '60 per minute', '60/minute' or "
+                         "'10/second;500/day'") from None
+    return text
+
+
+def _storage_uri(value) -> str:
+    from limits.storage import SCHEMES
+
+    text = str(value).strip()
+    scheme = text.partition("://")[0]
+    if "://" not in text or scheme not in SCHEMES:
+        shown = ", ".join(sorted(known for known in SCHEMES if "+" not in known))
+        raise ValueError("memory:// or a shared store's URI such as redis://host:6379/0 "
+                         f"(schemes: {shown}...)")
+    return text
+
+
+def _origins(value) -> list[str]:
+    origins = ([origin.strip() for origin in value.split(",") if origin.strip()]
+               if isinstance(value, str) else list(value or []))
+    for origin in origins:
+        if origin != "*" and not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?", origin):
+            raise ValueError("origins separated by commas, such as https://www.example.org "
+                             "(scheme and host, no path), or *")
+    return origins
+
+
+def _bind(value) -> str:
+    text = str(value).strip()
+    if not (text.startswith(("unix:", "fd://"))
+            or re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):[0-9]{1,5}", text)
+            and int(text.rpartition(":")[2]) <= 65535):
+        raise ValueError("HOST:PORT such as 127.0.0.1:8000 or 0.0.0.0:8000, or unix:PATH")
+    return text
+
+
+def _log_level(value) -> str:
+    levels = ("debug", "info", "warning", "error", "critical")
+    if str(value).strip().lower() not in levels:
+        raise ValueError(f"one of {', '.join(levels)}")
+    return str(value).strip().lower()
+
+
+SERVE_SETTINGS: dict[str, Setting] = {
+    # gunicorn (serve/gunicorn_conf.py)
+    "BIND": Setting("127.0.0.1:8000", _bind, "the address gunicorn listens on"),
+    "WORKERS": Setting(2, _whole(1, 64), "worker processes, each with its own model"),
+    "THREADS": Setting(None, _whole(1, 1000), "threads per worker (default: engine rows + "
+                       "queue + 4, or 4 without the engine)"),
+    "TIMEOUT": Setting(30, _whole(1), "seconds a worker may be silent before gunicorn "
+                       "restarts it"),
+    "LOG_LEVEL": Setting("info", _log_level, "gunicorn's log level"),
+    "REQUEST_READ_TIMEOUT": Setting(REQUEST_TIMEOUT_S, _seconds, "seconds a client has, from "
+                                    "its first byte, to send its whole request: line, headers "
+                                    "and body (serve/worker.py)"),
+    # the application (serve.create_app)
+    "MODEL_DIR": Setting(None, _text, "the model artifact (`covfefe serve --model`; else "
+                         "COVFEFE_MODEL, else the bundled model)"),
+    "MAX_BODY_BYTES": Setting(MAX_BODY_BYTES, _whole(256, 1 << 20), "the largest request "
+                              "body, in bytes (413 beyond)"),
+    "RATE_LIMIT": Setting(DEFAULT_RATE_LIMIT, _rate_limit, "per client address, for the "
+                          "three generating routes together"),
+    "RATELIMIT_STORAGE_URI": Setting("memory://", _storage_uri, "where the rate limit is "
+                                     "counted: memory:// (each worker on its own) or a shared "
+                                     "store such as redis://host:6379/0"),
+    "RETRY_AFTER": Setting(ENGINE_RETRY_AFTER_S, _whole(1, 60), "seconds a refused client "
+                           "(503) is asked to wait at least; each answer says between that "
+                           "and twice that, at random, so that they do not come back together"),
+    "CORS_ORIGINS": Setting([], _origins, "origins allowed to call the API from a browser"),
+    "PROXIES": Setting(0, _whole(0, 10), "proxies in front that append to X-Forwarded-For"),
+    "WEBAPP_DIR": Setting(None, _text, "the web page's folder served at /"),
+    "BLAS_THREADS": Setting(1, _whole(1, 256), "NumPy BLAS threads per worker"),
+    "ENGINE": Setting(ENGINE_ENABLED, _switch, "the serving engine (off: each request runs "
+                      "alone in its thread)"),
+    "ENGINE_ROWS": Setting(ENGINE_ROWS, _whole(MAX_CANDIDATES, 4096), "sequences a worker "
+                           "steps together (a request of n candidates is n rows)"),
+    "ENGINE_QUEUE": Setting(ENGINE_QUEUE, _whole(0, 4096), "requests waiting for rows; "
+                            "beyond, 503 with Retry-After"),
+    "ENGINE_THREADS": Setting(None, _whole(1, 2), "threads stepping a worker's batch "
+                              "(default: 2 where the worker may use 2 cores, else 1)"),
+}
+# COVFEFE_* names that other parts of the project read (the package's paths above, the tests,
+# the deploy scripts and images): the server takes no notice of them.
+OTHER_SETTINGS = ("HOME", "DATA_DIR", "ARCHIVE", "RUNS_DIR", "MODEL", "REQUIRE_ALL", "AXE_JS",
+                  "API_BASE", "DEPLOY_CONFIG", "DEPLOY_SECRETS", "BUILD_TRAIN_IMAGE",
+                  "STACK_FILE", "DEBIAN_MIRROR")
+SETTING_PREFIX = "COVFEFE_"
+
+
+def read_setting(name: str, value):
+    """Return a setting's value as the server uses it; SettingError (one sentence naming the
+    setting, the value and what it accepts) when it cannot be used."""
+    try:
+        return SERVE_SETTINGS[name].read(value)
+    except ValueError as accepted:
+        raise SettingError(f"{SETTING_PREFIX}{name} is {str(value)[:100]!r}; it must be "
+                           f"{accepted}") from None
+
+
+def serve_settings(environ=None) -> dict[str, object]:
+    """Every setting of the API, read from ``COVFEFE_*`` variables of ``environ`` (default:
+    this process's) and checked; the defaults for the others. SettingError for the first
+    value that cannot be used or name that nothing reads."""
+    environ = os.environ if environ is None else environ
+    names = [key[len(SETTING_PREFIX):] for key in environ if key.startswith(SETTING_PREFIX)]
+    for name in sorted(names):
+        if name not in SERVE_SETTINGS and name not in OTHER_SETTINGS:
+            close = difflib.get_close_matches(name, [*SERVE_SETTINGS, *OTHER_SETTINGS], n=1)
+            hint = f"did you mean {SETTING_PREFIX}{close[0]}? " if close else ""
+            raise SettingError(f"{SETTING_PREFIX}{name} is not a setting; {hint}the server's "
+                               f"settings are {', '.join(SERVE_SETTINGS)} (deploy/README.md)")
+    settings = {}
+    for name, setting in SERVE_SETTINGS.items():
+        key = SETTING_PREFIX + name
+        settings[name] = (read_setting(name, environ[key]) if environ.get(key, "").strip()
+                          else setting.default)
+    return settings

@@ -1,17 +1,19 @@
 """The covfefe-flow web API: a Flask application factory, run by gunicorn as ``serve:create_app()``.
 
 ``create_app(test_config=None)`` reads its settings from ``COVFEFE_*`` environment variables
-(or ``test_config``), loads the model once per worker (`init_app`), and registers the API
-blueprint. Every error is a one-line JSON ``{"error": ...}`` with a 4xx status for the client's
-mistakes; CORS is answered only for the configured origins.
+(or ``test_config``), each checked by `covfefe.config.serve_settings` (a value that cannot be
+used stops it with one sentence), loads the model once per worker (`init_app`), and registers
+the API blueprint. Every error is a one-line JSON ``{"error": ...}`` with a 4xx status for the
+client's mistakes; CORS is answered only for the configured origins.
 """
 
 import json
 import logging
+import random
 import time
 import zipfile
 
-from flask import Flask, g, jsonify, request
+from flask import Flask, current_app, g, jsonify, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -21,12 +23,9 @@ from covfefe import config
 from covfefe.errors import UserError
 from covfefe.serving.engine import EngineBusy
 from serve import ratelimit  # noqa: F401 (memory:// is its store from here on)
-from serve.api import LIMITED_ENDPOINTS, api
+from serve.api import LIMITED_ENDPOINTS, api, refused_early
 from serve.validation import RequestError
 from serve.web import web, webapp_dir
-
-MAX_BODY_BYTES = 16 * 1024
-DEFAULT_RATE_LIMIT = "60 per minute"  # per client address, one budget for the generating routes
 
 
 def _json_error(error: HTTPException):
@@ -47,39 +46,50 @@ def _request_error(error: RequestError):
     return jsonify(body), error.status
 
 
+def spread(retry_after: int) -> int:
+    """A Retry-After between ``retry_after`` and twice that, at random: clients refused
+    together, told the same, would all come back together and be refused together again."""
+    return random.randint(retry_after, 2 * retry_after)
+
+
+def busy_retry_after(app: Flask) -> int | None:
+    """Retry-After (spread) when this worker's engine has room for no request at all (rows
+    and queue full), else None: serve.worker answers 503 then, before Flask and any model
+    work. Only when sure: a request it lets through may still be refused by the engine for
+    its own n (`_busy`)."""
+    engine = app.extensions.get("covfefe.serving.engine")
+    if engine is None:
+        return None
+    stats = engine.stats()
+    # The rows of the requests waiting are at least one each.
+    if (stats["queued"] >= stats["max_queue"]
+            and stats["rows_in_flight"] + stats["queued"] >= stats["max_rows"]):
+        refused_early.add()
+        return spread(app.config["RETRY_AFTER"])
+    return None
+
+
 def _busy(error: EngineBusy):
     """503 at once when the engine has no room: a one-line JSON error and Retry-After."""
-    response = jsonify(error=str(error))
+    retry_after = spread(error.retry_after)
+    response = jsonify(error=f"the server is busy; retry in {retry_after} s")
     response.status_code = 503
-    response.headers["Retry-After"] = str(error.retry_after)
-    g.busy_retry_after = error.retry_after  # kept over the rate limiter's own value
+    response.headers["Retry-After"] = str(retry_after)
+    g.busy_retry_after = retry_after  # kept over the rate limiter's own value
     return response
-
-
-def _whole_number(name: str, value, low: int) -> int:
-    if isinstance(value, bool) or not str(value).isdigit() or int(value) < low:
-        raise SystemExit(f"covfefe serve: {name} must be a whole number, at least {low}, "
-                         f"not {value!r}")
-    return int(value)
 
 
 def _start_engine(app: Flask, generator) -> None:
     """One engine per worker (COVFEFE_ENGINE, on by default): the requests of this worker
     are stepped together (covfefe.serving.engine). Off, each request runs alone in its thread."""
     from covfefe.serving.engine import Engine
-    from serve.api import MAX_CANDIDATES
 
-    enabled = app.config["ENGINE"]
-    if str(enabled).lower() in ("0", "false", "no", "off"):
+    if not app.config["ENGINE"]:
         return
-    rows = _whole_number("ENGINE_ROWS", app.config["ENGINE_ROWS"], MAX_CANDIDATES)
-    waiting = _whole_number("ENGINE_QUEUE", app.config["ENGINE_QUEUE"], 0)
-    threads = _whole_number("ENGINE_THREADS", app.config["ENGINE_THREADS"], 1)
-    if threads > 2:
-        raise SystemExit(f"covfefe serve: ENGINE_THREADS must be 1 or 2, not {threads}")
-    app.extensions["covfefe.serving.engine"] = Engine(generator, max_rows=rows, max_queue=waiting,
-                                              retry_after=config.ENGINE_RETRY_AFTER_S,
-                                              threads=threads)
+    app.extensions["covfefe.serving.engine"] = Engine(
+        generator, max_rows=app.config["ENGINE_ROWS"], max_queue=app.config["ENGINE_QUEUE"],
+        retry_after=app.config["RETRY_AFTER"],
+        threads=app.config["ENGINE_THREADS"] or config.engine_threads())
 
 
 def _limit_blas_threads(threads: int) -> None:
@@ -89,27 +99,39 @@ def _limit_blas_threads(threads: int) -> None:
     thread). Done at run time, as NumPy is already imported by now."""
     from threadpoolctl import threadpool_limits
 
-    if isinstance(threads, bool) or not str(threads).isdigit() or int(threads) < 1:
-        raise SystemExit(f"covfefe serve: BLAS_THREADS must be a whole number, at least 1, "
-                         f"not {threads!r}")
-    threadpool_limits(limits=int(threads), user_api="blas")
+    threadpool_limits(limits=threads, user_api="blas")
 
 
-def init_app(app: Flask) -> None:
-    """Load the model artifact and its generator once, for every request of this worker."""
+def load_model(model_dir: str | None):
+    """The model artifact (``model_dir``, else COVFEFE_MODEL, else the bundled model) and its
+    generator; UserError, one sentence, when either cannot be loaded."""
     from covfefe.inference.artifact import load_artifact
     from covfefe.inference.generate import TweetGenerator
 
-    _limit_blas_threads(app.config["BLAS_THREADS"])
-    artifact = load_artifact(config.resolve(app.config["MODEL_DIR"]) if app.config.get("MODEL_DIR")
-                             else config.model_dir())
+    artifact = load_artifact(config.resolve(model_dir) if model_dir else config.model_dir())
     try:
-        generator = TweetGenerator.from_artifact(artifact)
+        return artifact, TweetGenerator.from_artifact(artifact)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
         # Checksums match what export wrote, yet the weights do not load: a damaged export.
         raise UserError(f"the weights of the model artifact {artifact.path} cannot be read "
                         f"({type(error).__name__}: {str(error)[:200]}); export it again"
                         ) from None
+
+
+def check_model(model_dir: str | None) -> str | None:
+    """Why the model cannot be served (one sentence), or None when it loads: gunicorn's
+    master asks before it starts any worker (serve/gunicorn_conf.py)."""
+    try:
+        load_model(model_dir)
+    except UserError as error:
+        return str(error)
+    return None
+
+
+def init_app(app: Flask) -> None:
+    """Load the model artifact and its generator once, for every request of this worker."""
+    _limit_blas_threads(app.config["BLAS_THREADS"])
+    artifact, generator = load_model(app.config.get("MODEL_DIR"))
     # The first tweet compiles the generator's kernels (numba): with the engine's step, about
     # half a minute where numba has no cache of them yet (33 s for two workers on 2 cores), a
     # tenth of a second where it has. Here, before the worker takes requests, rather than in
@@ -120,15 +142,8 @@ def init_app(app: Flask) -> None:
     _start_engine(app, generator)
 
 
-def _allowed_origins(app: Flask) -> set[str]:
-    origins = app.config.get("CORS_ORIGINS") or []
-    if isinstance(origins, str):
-        origins = [origin.strip() for origin in origins.split(",") if origin.strip()]
-    return set(origins)
-
-
 def _cors(app: Flask):
-    allowed = _allowed_origins(app)
+    allowed = set(app.config["CORS_ORIGINS"])
 
     def add_headers(response):
         origin = request.headers.get("Origin")
@@ -208,58 +223,66 @@ def _refuse_long_chunked_bodies():
 
 def _retry_after_only_when_limited(response):
     """Flask-Limiter sends Retry-After with every response; it belongs on 429 alone, and on
-    the engine's 503 with the engine's own value."""
+    the engine's 503 with the engine's own value. On a 429 it is when the client's budget
+    comes back, plus up to RETRY_AFTER seconds at random: clients limited together are not
+    told to come back at the same second."""
     if response.status_code == 503 and g.get("busy_retry_after"):
         response.headers["Retry-After"] = str(g.busy_retry_after)
+    elif response.status_code == 429 and response.headers.get("Retry-After", "").isdigit():
+        extra = spread(current_app.config["RETRY_AFTER"]) - current_app.config["RETRY_AFTER"]
+        response.headers["Retry-After"] = str(int(response.headers["Retry-After"]) + extra)
     elif response.status_code != 429:
         response.headers.pop("Retry-After", None)
     return response
 
 
-def _proxies(value) -> int:
-    try:
-        proxies = int(value)
-    except (TypeError, ValueError):
-        proxies = -1
-    if proxies < 0 or isinstance(value, bool):
-        raise SystemExit(f"covfefe serve: PROXIES must be a whole number of proxies, at least 0, "
-                         f"not {value!r}")
-    return proxies
+def _options_without_a_page(response):
+    """Flask answers OPTIONS itself with an empty text/html page: 204 No Content instead,
+    with its Allow header (and CORS's, for a preflight)."""
+    if request.method == "OPTIONS" and response.status_code == 200 and not response.data:
+        response.status_code = 204
+        del response.headers["Content-Type"]
+        del response.headers["Content-Length"]
+    return response
+
+
+def _settings(test_config: dict | None) -> dict:
+    """The settings, checked (SettingError): from the environment, or the defaults and
+    ``test_config`` (whose other keys, such as TESTING, go to Flask as they are)."""
+    if test_config is None:
+        return config.serve_settings()
+    settings = config.serve_settings({})
+    for name, value in test_config.items():
+        known = name in config.SERVE_SETTINGS and value is not None
+        settings[name] = config.read_setting(name, value) if known else value
+    return settings
 
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Create and configure the API application."""
     app = Flask(__name__)
     app.json.sort_keys = False  # keep fields in the order the API documents them
+    try:
+        # The settings of covfefe.config.SERVE_SETTINGS under their own names; the ones below
+        # are Flask's and Flask-Limiter's. RATELIMIT_STORAGE_URI is memory:// by default: each
+        # worker counts on its own; with several, point all of them at one store (redis://).
+        # PROXIES: how many proxies (nginx, a CDN) stand in front and append to
+        # X-Forwarded-For; the client address (rate limit key, access log) is taken that many
+        # hops from the right; 0 trusts no header, so a client cannot pick its own address.
+        app.config.from_mapping(_settings(test_config))
+    except config.SettingError as error:
+        raise SystemExit(f"covfefe serve: {error}") from None
     app.config.from_mapping(
-        MAX_CONTENT_LENGTH=MAX_BODY_BYTES, MODEL_DIR=None,
-        CORS_ORIGINS=[], RATE_LIMIT=DEFAULT_RATE_LIMIT,
-        # In memory by default: each worker counts on its own. With several workers, point
-        # all of them at one store, e.g. COVFEFE_RATELIMIT_STORAGE_URI=redis://host:6379.
-        RATELIMIT_STORAGE_URI="memory://", RATELIMIT_HEADERS_ENABLED=True,
-        # While that store is unreachable, each worker counts in its own memory (a logged
+        MAX_CONTENT_LENGTH=app.config["MAX_BODY_BYTES"], RATELIMIT_HEADERS_ENABLED=True,
+        # While the shared store is unreachable, each worker counts in its own memory (a logged
         # warning, and /api/health says so) rather than failing the request; it goes back to
         # the store once a ping answers again.
-        RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
-        # How many proxies (nginx, a CDN) stand in front of the app and append to
-        # X-Forwarded-For. The client address (rate limit key, access log) is taken that many
-        # hops from the right; 0 trusts no header, so a client cannot pick its own address.
-        PROXIES=0,
-        WEBAPP_DIR=None,  # the page's folder; None: the repository's webapp/ if it is there
-        BLAS_THREADS=1,  # NumPy BLAS threads per worker (see _limit_blas_threads)
-        ENGINE=config.ENGINE_ENABLED, ENGINE_ROWS=config.ENGINE_ROWS,
-        ENGINE_QUEUE=config.ENGINE_QUEUE, ENGINE_THREADS=config.engine_threads(),
-        # the serving engine (see _start_engine)
-    )
-    if test_config is None:
-        app.config.from_prefixed_env("COVFEFE")
-    else:
-        app.config.update(test_config)
+        RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True)
     try:
         init_app(app)
     except UserError as error:
         raise SystemExit(f"covfefe serve: {error}") from None
-    proxies = _proxies(app.config["PROXIES"])
+    proxies = app.config["PROXIES"]
     if proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
     app.register_blueprint(api)
@@ -280,6 +303,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_error_handler(RequestError, _request_error)
     app.register_error_handler(EngineBusy, _busy)
     app.after_request(_cors(app))
+    app.after_request(_options_without_a_page)
     app.before_request(_start_timer)
     app.before_request(_refuse_long_chunked_bodies)
     app.after_request(_log_access)

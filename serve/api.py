@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
 
-from covfefe import __version__
+from covfefe import __version__, config
 from covfefe.errors import UserError
 from covfefe.lm.novelty import is_near_copy
 from covfefe.text import MAX_TWEET_CHARS
@@ -26,7 +26,7 @@ api = Blueprint("api", __name__, url_prefix="/api")
 # The routes that run the model: one rate-limit budget per client across all three
 # (serve.create_app applies the limit).
 LIMITED_ENDPOINTS = ("api.generate", "api.generate_stream", "api.autocomplete")
-MAX_CANDIDATES = 16
+MAX_CANDIDATES = config.MAX_CANDIDATES
 MAX_PREFIX = 200
 MAX_SEED = 2**32 - 1
 V2_MAX_PREFIX = 50
@@ -66,6 +66,8 @@ class StepCounter:
 
 
 stream_steps = StepCounter()
+# Requests answered 503 by this worker's main loop, before Flask (serve.busy_retry_after).
+refused_early = StepCounter()
 
 
 def generator():
@@ -213,15 +215,23 @@ def _rate_limit_store() -> dict:
                      "own until it answers again"}
 
 
+def _engine_stats() -> dict:
+    """The engine's stats, its refusals counting those the worker answered before Flask."""
+    stats = engine().stats()
+    return {**stats, "requests_refused": stats["requests_refused"] + refused_early.value,
+            "requests_refused_early": refused_early.value}
+
+
 @api.get("/health")
 def health():
     """Report that the worker is up, which version of covfefe it runs, how many character
     steps its streams have sent, its engine's state (rows in flight, requests waiting, steps
-    per second; null when it is off) and where it counts the rate limit ("degraded" while the
+    per second, requests refused by the engine and, before Flask, by the worker; null when it
+    is off) and where it counts the rate limit ("degraded" while the
     shared store is unreachable; it still serves). Under gunicorn it has a thread of its own
     (serve.worker), so that it answers while generation keeps the others busy."""
     store = _rate_limit_store()
     return jsonify(status="degraded" if "fallback" in store else "ok", version=__version__,
                    stream_steps=stream_steps.value,
-                   engine=engine().stats() if engine() is not None else None,
+                   engine=_engine_stats() if engine() is not None else None,
                    rate_limit=store)

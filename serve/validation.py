@@ -1,8 +1,14 @@
-"""Request validation: every field named, typed and bounded; a mistake is a 400 naming it."""
+"""Request validation: every field named, typed and bounded; a mistake is a 400 naming it.
 
+Text is checked once, where it enters (the query string, the JSON body): it must be UTF-8
+and hold no lone surrogate (``\\ud800`` escaped in JSON), which no later stage could encode.
+"""
+
+import json
 import math
 import re
 from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
 
 from flask import Request
 
@@ -71,19 +77,42 @@ _NUMBER = re.compile(r"[+-]?(?:[0-9]{1,30}(?:\.[0-9]{0,30})?|\.[0-9]{1,30})"
                      r"(?:[eE][+-]?[0-9]{1,3})?")
 
 
+def _is_whole_text(value) -> bool:
+    """False for a string that cannot be written as UTF-8: a lone surrogate, from JSON's
+    ``\\ud800`` escape or from a byte of the body that is not UTF-8 (see `_json_body`)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _json_body(request: Request):
+    """The body parsed as JSON; None when it is not JSON. Bytes that are not UTF-8 become
+    lone surrogates (``surrogateescape``), so that the field holding them is named; UTF-16
+    and UTF-32, which json.loads would detect and take from bytes, are not JSON (RFC 8259)."""
+    text = request.get_data(cache=True).decode("utf-8", "surrogateescape")
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):  # RecursionError: nested too deep for the parser
+        return None
+
+
 def read_json(request: Request, fields: dict[str, Field], *, ignore_unknown: bool = False) -> dict:
     """Return the request's JSON object with every field checked and defaults filled in
     (fields it does not know are refused, or left out with ``ignore_unknown``)."""
     if not request.is_json:
         raise RequestError("send a JSON object with Content-Type: application/json")
-    try:
-        body = request.get_json(silent=True)
-    except RecursionError:  # nested too deep for the parser; not a ValueError, so not silent
-        body = None
+    body = _json_body(request)
     if body is None:
         raise RequestError("the request body is not valid JSON")
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
+    for name in fields:
+        if isinstance(body.get(name), str) and not _is_whole_text(body[name]):
+            raise RequestError(f"{name} is not whole UTF-8 text: it holds a lone surrogate "
+                               "(an escape such as \\ud800, half of a character) or bytes "
+                               "that are not UTF-8", name)
     unknown = sorted(set(body) - set(fields))
     if unknown and not ignore_unknown:
         raise RequestError(f"unknown field {unknown[0]!r}; the fields are "
@@ -99,15 +128,37 @@ def read_json(request: Request, fields: dict[str, Field], *, ignore_unknown: boo
     return values
 
 
+def _query(request: Request) -> dict[str, str]:
+    """The query string's parameters (the first of each name), decoded as strict UTF-8:
+    Werkzeug keeps ``%FF`` as the literal text "%FF" and lets surrogates through."""
+    parameters = {}
+    for pair in request.query_string.split(b"&"):
+        if not pair:
+            continue
+        raw_name, _, raw_value = pair.partition(b"=")
+        try:
+            name = unquote_to_bytes(raw_name.replace(b"+", b" ")).decode("utf-8")
+        except UnicodeDecodeError:
+            raise RequestError("a parameter's name is not UTF-8 text") from None
+        try:
+            value = unquote_to_bytes(raw_value.replace(b"+", b" ")).decode("utf-8")
+        except UnicodeDecodeError:
+            raise RequestError(f"{name} is not UTF-8 text (percent-escapes such as %FF must "
+                               "spell UTF-8 bytes of whole characters)", name) from None
+        parameters.setdefault(name, value)
+    return parameters
+
+
 def read_query(request: Request, fields: dict[str, Field]) -> dict:
     """Return the query string's fields, converted, checked and with defaults filled in."""
-    unknown = sorted(set(request.args) - set(fields))
+    query = _query(request)
+    unknown = sorted(set(query) - set(fields))
     if unknown:
         raise RequestError(f"unknown parameter {unknown[0]!r}; the parameters are "
                            f"{', '.join(fields)}")
     values = {}
     for name, field in fields.items():
-        raw = request.args.get(name)
+        raw = query.get(name)
         if raw is None:
             if field.required:
                 raise RequestError(f"{name} is required", name)

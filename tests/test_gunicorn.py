@@ -5,6 +5,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -297,6 +299,45 @@ def test_plain_gunicorn_stops_at_once_on_a_missing_model(tmp_path):
     assert "Traceback" not in result.stdout and result.stdout.count("Booting worker") <= 2
 
 
+def test_a_bad_model_is_status_3_and_one_sentence_every_time(tmp_path):
+    # With two workers failing at once, gunicorn's master could halt twice: a HaltServer
+    # traceback and status 1, about one start in 4. The master now checks the model first.
+    for attempt in range(4):
+        log = tmp_path / f"server-{attempt}.log"
+        process, _ = start_gunicorn(log, COVFEFE_MODEL="/nope", COVFEFE_WORKERS="2")
+        try:
+            process.wait(timeout=60)
+        finally:
+            stop_process(process)
+        text = log.read_text()
+        assert process.returncode == 3, text
+        assert text.count("covfefe serve: model artifact /nope does not exist") == 1, text
+        assert "Traceback" not in text and "Booting worker" not in text, text
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    # Flask-Limiter logged an error on every request and limited nothing.
+    ("COVFEFE_RATE_LIMIT", "lots", "COVFEFE_RATE_LIMIT is 'lots'; it must be a rate limit"),
+    # A ValueError traceback from gunicorn_conf.py.
+    ("COVFEFE_ENGINE_ROWS", "abc", "COVFEFE_ENGINE_ROWS is 'abc'; it must be a whole number "
+                                   "from 16 to 4096"),
+    ("COVFEFE_REQUEST_READ_TIMEOUT", "-1", "COVFEFE_REQUEST_READ_TIMEOUT is '-1'; it must be "
+                                           "a number of seconds above 0"),
+    ("COVFEFE_RATE_LIMT", "5/second", "COVFEFE_RATE_LIMT is not a setting; did you mean "
+                                      "COVFEFE_RATE_LIMIT?"),  # silently dropped before
+])
+def test_plain_gunicorn_refuses_a_bad_setting_in_one_sentence(tmp_path, name, value, message):
+    log = tmp_path / "server.log"
+    process, _ = start_gunicorn(log, **{name: value})
+    try:
+        process.wait(timeout=60)
+    finally:
+        stop_process(process)
+    text = log.read_text()
+    assert process.returncode == 2, text
+    assert text.startswith(f"covfefe serve: {message}") and text.count("\n") == 1, text
+
+
 def test_plain_gunicorn_stops_on_weights_that_do_not_load(tmp_path):
     model = tmp_path / "model"
     shutil.copytree(config.BUNDLED_MODEL, model)
@@ -354,3 +395,211 @@ def test_requests_gunicorn_cannot_parse_get_json_errors(bundled, request_bytes, 
     answer_status, headers, body = raw_request(base, request_bytes)
     assert answer_status == status and headers["content-type"] == "application/json"
     assert len(body.splitlines()) == 1 and json.loads(body)["error"]
+
+
+def test_a_lone_surrogate_is_400_through_gunicorn_not_500(bundled):
+    base, _ = bundled
+    for body in (b'{"prefix": "\\ud800"}', b'{"prefix": "\xed\xa0\x80"}'):
+        request = (b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        status, headers, answer = raw_request(base, request)
+        assert status == 400 and headers["content-type"] == "application/json", answer
+        assert json.loads(answer)["field"] == "prefix" and len(answer.splitlines()) == 1
+    try:
+        urllib.request.urlopen(f"{base}/api/generate/stream?prefix=%FF", timeout=30)
+        pytest.fail("?prefix=%FF was taken as the text '%FF'")
+    except urllib.error.HTTPError as error:
+        assert error.code == 400 and json.loads(error.read())["field"] == "prefix"
+
+
+def hold_body(client, trickle_body: bool, seconds: float = 20.0, length: int = 200) -> bool:
+    """After a POST's headers, send its body a byte every 0.2 s, or nothing; True when the
+    server closes the connection before ``seconds``, False when it is still open then."""
+    client.sendall(b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                   b"\r\nContent-Length: %d\r\n\r\n" % length)
+    deadline = time.monotonic() + seconds
+    client.settimeout(0.2)
+    while time.monotonic() < deadline:
+        try:
+            if trickle_body:
+                client.sendall(b" ")
+            if client.recv(1024) == b"":
+                return True
+        except TimeoutError:
+            continue
+        except OSError:
+            return True
+    return False
+
+
+@pytest.mark.parametrize(("trickle_body", "length"), [(True, 200), (False, 200), (True, 10**6)],
+                         ids=["trickled", "never sent", "trickled, over the limit"])
+def test_a_slow_body_holds_no_thread_and_has_a_deadline(bundled, trickle_body, length):
+    # The read timeout covered the request line and headers only: a thread read the body for
+    # as long as the client liked (80 such clients kept ordinary requests from any thread).
+    base, _ = bundled
+    address = ("127.0.0.1", int(base.rsplit(":", 1)[1]))
+    slow = [socket.create_connection(address) for _ in range(2 * THREADS)]
+    closed = []
+    try:
+        holders = [threading.Thread(target=lambda c=c: closed.append(
+            hold_body(c, trickle_body, length=length))) for c in slow]
+        for holder in holders:
+            holder.start()
+        assert health(base)["status"] == "ok"
+        with urllib.request.urlopen(f"{base}/api/model", timeout=30) as response:
+            assert response.status == 200
+        for holder in holders:
+            holder.join(timeout=30)
+    finally:
+        for client in slow:
+            client.close()
+    # Each is closed at the whole request's deadline (1 s here), not held for 20 s; one over
+    # the limit is answered 413 at once (it held a thread while gunicorn read it all).
+    assert closed == [True] * len(slow)
+
+
+REFUSED = (b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+           b"Content-Length: 34\r\n\r\n{\"prefix\": \"I \", \"max_length\": 20}")
+
+
+def answer_of(client, skip_continue: bool = False) -> tuple[int, dict, bytes]:
+    """Read an answer to its end (the server closes the connection): status, headers, body
+    (past any "100 Continue" with ``skip_continue``)."""
+    answer = b""
+    while chunk := client.recv(65536):
+        answer += chunk
+    while skip_continue and answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"):
+        answer = answer[len(b"HTTP/1.1 100 Continue\r\n\r\n"):]
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value for name, value in (line.split(": ", 1) for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+def test_a_client_waiting_for_100_continue_is_told_to_send_its_body(bundled):
+    # curl waits for "100 Continue" (a second at most) before a body over 1 KB: the worker's
+    # loop, which now reads whole requests, says it rather than wait for a body to come.
+    base, _ = bundled
+    body = json.dumps({"prefix": "Make " + " " * 2000}).encode()  # 400: too long
+    with socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1])),
+                                  timeout=30) as client:
+        client.sendall(b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                       b"application/json\r\nExpect: 100-continue\r\nConnection: close\r\n"
+                       b"Content-Length: %d\r\n\r\n" % len(body))
+        assert client.recv(25) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        client.sendall(body)
+        status, _, answer = answer_of(client, skip_continue=True)
+    assert status == 400 and json.loads(answer)["field"] == "prefix"
+
+
+@pytest.fixture
+def full_engine(tmp_path):
+    """One worker of 4 threads whose engine takes 16 rows and queues nothing."""
+    log = tmp_path / "server.log"
+    process, base = start_gunicorn(log, COVFEFE_MODEL=str(config.BUNDLED_MODEL),
+                                   COVFEFE_RATE_LIMIT="100000 per minute",
+                                   COVFEFE_ENGINE_QUEUE="0")
+    _wait_for_health(process, base, log)
+    yield base, log
+    stop_process(process)
+
+
+def test_a_full_engine_refuses_before_flask_without_a_thread(full_engine):
+    # A refusal went through a thread, Flask, the rate limit and the JSON before the engine
+    # said no: 64 clients retrying at once spent 50 CPU-seconds in 31 s on being refused.
+    base, log = full_engine
+    first_steps = threading.Semaphore(0)
+
+    def stream(seed):  # 4 rows each: 4 streams fill the 16 rows and the 4 threads
+        url = f"{base}/api/generate/stream?n=4&temperature=2&seed={seed}"
+        with urllib.request.urlopen(url, timeout=120) as response:
+            for line in response:
+                if line.startswith(b"data: {\"chars\""):
+                    first_steps.release()
+                    break
+            response.read()
+
+    # 32 requests all but their last byte, sent once the streams hold the rows: they arrive
+    # together, within the fraction of a second that the bundled model's streams take.
+    address = ("127.0.0.1", int(base.rsplit(":", 1)[1]))
+    clients = [socket.create_connection(address, timeout=30) for _ in range(32)]
+    for client in clients:
+        client.sendall(REFUSED[:-1])
+    streams = [threading.Thread(target=stream, args=(seed,)) for seed in range(THREADS)]
+    for thread in streams:
+        thread.start()
+    try:
+        for _ in streams:
+            assert first_steps.acquire(timeout=60)
+        for client in clients:
+            client.sendall(REFUSED[-1:])
+        answers = [answer_of(client) for client in clients]  # paced: 0.1-0.3 s, together
+        engine = health(base)["engine"]
+    finally:
+        for thread in streams:
+            thread.join(timeout=120)
+        for client in clients:
+            client.close()
+    assert [status for status, _, _ in answers] == [503] * 32
+    assert all("the server is busy" in json.loads(body)["error"] for _, _, body in answers)
+    assert engine["requests_refused_early"] == 32 and engine["requests_refused"] >= 32
+    # Not through Flask, so not in a thread of the pool (every request a thread takes goes
+    # to Flask, which logs it): no access-log line for a refusal.
+    assert '"status": 503' not in log.read_text()
+    # Spread between 1 and 2 s, so that refused clients do not come back in step.
+    assert {int(headers["retry-after"]) for _, headers, _ in answers} == {1, 2}
+    assert post(f"{base}/api/generate", {"prefix": "I ", "max_length": 20})[0] == 200
+
+
+def test_a_reload_keeps_the_old_workers_until_the_new_ones_are_ready(tmp_path):
+    # gunicorn's own SIGHUP stops the old workers at once: for the 2-3 s the new ones take to
+    # load the model nothing answered (no request failed, but health took 2.9 s).
+    log = tmp_path / "server.log"
+    process, base = start_gunicorn(log, COVFEFE_MODEL=str(config.BUNDLED_MODEL),
+                                   COVFEFE_WORKERS="2", COVFEFE_RATE_LIMIT="100000 per minute")
+    stop, answered, failed, clients = threading.Event(), [], [], []
+
+    def client(path, body):
+        while not stop.is_set():
+            try:
+                if body is None:
+                    urllib.request.urlopen(base + path, timeout=30).close()
+                    answered.append(path)
+                else:
+                    status, _ = post(base + path, body)
+                    (answered if status == 200 else failed).append(status)
+            except OSError as error:
+                failed.append(repr(error))
+
+    try:
+        _wait_for_health(process, base, log)
+        ready = re.compile(r"worker (\d+): ready in")
+        wait_for(lambda: len(ready.findall(log.read_text())) == 2, "two workers", log=log)
+        old = set(ready.findall(log.read_text()))
+        clients += [threading.Thread(target=client, args=("/api/generate", {
+            "prefix": "I ", "max_length": 30, "seed": seed})) for seed in range(19)]
+        clients.append(threading.Thread(target=client, args=("/api/health", None)))
+        for thread in clients:
+            thread.start()
+        wait_for(lambda: len(answered) > 20, "answers before the reload", log=log)
+        process.send_signal(signal.SIGHUP)
+        gone = [f"Worker exiting (pid: {pid})" for pid in old]
+        wait_for(lambda: all(line in log.read_text() for line in gone), "the old workers gone",
+                 process, log, timeout=90)
+        before = len(answered)
+        wait_for(lambda: len(answered) > before + 20, "answers from the new workers", log=log)
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+        wait_for(lambda: len(children.read_text().split()) == 2, "2 workers again", log=log)
+    finally:
+        stop.set()
+        for thread in clients:
+            thread.join(timeout=60)
+        stop_process(process)
+    text = log.read_text()
+    assert failed == [], failed[:5]
+    new = [pid for pid in ready.findall(text) if pid not in old]
+    assert len(new) == 2, text
+    # Each old worker was told to go only once a new one was ready.
+    first_ready = text.index(f"worker {new[0]}: ready in")
+    assert all(text.index(line) > first_ready for line in gone), text

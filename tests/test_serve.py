@@ -111,6 +111,61 @@ def test_malformed_bodies_are_4xx_json(client, data, content_type, status, messa
     assert message in response.get_json()["error"]
 
 
+NOT_WHOLE_TEXT = "is not whole UTF-8 text"
+
+
+@pytest.fixture
+def own_client(app):
+    """A test client with an address of its own: its requests do not spend the rate-limit
+    budget of `client`'s address, which the tests below it count on."""
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = "192.0.2.30"
+    return client
+
+
+@pytest.mark.parametrize(("route", "data", "field"), [
+    ("/api/generate", b'{"prefix": "\\ud800"}', "prefix"),  # a JSON escape: half a character
+    ("/api/generate", b'{"prefix": "ab\\udfffc"}', "prefix"),
+    ("/api/generate", b'{"prefix": "\xed\xa0\x80"}', "prefix"),  # the same, as raw bytes
+    ("/api/generate", b'{"prefix": "caf\xe9"}', "prefix"),  # Latin-1, not UTF-8
+    ("/api/autocomplete", b'{"beginningOfTweet": "\\udfff"}', "beginningOfTweet"),
+    ("/api/autocomplete", b'{"beginningOfTweet": "\xff"}', "beginningOfTweet"),
+])
+def test_text_that_is_not_whole_utf8_is_400_naming_the_field(own_client, route, data, field):
+    response = own_client.post(route, data=data, content_type="application/json")
+    assert response.status_code == 400, response.data
+    assert NOT_WHOLE_TEXT in response.get_json()["error"]
+    assert response.get_json()["field"] == field
+
+
+@pytest.mark.parametrize(("query", "field"), [
+    ("prefix=%FF", "prefix"),  # Werkzeug keeps it as the literal text "%FF"
+    ("prefix=%ED%A0%80", "prefix"),  # a surrogate in UTF-8's shape
+    ("prefix=ab%C3", "prefix"),  # a character cut short
+])
+def test_a_query_that_is_not_whole_utf8_is_400_naming_the_field(own_client, query, field):
+    response = own_client.get(f"/api/generate/stream?{query}")
+    assert response.status_code == 400, response.data
+    assert "is not UTF-8 text" in response.get_json()["error"]
+    assert response.get_json()["field"] == field
+
+
+def test_a_utf16_body_is_not_json(own_client):
+    # json.loads detects UTF-16 and UTF-32 in bytes; JSON on the wire is UTF-8 (RFC 8259).
+    for encoding in ("utf-16", "utf-16-le", "utf-32"):
+        response = own_client.post("/api/generate", content_type="application/json",
+                                   data='{"prefix": "Make "}'.encode(encoding))
+        assert response.status_code == 400
+        assert response.get_json()["error"] == "the request body is not valid JSON"
+
+
+def test_options_answers_no_content_not_an_html_page(own_client):
+    response = own_client.options("/api/generate")
+    assert response.status_code == 204 and not response.data
+    assert "Content-Type" not in response.headers
+    assert set(response.headers["Allow"].split(", ")) == {"POST", "OPTIONS"}
+
+
 def test_v2_autocomplete_keeps_its_contract(client):
     response = client.post("/api/autocomplete",
                            json={"beginningOfTweet": "Crooked ", "temperature": 0.5})
@@ -177,7 +232,7 @@ def test_cors_is_answered_for_configured_origins_only(client):
     preflight = client.options("/api/autocomplete", headers={
         "Origin": ALLOWED_ORIGIN, "Access-Control-Request-Method": "POST",
         "Access-Control-Request-Headers": "Content-Type"})
-    assert preflight.status_code == 200
+    assert preflight.status_code == 204
     assert preflight.headers["Access-Control-Allow-Origin"] == ALLOWED_ORIGIN
     assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
     assert "Content-Type" in preflight.headers["Access-Control-Allow-Headers"]
@@ -255,7 +310,7 @@ def test_a_client_over_the_rate_limit_gets_429(tiny_model):
     response = client.post("/api/generate", json={})
     assert response.status_code == 429
     assert response.get_json()["error"].startswith("Too Many Requests: 3 per 1 minute")
-    assert 0 < int(response.headers["Retry-After"]) <= 60
+    assert 0 < int(response.headers["Retry-After"]) <= 60 + 2  # the window, then spread
     other_client = client.post("/api/generate", json={"max_length": 5},
                                environ_base={"REMOTE_ADDR": "10.0.0.9"})
     assert other_client.status_code == 200
@@ -281,7 +336,7 @@ def test_behind_a_proxy_the_rate_limit_counts_the_forwarded_client(tiny_model, p
 def test_a_bad_proxies_setting_stops_the_app_with_a_clear_message(tiny_model):
     from serve import create_app
 
-    with pytest.raises(SystemExit, match="PROXIES must be a whole number"):
+    with pytest.raises(SystemExit, match="COVFEFE_PROXIES is 'nginx'; it must be a whole number"):
         create_app({"MODEL_DIR": str(tiny_model.path), "PROXIES": "nginx"})
 
 
@@ -357,20 +412,44 @@ def test_a_worker_runs_numpy_on_one_blas_thread(app):
 def test_a_bad_blas_threads_setting_stops_the_app(tiny_model):
     from serve import create_app
 
-    with pytest.raises(SystemExit, match="BLAS_THREADS must be a whole number"):
+    with pytest.raises(SystemExit, match="COVFEFE_BLAS_THREADS is 'many'; it must be a whole num"):
         create_app({"MODEL_DIR": str(tiny_model.path), "BLAS_THREADS": "many"})
 
 
-@pytest.mark.parametrize(("threads", "message"), [
-    ("many", "ENGINE_THREADS must be a whole number, at least 1, not 'many'"),
-    ("0", "ENGINE_THREADS must be a whole number, at least 1, not '0'"),
-    ("3", "ENGINE_THREADS must be 1 or 2, not 3"),
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("ENGINE_THREADS", "many", "COVFEFE_ENGINE_THREADS is 'many'; it must be a whole number "
+                               "from 1 to 2"),
+    ("ENGINE_THREADS", "0", "COVFEFE_ENGINE_THREADS is '0'; it must be a whole number from 1"),
+    ("ENGINE_THREADS", 3, "COVFEFE_ENGINE_THREADS is '3'; it must be a whole number from 1"),
+    ("ENGINE_ROWS", "abc", "COVFEFE_ENGINE_ROWS is 'abc'; it must be a whole number from 16"),
+    # Flask-Limiter only logged an error on every request, and limited nothing.
+    ("RATE_LIMIT", "lots", "COVFEFE_RATE_LIMIT is 'lots'; it must be a rate limit such as "
+                           "'60 per minute'"),
+    ("ENGINE", "maybe", "COVFEFE_ENGINE is 'maybe'; it must be on or off"),
+    ("CORS_ORIGINS", "www.example.org", "COVFEFE_CORS_ORIGINS is 'www.example.org'; it must be "
+                                        "origins"),
+    ("RATELIMIT_STORAGE_URI", "redis:6379", "COVFEFE_RATELIMIT_STORAGE_URI is 'redis:6379'; it"),
 ])
-def test_a_bad_engine_threads_setting_stops_the_app(tiny_model, threads, message):
+def test_a_bad_setting_stops_the_app_in_one_sentence(tiny_model, name, value, message):
     from serve import create_app
 
-    with pytest.raises(SystemExit, match=re.escape(message)):
-        create_app({"MODEL_DIR": str(tiny_model.path), "ENGINE_THREADS": threads})
+    with pytest.raises(SystemExit, match=re.escape(message)) as stopped:
+        create_app({"MODEL_DIR": str(tiny_model.path), name: value})
+    assert str(stopped.value.code).startswith("covfefe serve: ")
+    assert "\n" not in stopped.value.code
+
+
+def test_every_setting_is_read_and_a_name_nothing_reads_is_refused():
+    from covfefe import config
+
+    settings = config.serve_settings({"COVFEFE_WORKERS": "3", "COVFEFE_ENGINE": "off",
+                                      "COVFEFE_RATE_LIMIT": "5/second", "COVFEFE_HOME": "/x"})
+    assert settings["WORKERS"] == 3 and settings["ENGINE"] is False
+    assert settings["RATE_LIMIT"] == "5/second"
+    assert settings["ENGINE_ROWS"] == config.ENGINE_ROWS  # the defaults for the rest
+    with pytest.raises(config.SettingError, match="COVFEFE_RATE_LIMT is not a setting; did "
+                                                  "you mean COVFEFE_RATE_LIMIT?"):
+        config.serve_settings({"COVFEFE_RATE_LIMT": "5/second"})
 
 
 def test_the_engine_steps_in_two_threads_where_the_worker_has_two_cores(tiny_model,
@@ -436,3 +515,12 @@ def test_the_in_memory_limit_expires_with_one_sweeper_not_a_thread_per_request(t
         time.sleep(0.1)
     assert not storage.storage
     assert client.post("/api/generate", json={"max_length": 3}).status_code == 200  # a new window
+
+
+def test_every_setting_of_the_api_is_documented():
+    from covfefe import config
+    from tests.helpers import ROOT
+
+    text = (ROOT / "deploy" / "README.md").read_text()
+    missing = [name for name in config.SERVE_SETTINGS if f"`COVFEFE_{name}`" not in text]
+    assert not missing, missing
