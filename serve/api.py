@@ -224,14 +224,17 @@ def _engine_stats() -> dict:
 
 @api.get("/health")
 def health():
-    """Report that the worker is up, which version of covfefe it runs, how many character
-    steps its streams have sent, its engine's state (rows in flight, requests waiting, steps
-    per second, requests refused by the engine and, before Flask, by the worker; null when it
-    is off) and where it counts the rate limit ("degraded" while the
+    """Report that the worker is up, which versions of covfefe and of the model it runs, how
+    many character steps its streams have sent, its engine's state (rows in flight, requests
+    waiting, steps per second, requests refused by the engine and, before Flask, by the
+    worker; null when it is off) and where it counts the rate limit ("degraded" while the
     shared store is unreachable; it still serves). Under gunicorn it has a thread of its own
     (serve.worker), so that it answers while generation keeps the others busy."""
     store = _rate_limit_store()
+    artifact = current_app.extensions["covfefe.inference.artifact"]
     return jsonify(status="degraded" if "fallback" in store else "ok", version=__version__,
+                   # The model this worker serves: after a promotion and reload, the new one.
+                   model={"name": artifact.name, "version": artifact.version},
                    stream_steps=stream_steps.value,
                    engine=_engine_stats() if engine() is not None else None,
                    rate_limit=store)

@@ -116,7 +116,8 @@ def openapi_document(generate_fields: dict, autocomplete_fields: dict) -> dict:
             "/api/model": {"get": {"summary": "The model card: metadata, metrics, baseline",
                                    "responses": {"200": ok}}},
             "/api/health": {"get": {
-                "summary": "Liveness, version, the character steps this worker's streams "
+                "summary": "Liveness, version, the model served (name and version), the "
+                           "character steps this worker's streams "
                            "generated, the engine's state, and where the rate limit is counted "
                            "(status 'degraded' while the shared store is unreachable)",
                 "responses": {"200": ok}}},
