@@ -43,6 +43,8 @@ def _get(url: str) -> tuple[int, dict]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, {}
+    except OSError:  # not listening yet
+        return 0, {}
 
 
 def _post(url: str, body: dict) -> int:
