@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from covfefe.evaluation.evaluate import by_length, read_text_file
-from covfefe.training.scoring import score_model
 from covfefe.text import UNK_ID
+from covfefe.training.scoring import score_model
 from tests.helpers import covfefe
 
 SUMMARY = re.compile(r"^bits_per_char=(\d+\.\d{4}) chars=(\d+) tweets=(\d+)$", re.MULTILINE)

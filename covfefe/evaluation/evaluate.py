@@ -145,14 +145,7 @@ def evaluate_command(*, model: str | None = None, text: str | None = None,
         lines.append(f"tweets: {'archive' if archive is not None else 'dataset'}, cleaned, "
                      f"from {since.date() if since is not None else 'the first'} "
                      f"to {until.date() if until is not None else 'the last'}")
-    mixture = artifact.mixture
-    evaluation = score_artifact(artifact, texts, progress=progress)
-    lines.append(evaluation.summary())
-    if mixture:
-        lines[-1] += (f" (the network mixed with its {mixture['ngram_name']} table, weight "
-                      f"{mixture['network_weight']:.3f})")
-        lines.append(f"network alone: {evaluation.part('network').summary()}")
-        lines.append(f"its n-gram table alone: {evaluation.part('ngram').summary()}")
+    lines += served_lines(artifact, texts, progress=progress)
     if baseline_order is not None:
         from covfefe.lm.ngram import KneserNeyModel
 
@@ -163,6 +156,54 @@ def evaluate_command(*, model: str | None = None, text: str | None = None,
         lines.append(f"baseline {ngram.name} (fitted on {len(history)} tweets before "
                      f"{validation_since.date()}): {baseline.summary()}")
     return "\n".join(lines)
+
+
+def score_served(generator, texts: Sequence[str], max_chars: int = MAX_TWEET_CHARS,
+                 progress: bool = False) -> Evaluation:
+    """Score texts with exactly what ``generator`` (a `TweetGenerator`) draws from at
+    temperature 1 and top-p 1 (`TweetGenerator.log_probs`)."""
+    sequences = encode_tweets(texts, generator.vocabulary, max_chars)
+    scores = generator.log_probs(sequences, progress=progress)
+    return Evaluation(list(texts), np.array([-float(score.sum()) for score in scores]),
+                      np.array([len(score) for score in scores], dtype=np.int64))
+
+
+def served_lines(artifact, texts: Sequence[str], progress: bool = False) -> list[str]:
+    """The lines of ``covfefe evaluate``'s scores: first the served distribution (what the
+    generator draws from at temperature 1, top-p 1), then its parts alone."""
+    from covfefe.inference.generate import TweetGenerator
+
+    texts = [text for text in texts if text]
+    if not texts:
+        raise UserError("there are no (non-empty) tweets to evaluate")
+    max_chars = artifact.metadata.get("model", {}).get("max_chars", MAX_TWEET_CHARS)
+    generator = TweetGenerator.from_artifact(artifact)
+    # A character outside the vocabulary is the unknown symbol, which generation never
+    # writes: such a tweet has probability 0 as served, and is scored by the parts alone.
+    writable = [text for text in texts if not generator.vocabulary.unknown(text)]
+    lines = []
+    if writable:
+        served = score_served(generator, writable, max_chars, progress)
+        mixture, lexicon = artifact.mixture, artifact.metadata.get("lexicon")
+        parts = [f"the network mixed with its {mixture['ngram_name']} table, weight "
+                 f"{mixture['network_weight']:.3f}" if mixture else "the network"]
+        if artifact.lexicon() is not None:
+            parts.append(f"leaving the {lexicon['words']:,} word forms of its lexicon costs "
+                         f"{getattr(generator.network, 'penalty', 0):g} nats")
+        lines.append(f"{served.summary()} (served: what generation draws from at temperature "
+                     f"1 and top-p 1: {', '.join(parts)}; renormalised)")
+    if len(writable) < len(texts):
+        lines.append(f"{len(texts) - len(writable)} tweets hold characters outside the "
+                     "vocabulary, which generation never writes: probability 0 as served, "
+                     "left out above")
+    evaluation = score_artifact(artifact, texts, progress=progress)
+    if artifact.mixture:
+        lines.append(f"part, the mixture without the word penalty: {evaluation.summary()}")
+        lines.append(f"part, network alone: {evaluation.part('network').summary()}")
+        lines.append(f"part, its n-gram table alone: {evaluation.part('ngram').summary()}")
+    else:
+        lines.append(f"part, network alone: {evaluation.summary()}")
+    return lines
 
 
 def mixture_holdout(metadata: dict, train: pd.DataFrame, holdout: int) -> np.ndarray:
@@ -187,7 +228,7 @@ def mix_command(*, model: str | None = None, order: int = 9, holdout: int = 1500
     from covfefe import config
     from covfefe.inference.artifact import NUMPY_WEIGHTS, add_mixture, load_artifact
     from covfefe.inference.numpy_network import NumpyNetwork
-    from covfefe.lm.lexicon import Lexicon, words_of
+    from covfefe.lm.lexicon import Lexicon
     from covfefe.lm.mixture import fit_mixture, network_log_probs
 
     started = time.monotonic()
@@ -212,7 +253,7 @@ def mix_command(*, model: str | None = None, order: int = 9, holdout: int = 1500
                "network_validation_bits_per_char": artifact.metrics.get(
                    "network_validation_bits_per_char",
                    artifact.metrics.get("validation_bits_per_char"))}
-    lexicon = Lexicon(words_of(train["text"]))
+    lexicon = Lexicon.from_texts(train["text"])
     mixed = add_mixture(artifact, ngram, weight, report, lexicon,
                         config.resolve(output) if output else None, metrics=metrics)
     bits = report["holdout_bits_per_char"]
@@ -222,7 +263,7 @@ def mix_command(*, model: str | None = None, order: int = 9, holdout: int = 1500
             f"{weight:.3f}, fitted on {report['holdout_tweets']} held-out training tweets "
             f"({report['holdout_period'][0][:10]} to {report['holdout_period'][1][:10]}): "
             f"network {bits['network']:.4f}, table {bits['ngram']:.4f}, mixture "
-            f"{bits['mixture']:.4f} bits/char there; a lexicon of {len(lexicon):,} words; "
+            f"{bits['mixture']:.4f} bits/char there; a lexicon of {len(lexicon):,} word forms; "
             f"{time.monotonic() - started:.0f} s")
 
 

@@ -11,7 +11,7 @@ small
 NumPy functions here (`sample` and its filters) are its reference.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,8 +21,8 @@ from covfefe.errors import UserError
 from covfefe.inference.artifact import NUMPY_WEIGHTS, ModelArtifact, load_artifact
 from covfefe.inference.fused import fuse
 from covfefe.inference.numpy_network import NumpyNetwork
-from covfefe.inference.sampling import GREEDY_BELOW, draw_rows
-from covfefe.lm.lexicon import LexiconConstraint
+from covfefe.inference.sampling import GREEDY_BELOW, draw_rows, target_log_probs
+from covfefe.lm.lexicon import DEFAULT_PENALTY, LexiconConstraint
 from covfefe.lm.mixture import MixedModel
 from covfefe.text import END_ID, MAX_TWEET_CHARS, PAD_ID, UNK_ID, Vocabulary
 
@@ -146,10 +146,39 @@ class TweetGenerator:
                                  artifact.mixture["network_weight"])
         words = artifact.lexicon() if lexicon else None
         if words is not None:
-            network = fuse(LexiconConstraint(network, words, artifact.vocabulary))
+            penalty = artifact.metadata.get("lexicon", {}).get("penalty", DEFAULT_PENALTY)
+            network = fuse(LexiconConstraint(network, words, artifact.vocabulary, penalty))
         return cls(network, artifact.vocabulary,
                    artifact.metadata.get("model", {}).get("max_chars", MAX_TWEET_CHARS),
                    artifact.novelty_index(), artifact.metadata.get("defaults"))
+
+    def log_probs(self, sequences: Sequence[np.ndarray], batch_size: int = 256,
+                  progress: bool = False) -> list[np.ndarray]:
+        """Return, for each encoded tweet (``[END] + ids + [END]``, `encode_tweets`), the
+        natural log-probability of each symbol after its first character under exactly the
+        distribution `complete` draws from at temperature 1 and top-p 1: the same steps (the
+        network, the table, the word penalties), the same banned symbols, the same
+        normalisation. A tweet's total is the ``log_prob`` generation gives it after a prefix
+        of its first character."""
+        from tqdm.auto import tqdm
+
+        scores = []
+        for start in tqdm(range(0, len(sequences), batch_size), desc="scoring", unit="batch",
+                          disable=not progress):
+            chunk = sequences[start:start + batch_size]
+            width = max(len(sequence) for sequence in chunk)
+            ids = np.full((len(chunk), width), END_ID, dtype=np.int64)
+            for row, sequence in enumerate(chunk):
+                ids[row, :len(sequence)] = sequence
+            state = self.network.initial_state(len(chunk))
+            target = np.zeros((len(chunk), width))
+            for position in range(width - 1):
+                logits, state = self.network.step(ids[:, position], state)
+                if position >= 1:  # the first character is given, as a prefix
+                    target[:, position + 1] = target_log_probs(logits, ids[:, position + 1],
+                                                               BANNED)
+            scores += [target[row, 2:len(sequence)] for row, sequence in enumerate(chunk)]
+        return scores
 
     def complete(self, prefix: str = "", *, temperature: float | None = None, n: int = 1,
                  max_length: int = MAX_TWEET_CHARS, seed: int | None = None, top_k: int = 0,
