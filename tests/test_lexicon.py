@@ -14,6 +14,7 @@ from covfefe.lm.lexicon import (
     ROOT,
     Lexicon,
     LexiconConstraint,
+    end_costs,
     spellings,
     word_forms,
     words,
@@ -136,26 +137,29 @@ def test_the_compiled_step_keeps_the_rules_for_every_node_and_symbol(constrained
              range(symbols)]
     nodes = np.concatenate([[ROOT, FREE_WORD, APOSTROPHE_END, FREE_HANDLE],
                             np.arange(1, len(constraint.trie))])
+    rows = np.stack([nodes, np.full(len(nodes), 5)], axis=1)  # [node, characters written]
     scores = np.random.default_rng(0).standard_normal((len(nodes), symbols))
     model, constraint.model = constraint.model, StaticScores(scores)
     reached = set()
     try:
         for symbol in range(symbols):
             ids = np.full(len(nodes), symbol)
-            penalised, (_, advanced) = constraint.step(ids, [None, nodes])
+            penalised, (_, advanced) = constraint.step(ids, [None, rows])
             expected = [reference_next(constraint, chars, int(node), symbol) for node in nodes]
-            np.testing.assert_array_equal(advanced, expected)
+            np.testing.assert_array_equal(advanced[:, 0], expected)
+            assert (advanced[:, 1] == (5 if symbol == END_ID else 6)).all()
+            advanced = advanced[:, 0]
             if symbol % 7 == 0:  # the costs after each node: a sample of the symbols suffices
                 np.testing.assert_allclose(penalised, scores - np.array(
                     [reference_costs(constraint, chars, node) for node in expected]))
             reached |= set(advanced.tolist())
         with pytest.raises(IndexError, match="a symbol outside the vocabulary"):
-            constraint.step(np.array([symbols]), [None, nodes[:1]])
+            constraint.step(np.array([symbols]), [None, rows[:1]])
     finally:
         constraint.model = model
     assert {ROOT, FREE_WORD, APOSTROPHE_END, FREE_HANDLE} <= reached  # every kind of node
     assert constraint.trie.handle.any()
-    np.testing.assert_array_equal(constraint.costs(nodes), [
+    np.testing.assert_array_equal(constraint.costs(rows), [
         reference_costs(constraint, chars, int(node)) for node in nodes])
 
 
@@ -202,6 +206,19 @@ def test_a_handle_is_a_word_only_after_its_at(constrained, tiny_model):
         assert cost_of(f" {handle[1:]}") == constraint.penalty
 
 
+def test_ending_the_tweet_costs_what_its_length_calls_for(constrained, tiny_model):
+    constraint = constrained[1].network.with_costs(3.0, end_costs(2.0, 10, 4.0, 20,
+                                                                  max_chars=30))
+    rows = np.array([[ROOT, 5], [ROOT, 15], [ROOT, 25], [ROOT, 280]])
+    np.testing.assert_array_equal(constraint.costs(rows)[:, END_ID], [2.0, 0.0, -4.0, -4.0])
+    state = constraint.initial_state(1)
+    for symbol in [END_ID, *tiny_model.vocabulary.encode("a b")]:
+        _, state = constraint.step(np.array([symbol]), state)
+    assert state[1][0, 1] == 3  # the start is no character; each one after it is
+    with pytest.raises(UserError, match="0 or more nats"):
+        end_costs(-1.0)
+
+
 def test_a_row_is_constrained_the_same_alone_and_in_a_batch(constrained, tiny_model):
     constraint = constrained[1].network
     rng = np.random.default_rng(3)
@@ -217,4 +234,4 @@ def test_a_row_is_constrained_the_same_alone_and_in_a_batch(constrained, tiny_mo
         for t, symbols in enumerate(ids):
             scores, alone = constraint.step(symbols[row:row + 1], alone)
             assert np.array_equal(scores[0], together[t][0][row])
-            assert alone[1][0] == together[t][1][row]
+            assert np.array_equal(alone[1][0], together[t][1][row])

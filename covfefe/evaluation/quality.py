@@ -2,8 +2,14 @@
 
 For a fixed set of prefixes and seeds, a generator writes ``samples`` tweets; the figures are:
 
-- ``real_word_share``: of the words it wrote (runs of letters with inner apostrophes, compared
-  case-insensitively), the share that occur in the training tweets. "understanded" is not one.
+- ``non_word_share``: of the words it wrote (runs of letters with inner apostrophes, outside
+  handles, compared case-insensitively), the share that are in neither the training tweets nor a
+  general English dictionary (`DICTIONARY`, Debian's ``wamerican-large``): "understanded" is
+  one, "coronavirus" is not. The generator never reads the dictionary, so this is a measure
+  its decoding cannot make true by construction; real tweets have non-words too (names,
+  coinages), and their own share stands beside the samples' (`text_figures`).
+- ``real_word_share``: the share of those words that occur in the training tweets (what the
+  word constraint prefers: a new word, real or not, lowers it).
 - ``near_copy_share``: the share of tweets holding a run of ``NEAR_COPY_RUN`` characters or
   more from one training tweet (the artifact's novelty index knows the runs).
 - ``mean_length`` and ``at_limit_share``: characters per tweet, and the share that did not end
@@ -15,14 +21,23 @@ over
 temperatures and nucleus sizes, and `choose_defaults` picks the settings a user gets.
 """
 
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from covfefe.errors import UserError
 from covfefe.lm.lexicon import words
 from covfefe.text import MAX_TWEET_CHARS
+
+# A general English word list the generator does not use: Debian's wamerican-large (installed
+# by .ci/apt-packages.txt; `apt-get install wamerican-large`), or the file in
+# $COVFEFE_DICTIONARY.
+DICTIONARY = Path(os.environ.get("COVFEFE_DICTIONARY", "/usr/share/dict/american-english-large"))
+MAX_NON_WORD_SHARE = 0.015  # what the chosen defaults may write at most
 
 NEAR_COPY_RUN = 40  # characters in a row from one training tweet
 MAX_NEAR_COPY_SHARE = 0.02  # what the chosen defaults may copy at most
@@ -37,11 +52,13 @@ class SampleQuality:
     samples: int
     temperature: float
     top_p: float
+    non_word_share: float
     real_word_share: float
     near_copy_share: float
     mean_length: float
     at_limit_share: float
     words: int
+    penalty: float | None = None  # the word constraint's, None without one
     lengths: list[int] = field(default_factory=list, repr=False)  # of each tweet
 
     def as_dict(self) -> dict:
@@ -49,10 +66,33 @@ class SampleQuality:
                 for key, value in asdict(self).items() if key != "lengths"}
 
 
+def dictionary_words(path: str | os.PathLike = DICTIONARY) -> set[str]:
+    """Return the words of a general English word list (one per line), lower-cased."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        raise UserError(f"the English word list {path} does not exist: install it "
+                        "(apt-get install wamerican-large) or name another in "
+                        "$COVFEFE_DICTIONARY") from None
+    return {line.strip().lower() for line in lines if line.strip()}
+
+
+def non_word_share(texts: Iterable[str], known_words: set[str], dictionary: set[str]
+                   ) -> tuple[float, int]:
+    """Return the share of the words of ``texts`` in neither ``known_words`` (the training
+    tweets') nor ``dictionary``, and how many words there were."""
+    written = [word for text in texts for word in words(text)]
+    unknown = sum(word not in known_words and word not in dictionary for word in written)
+    return unknown / max(len(written), 1), len(written)
+
+
 def sample_quality(generator, known_words: set[str], novelty, *, samples: int = 200,
                    temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
-                   prefixes: Sequence[str] = PREFIXES) -> SampleQuality:
-    """Generate ``samples`` tweets (an equal share per prefix, seeded) and measure them."""
+                   prefixes: Sequence[str] = PREFIXES,
+                   dictionary: set[str] | None = None) -> SampleQuality:
+    """Generate ``samples`` tweets (an equal share per prefix, seeded) and measure them (the
+    words against ``dictionary`` too: `dictionary_words` when None)."""
+    dictionary = dictionary_words() if dictionary is None else dictionary
     per_prefix = max(1, samples // len(prefixes))
     written, known, copies, lengths, at_limit = 0, 0, 0, [], 0
     completions = []
@@ -70,15 +110,23 @@ def sample_quality(generator, known_words: set[str], novelty, *, samples: int = 
         lengths.append(len(completion.text))
         at_limit += not completion.finished and len(completion.text) >= MAX_TWEET_CHARS
     total = len(lengths)
-    return SampleQuality(total, temperature, top_p, known / max(written, 1), copies / total,
-                         float(np.mean(lengths)), at_limit / total, written, lengths)
+    non_words, _ = non_word_share((c.generated for c in completions), known_words, dictionary)
+    return SampleQuality(total, temperature, top_p, non_words, known / max(written, 1),
+                         copies / total, float(np.mean(lengths)), at_limit / total, written,
+                         getattr(generator.network, "penalty", None), lengths)
 
 
-def text_figures(texts: Sequence[str]) -> dict:
-    """Return the length figures of real tweets (for the samples to be compared with)."""
+def text_figures(texts: Sequence[str], known_words: set[str] | None = None,
+                 dictionary: set[str] | None = None) -> dict:
+    """Return the length figures of real tweets (for the samples to be compared with), and
+    their own non-word share when ``known_words`` are given."""
     lengths = np.array([len(text) for text in texts])
-    return {"tweets": len(lengths), "mean_length": round(float(lengths.mean()), 1),
-            "at_limit_share": round(float((lengths >= MAX_TWEET_CHARS).mean()), 4)}
+    figures = {"tweets": len(lengths), "mean_length": round(float(lengths.mean()), 1),
+               "at_limit_share": round(float((lengths >= MAX_TWEET_CHARS).mean()), 4)}
+    if known_words is not None:
+        dictionary = dictionary_words() if dictionary is None else dictionary
+        figures["non_word_share"] = round(non_word_share(texts, known_words, dictionary)[0], 4)
+    return figures
 
 
 def sweep(generator, known_words: set[str], novelty, *, temperatures: Sequence[float],

@@ -44,7 +44,7 @@ _UNWATCHED = np.zeros(1, dtype=np.int64)
 def _step(ids, table, layouts, unscales, biases, hs, cs, hs_out, cs_out, dense_layout,
           dense_unscale, dense_bias, keys, cumulative, bounds, discounts, children, orphan_low,
           orphan_start, history, ranges, history_out, ranges_out, weight, nodes, nodes_out,
-          kinds, offsets, labels, targets, handle, may_end, penalty):
+          kinds, offsets, labels, targets, handle, may_end, penalty, end_costs):
     """One step of the stack (network, n-gram table, mixture, word penalties): return the scores;
     the new state goes into the ``_out`` arrays."""
     rows, vocab_size = ids.shape[0], dense_bias.shape[1]
@@ -61,7 +61,7 @@ def _step(ids, table, layouts, unscales, biases, hs, cs, hs_out, cs_out, dense_l
     _mix(logits, probs, weight, mixed)
     penalised = np.empty_like(mixed)
     _advance_and_penalise(nodes, ids, kinds, offsets, labels, targets, handle, may_end, penalty,
-                          mixed, nodes_out, penalised)
+                          end_costs, mixed, nodes_out, penalised)
     return penalised
 
 
@@ -70,8 +70,8 @@ def _steps_and_draw(ids, table, layouts, unscales, biases, hs, cs, hs_out, cs_ou
                     dense_layout, dense_unscale, dense_bias, keys, cumulative, bounds, discounts,
                     children, orphan_low, orphan_start, history, ranges, history_out,
                     ranges_out, weight, nodes, nodes_out, kinds, offsets, labels, targets,
-                    handle, may_end, penalty, index, banned, uniforms, temperature, top_k, top_p,
-                    end, limit, length, written, log_prob, ending, most, begun):
+                    handle, may_end, penalty, end_costs, index, banned, uniforms, temperature,
+                    top_k, top_p, end, limit, length, written, log_prob, ending, most, begun):
     """``most`` times: `_step`, then `covfefe.inference.sampling.draw_and_record` for the rows
     ``index`` (which writes each drawn symbol into ``ids``, the next step's input) that have
     not ended: a row that ends (``ending``) writes nothing more, its steps after that are
@@ -88,7 +88,7 @@ def _steps_and_draw(ids, table, layouts, unscales, biases, hs, cs, hs_out, cs_ou
                        dense_layout, dense_unscale, dense_bias, keys, cumulative, bounds,
                        discounts, children, orphan_low, orphan_start, history, ranges,
                        history_out, ranges_out, weight, nodes, nodes_out, kinds, offsets,
-                       labels, targets, handle, may_end, penalty)
+                       labels, targets, handle, may_end, penalty, end_costs)
         draw_and_record(masked, live, banned, uniforms, temperature, top_k, top_p, end, limit,
                         length, written, log_prob, ids, ending)
         hs, hs_out = hs_out, hs

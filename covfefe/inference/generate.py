@@ -11,6 +11,7 @@ small
 NumPy functions here (`sample` and its filters) are its reference.
 """
 
+import copy
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -22,7 +23,7 @@ from covfefe.inference.artifact import NUMPY_WEIGHTS, ModelArtifact, load_artifa
 from covfefe.inference.fused import fuse
 from covfefe.inference.numpy_network import NumpyNetwork
 from covfefe.inference.sampling import GREEDY_BELOW, draw_rows, target_log_probs
-from covfefe.lm.lexicon import DEFAULT_PENALTY, LexiconConstraint
+from covfefe.lm.lexicon import DEFAULT_PENALTY, LexiconConstraint, end_costs
 from covfefe.lm.mixture import MixedModel
 from covfefe.text import END_ID, MAX_TWEET_CHARS, PAD_ID, UNK_ID, Vocabulary
 
@@ -146,11 +147,24 @@ class TweetGenerator:
                                  artifact.mixture["network_weight"])
         words = artifact.lexicon() if lexicon else None
         if words is not None:
-            penalty = artifact.metadata.get("lexicon", {}).get("penalty", DEFAULT_PENALTY)
-            network = fuse(LexiconConstraint(network, words, artifact.vocabulary, penalty))
+            decoding = artifact.metadata.get("decoding", {})
+            network = fuse(LexiconConstraint(
+                network, words, artifact.vocabulary,
+                decoding.get("word_penalty", DEFAULT_PENALTY),
+                end_costs(**decoding.get("end", {}))))
         return cls(network, artifact.vocabulary,
                    artifact.metadata.get("model", {}).get("max_chars", MAX_TWEET_CHARS),
                    artifact.novelty_index(), artifact.metadata.get("defaults"))
+
+    def with_costs(self, penalty: float, end: dict | None = None) -> "TweetGenerator":
+        """Return this generator with its word penalty and end costs (the arguments of
+        `covfefe.lm.lexicon.end_costs`) changed (the sweep of `covfefe.evaluation.quality`);
+        the rest is shared."""
+        if not isinstance(self.network, LexiconConstraint):
+            raise UserError("this generator has no word constraint to set costs of")
+        generator = copy.copy(self)
+        generator.network = fuse(self.network.with_costs(penalty, end_costs(**(end or {}))))
+        return generator
 
     def log_probs(self, sequences: Sequence[np.ndarray], batch_size: int = 256,
                   progress: bool = False) -> list[np.ndarray]:

@@ -32,6 +32,7 @@ A word list that grows with new tweets (``covfefe update``) feeds it through
 `Lexicon.extended`; the trie is built from the forms when the constraint is made.
 """
 
+import copy
 import lzma
 import os
 import re
@@ -42,7 +43,7 @@ import numpy as np
 
 from covfefe.compiled import compiled
 from covfefe.errors import UserError
-from covfefe.text import END_ID, PAD_ID, UNK_ID, Vocabulary
+from covfefe.text import END_ID, MAX_TWEET_CHARS, PAD_ID, UNK_ID, Vocabulary
 
 HANDLE = re.compile(r"@[A-Za-z0-9_]+")
 WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)*")
@@ -170,11 +171,12 @@ class LexiconConstraint:
     module docstring). State: ``[model state, trie node per row]``."""
 
     def __init__(self, model, lexicon: Lexicon, vocabulary: Vocabulary,
-                 penalty: float = DEFAULT_PENALTY):
+                 penalty: float = DEFAULT_PENALTY, end_costs: np.ndarray | None = None):
         if not 0 <= penalty < np.inf:
             raise UserError(f"the word penalty must be 0 or more nats, not {penalty!r}")
         self.model = model
         self.penalty = float(penalty)
+        self.end_costs = _end_costs_array(end_costs)
         self.lexicon = lexicon
         size = len(vocabulary)
         chars = [vocabulary.decode([i]) if i not in (END_ID, PAD_ID, UNK_ID) else ""
@@ -206,20 +208,32 @@ class LexiconConstraint:
         # `covfefe.inference.fused.fuse` where the stack has the shape it fuses; None: part by part.
         self.fused = None
 
+    def with_costs(self, penalty: float, end_costs: np.ndarray | None) -> "LexiconConstraint":
+        """Return the same constraint (the same model and trie) with another word penalty and
+        end costs, stepped part by part until `covfefe.inference.fused.fuse` fuses it."""
+        if not 0 <= penalty < np.inf:
+            raise UserError(f"the word penalty must be 0 or more nats, not {penalty!r}")
+        other = copy.copy(self)
+        other.penalty, other.end_costs = float(penalty), _end_costs_array(end_costs)
+        other.fused = None
+        return other
+
     @property
     def tables(self) -> tuple:
-        """The arrays the compiled step reads, in its order (after the nodes)."""
+        """The arrays the compiled step reads, in its order (after the rows' states)."""
         return (self.kinds, self.trie.offsets, self.trie.labels, self.trie.targets,
-                self.trie.handle, self.may_end, self.penalty)
+                self.trie.handle, self.may_end, self.penalty, self.end_costs)
 
     def initial_state(self, n: int) -> list:
-        return [self.model.initial_state(n), np.zeros(n, dtype=np.int64)]
+        """The model's state and, per row, its trie node and the characters written (0, 0)."""
+        return [self.model.initial_state(n), np.zeros((n, 2), dtype=np.int64)]
 
-    def costs(self, nodes: np.ndarray) -> np.ndarray:
-        """Return ``[rows, symbols]``: the nats each symbol would cost after each node."""
-        nodes = np.ascontiguousarray(nodes, dtype=np.int64)
-        out = np.empty((len(nodes), len(self.kinds)))
-        _costs(nodes, *self.tables, out)
+    def costs(self, rows: np.ndarray) -> np.ndarray:
+        """Return ``[rows, symbols]``: the nats each symbol would cost after each row's state
+        (``[node, characters written]``, as ``state[1]`` holds them)."""
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), len(self.kinds)))
+        _costs(rows, *self.tables, out)
         return out
 
     def step(self, ids: np.ndarray, state: list) -> tuple[np.ndarray, list]:
@@ -231,11 +245,34 @@ class LexiconConstraint:
         """`step` through each part of the stack in turn (what `covfefe.inference.fused` fuses)."""
         scores, model_state = self.model.step(ids, state[0])
         scores = np.ascontiguousarray(scores)
-        nodes, penalised = np.empty(len(scores), dtype=np.int64), np.empty(scores.shape)
+        rows, penalised = np.empty((len(scores), 2), dtype=np.int64), np.empty(scores.shape)
         _advance_and_penalise(np.ascontiguousarray(state[1], dtype=np.int64),
                               np.ascontiguousarray(ids, dtype=np.int64), *self.tables, scores,
-                              nodes, penalised)
-        return penalised, [model_state, nodes]
+                              rows, penalised)
+        return penalised, [model_state, rows]
+
+
+def end_costs(penalty: float = 0.0, below: int = 0, bonus: float = 0.0,
+              bonus_from: int = MAX_TWEET_CHARS, max_chars: int = MAX_TWEET_CHARS
+              ) -> np.ndarray:
+    """Return what ending the tweet costs (nats) after each number of characters written, 0 to
+    ``max_chars``: ``penalty`` below ``below`` characters, ``-bonus`` from ``bonus_from`` on,
+    0 between (the end-of-tweet calibration: models/EXPERIMENTS.md)."""
+    if penalty < 0 or bonus < 0:
+        raise UserError(f"the end penalty and bonus must be 0 or more nats, not {penalty!r} "
+                        f"and {bonus!r}")
+    written = np.arange(max_chars + 1)
+    return np.where(written < below, float(penalty),
+                    np.where(written >= bonus_from, -float(bonus), 0.0))
+
+
+def _end_costs_array(costs) -> np.ndarray:
+    if costs is None:
+        return np.zeros(1)
+    costs = np.ascontiguousarray(costs, dtype=np.float64)
+    if costs.ndim != 1 or costs.size == 0 or not np.isfinite(costs).all():
+        raise UserError("the end costs must be finite nats, one per number of characters")
+    return costs
 
 
 @compiled
@@ -282,9 +319,18 @@ def _next_node(node, symbol, kinds, offsets, labels, targets, handle, may_end):
 
 
 @compiled
-def _costs_after(node, kinds, offsets, labels, targets, may_end, handle, penalty, out):
-    """Write into ``out`` what each symbol costs (nats) after ``node``: ``penalty`` for one
-    that leaves the known forms, else 0."""
+def _costs_after(node, written, kinds, offsets, labels, targets, may_end, handle, penalty,
+                 end_costs, out):
+    """Write into ``out`` what each symbol costs (nats) after ``node`` with ``written``
+    characters written: ``penalty`` for one that leaves the known forms, else 0; ending the
+    tweet costs ``end_costs[written]`` more (the last entry for longer)."""
+    _word_costs(node, kinds, offsets, labels, targets, may_end, handle, penalty, out)
+    out[END_ID] += end_costs[min(written, len(end_costs) - 1)]
+
+
+@compiled
+def _word_costs(node, kinds, offsets, labels, targets, may_end, handle, penalty, out):
+    """`_costs_after` but the end's own cost."""
     size = len(kinds)
     if node in (FREE_WORD, FREE_HANDLE):
         for symbol in range(size):
@@ -313,24 +359,28 @@ def _costs_after(node, kinds, offsets, labels, targets, may_end, handle, penalty
 
 
 @compiled
-def _costs(nodes, kinds, offsets, labels, targets, handle, may_end, penalty, out):
-    for row in range(len(nodes)):
-        _costs_after(nodes[row], kinds, offsets, labels, targets, may_end, handle, penalty,
-                     out[row])
+def _costs(rows, kinds, offsets, labels, targets, handle, may_end, penalty, end_costs, out):
+    for row in range(len(rows)):
+        _costs_after(rows[row, 0], rows[row, 1], kinds, offsets, labels, targets, may_end,
+                     handle, penalty, end_costs, out[row])
 
 
 @compiled
-def _advance_and_penalise(nodes, ids, kinds, offsets, labels, targets, handle, may_end,
-                          penalty, scores, new_nodes, penalised):
-    """Advance each row's node by its symbol into ``new_nodes``; write its scores less what
-    each symbol would cost next into ``penalised``."""
+def _advance_and_penalise(rows, ids, kinds, offsets, labels, targets, handle, may_end,
+                          penalty, end_costs, scores, new_rows, penalised):
+    """Advance each row's state (``[node, characters written]``) by its symbol into
+    ``new_rows``; write its scores less what each symbol would cost next into ``penalised``."""
     costs = np.empty(len(kinds))
-    for row in range(len(nodes)):
-        if not 0 <= ids[row] < len(kinds):  # compiled code checks no index: a crash, else
+    for row in range(len(rows)):
+        symbol = ids[row]
+        if not 0 <= symbol < len(kinds):  # compiled code checks no index: a crash, else
             raise IndexError("a symbol outside the vocabulary")
-        node = _next_node(nodes[row], ids[row], kinds, offsets, labels, targets, handle,
+        node = _next_node(rows[row, 0], symbol, kinds, offsets, labels, targets, handle,
                           may_end)
-        new_nodes[row] = node
-        _costs_after(node, kinds, offsets, labels, targets, may_end, handle, penalty, costs)
+        written = rows[row, 1] + (symbol != END_ID)  # END: the start, or a row that has ended
+        new_rows[row, 0] = node
+        new_rows[row, 1] = written
+        _costs_after(node, written, kinds, offsets, labels, targets, may_end, handle, penalty,
+                     end_costs, costs)
         for symbol in range(len(kinds)):
             penalised[row, symbol] = scores[row, symbol] - costs[symbol]
