@@ -187,9 +187,14 @@ def served_lines(artifact, texts: Sequence[str], progress: bool = False) -> list
         mixture, lexicon = artifact.mixture, artifact.metadata.get("lexicon")
         parts = [f"the network mixed with its {mixture['ngram_name']} table, weight "
                  f"{mixture['network_weight']:.3f}" if mixture else "the network"]
-        if artifact.lexicon() is not None:
+        if generator.decoding is not None:
+            end = generator.decoding["end"]
             parts.append(f"leaving the {lexicon['words']:,} word forms of its lexicon costs "
-                         f"{getattr(generator.network, 'penalty', 0):g} nats")
+                         f"{generator.decoding['word_penalty']:g} nats")
+            if end:
+                parts.append(f"ending costs {end.get('penalty', 0):g} nats below "
+                             f"{end.get('below', 0)} characters, {-end.get('bonus', 0):g} from "
+                             f"{end.get('bonus_from', MAX_TWEET_CHARS)}")
         lines.append(f"{served.summary()} (served: what generation draws from at temperature "
                      f"1 and top-p 1: {', '.join(parts)}; renormalised)")
     if len(writable) < len(texts):
@@ -267,15 +272,21 @@ def mix_command(*, model: str | None = None, order: int = 9, holdout: int = 1500
             f"{time.monotonic() - started:.0f} s")
 
 
-SWEEP_TEMPERATURES = (0.7, 0.8, 0.9, 1.0, 1.1)
-SWEEP_TOP_PS = (1.0, 0.95)
+SWEEP_TEMPERATURES = (0.9, 1.0, 1.1)
+SWEEP_TOP_PS = (1.0,)
+# The word constraint's costs swept (`covfefe.lm.lexicon`): the word penalty about the
+# validation optimum and above it; no end calibration, and two that make tweets longer.
+LONGER = {"penalty": 2.0, "below": 180, "bonus": 4.0, "bonus_from": 260}
+SLIGHTLY_LONGER = {"penalty": 1.5, "below": 200, "bonus": 1.5, "bonus_from": 250}
+SWEEP_DECODINGS = tuple({"word_penalty": penalty, "end": end}
+                        for end in ({}, SLIGHTLY_LONGER, LONGER) for penalty in (2.5, 4.0))
 
 
 def _quality_line(name: str, figures) -> str:
-    return (f"samples {name} (temperature {figures.temperature:g}, top_p {figures.top_p:g}): "
-            f"real_words={figures.real_word_share:.2%} near_copies={figures.near_copy_share:.2%}"
-            f" mean_length={figures.mean_length:.1f} at_limit={figures.at_limit_share:.2%} "
-            f"tweets={figures.samples}")
+    return (f"samples {name} ({figures.describe()}): "
+            f"non_words={figures.non_word_share:.2%} real_words={figures.real_word_share:.2%} "
+            f"near_copies={figures.near_copy_share:.2%} mean_length={figures.mean_length:.1f} "
+            f"at_limit={figures.at_limit_share:.2%} tweets={figures.samples}")
 
 
 def sample_command(*, model: str | None = None, archive: str | None = None,
@@ -284,13 +295,13 @@ def sample_command(*, model: str | None = None, archive: str | None = None,
                    sweep: bool = False, save_defaults: bool = False,
                    baseline_order: int | None = None, progress: bool = True) -> str:
     """Run ``covfefe evaluate --samples N``: the sample figures (`covfefe.evaluation.quality`) of
-    the
-    model and of an n-gram table alone (the model's own, else one of ``baseline_order``), at the
-    model's default settings, the given ones, or over a sweep whose best setting can be saved
-    as the model's defaults."""
+    the model and of an n-gram table alone (the model's own, else one of ``baseline_order``), at
+    the model's default settings, the given ones, or over a sweep (temperatures and the word
+    constraint's costs) whose best setting can be saved as the model's defaults."""
     from covfefe import config
     from covfefe.evaluation.quality import (
         choose_defaults,
+        dictionary_words,
         generators_to_compare,
         sample_quality,
         text_figures,
@@ -308,11 +319,11 @@ def sample_command(*, model: str | None = None, archive: str | None = None,
         raise UserError(f"model artifact {artifact.path} has no novelty index: near copies "
                         "cannot be counted")
     train, validation = split_like_model(artifact.metadata, _tweets_to_score(archive, dataset))
-    known = words_of(train["text"])
+    known, dictionary = words_of(train["text"]), dictionary_words()
     generators = generators_to_compare(artifact, list(train["text"]), baseline_order or 9)
     table = next(name for name in generators if name != "model")
     defaults = artifact.metadata.get("defaults", {})
-    real = text_figures(list(validation["text"]))
+    real = text_figures(list(validation["text"]), known, dictionary)
     lines = [f"model {artifact.name} {artifact.version} ({artifact.path})",
              "validation tweets: " + " ".join(f"{k}={v}" for k, v in real.items())]
     if not sweep:
@@ -320,29 +331,38 @@ def sample_command(*, model: str | None = None, archive: str | None = None,
                     "top_p": top_p or defaults.get("top_p", 1.0)}
         for name, generator in generators.items():
             lines.append(_quality_line(name, sample_quality(generator, known, novelty,
-                                                            samples=samples, **settings)))
+                                                            samples=samples,
+                                                            dictionary=dictionary,
+                                                            **settings)))
         return "\n".join(lines)
     from covfefe.evaluation.quality import sweep as run_sweep
 
-    chosen = {}
+    chosen, settings = {}, {}
+    bounds = {"max_at_limit": 2 * real["at_limit_share"], "length": real["mean_length"]}
     for name, generator in generators.items():
         results = run_sweep(generator, known, novelty, temperatures=SWEEP_TEMPERATURES,
-                            top_ps=SWEEP_TOP_PS, samples=samples, progress=progress)
+                            top_ps=SWEEP_TOP_PS, decodings=SWEEP_DECODINGS, samples=samples,
+                            progress=progress, dictionary=dictionary)
         lines += [_quality_line(name, figures) for figures in results]
-        chosen[name] = choose_defaults(results, max_at_limit=2 * real["at_limit_share"])
+        chosen[name], settings[name] = choose_defaults(results, **bounds), len(results)
         lines.append(_quality_line(f"{name}, best", chosen[name]))
     if save_defaults:
         best = chosen["model"]
-        updated = update_metadata(artifact, {
+        changes = {
             "defaults": {"temperature": best.temperature, "top_p": best.top_p},
-            "samples": {"chosen_by": "highest real-word share (to 1%; ties: the coolest) "
-                                     "with at most 2% near copies and at most twice the "
-                                     "validation tweets' share cut at 280, over "
-                                     f"{len(SWEEP_TEMPERATURES) * len(SWEEP_TOP_PS)} settings",
+            "samples": {"chosen_by": "fewest non-words (to 0.5%; ties: the mean length closest "
+                                     "to the validation tweets', then the coolest) with at "
+                                     "most 1.5% non-words, 2% near copies, twice the "
+                                     "validation tweets' share cut at 280 and a mean length "
+                                     "within 10% of theirs, over "
+                                     f"{settings['model']} settings",
                         "model": best.as_dict(),
                         "ngram": {"name": table.removesuffix(" alone"),
                                   **chosen[table].as_dict()},
-                        "validation": real}})
-        lines.append(f"saved the defaults temperature {best.temperature:g}, top_p "
-                     f"{best.top_p:g} in {updated.path} (version {updated.version})")
+                        "validation": real}}
+        if best.decoding is not None:
+            changes["decoding"] = best.decoding
+        updated = update_metadata(artifact, changes)
+        lines.append(f"saved the defaults {best.describe()} in {updated.path} (version "
+                     f"{updated.version})")
     return "\n".join(lines)

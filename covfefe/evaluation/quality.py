@@ -12,8 +12,12 @@ For a fixed set of prefixes and seeds, a generator writes ``samples`` tweets; th
   word constraint prefers: a new word, real or not, lowers it).
 - ``near_copy_share``: the share of tweets holding a run of ``NEAR_COPY_RUN`` characters or
   more from one training tweet (the artifact's novelty index knows the runs).
-- ``mean_length`` and ``at_limit_share``: characters per tweet, and the share that did not end
-  by themselves but ran into the 280-character limit.
+- ``mean_length`` and ``at_limit_share``: characters per tweet (as shown: a word the limit cut
+  is replaced by "…"), and the share that did not end by themselves but ran into the
+  280-character limit.
+
+The samples are the model's own draws: the fresh draws that replace a near copy or an empty
+tweet for a user (`covfefe.inference.generate.with_fresh_draws`) are not taken here.
 
 The same figures for any generator (the network, the mixture, the n-gram table alone: each
 is a `covfefe.inference.generate.TweetGenerator`), so they stand side by side; `sweep` runs them
@@ -58,12 +62,22 @@ class SampleQuality:
     mean_length: float
     at_limit_share: float
     words: int
-    penalty: float | None = None  # the word constraint's, None without one
+    decoding: dict | None = None  # the word constraint's costs, None without one
     lengths: list[int] = field(default_factory=list, repr=False)  # of each tweet
 
     def as_dict(self) -> dict:
         return {key: round(value, 4) if isinstance(value, float) else value
                 for key, value in asdict(self).items() if key != "lengths"}
+
+    def describe(self) -> str:
+        """The setting, in words: temperature, top-p and the word constraint's costs."""
+        text = f"temperature {self.temperature:g}, top_p {self.top_p:g}"
+        if self.decoding is not None:
+            end = self.decoding.get("end") or {}
+            text += f", word penalty {self.decoding['word_penalty']:g}"
+            text += (", end " + " ".join(f"{k}={v:g}" for k, v in end.items()) if end
+                     else ", no end calibration")
+        return text
 
 
 def dictionary_words(path: str | os.PathLike = DICTIONARY) -> set[str]:
@@ -100,20 +114,22 @@ def sample_quality(generator, known_words: set[str], novelty, *, samples: int = 
     # serving workers do the same, serve.init_app).
     with threadpool_limits(1):
         for number, prefix in enumerate(prefixes):
+            # The model's own draws: no near copy or empty tweet replaced by a fresh one.
             completions += generator.complete(prefix, temperature=temperature, top_p=top_p,
-                                              n=per_prefix, seed=seed + number)
+                                              n=per_prefix, seed=seed + number,
+                                              fresh_draws=False)
     for completion in completions:
         generated = words(completion.generated)
         written += len(generated)
         known += sum(word in known_words for word in generated)
         copies += novelty.longest_shared(completion.text) >= NEAR_COPY_RUN
         lengths.append(len(completion.text))
-        at_limit += not completion.finished and len(completion.text) >= MAX_TWEET_CHARS
+        at_limit += not completion.finished  # ran into the limit (a cut word is marked)
     total = len(lengths)
     non_words, _ = non_word_share((c.generated for c in completions), known_words, dictionary)
     return SampleQuality(total, temperature, top_p, non_words, known / max(written, 1),
                          copies / total, float(np.mean(lengths)), at_limit / total, written,
-                         getattr(generator.network, "penalty", None), lengths)
+                         getattr(generator, "decoding", None), lengths)
 
 
 def text_figures(texts: Sequence[str], known_words: set[str] | None = None,
@@ -130,27 +146,46 @@ def text_figures(texts: Sequence[str], known_words: set[str] | None = None,
 
 
 def sweep(generator, known_words: set[str], novelty, *, temperatures: Sequence[float],
-          top_ps: Sequence[float] = (1.0,), samples: int = 200, seed: int = 0,
-          progress: bool = False) -> list[SampleQuality]:
-    """Return the sample figures at every temperature and nucleus size given."""
+          top_ps: Sequence[float] = (1.0,), decodings: Sequence[dict] = (), samples: int = 200,
+          seed: int = 0, progress: bool = False,
+          dictionary: set[str] | None = None) -> list[SampleQuality]:
+    """Return the sample figures at every temperature, nucleus size and word-constraint costs
+    given (``decodings``: ``{"word_penalty": nats, "end": end_costs' arguments}``; ignored by
+    a generator without a word constraint)."""
     from tqdm.auto import tqdm
 
-    settings = [(t, p) for p in top_ps for t in temperatures]
-    return [sample_quality(generator, known_words, novelty, samples=samples, temperature=t,
-                           top_p=p, seed=seed)
-            for t, p in tqdm(settings, desc="sampling", unit="setting", disable=not progress)]
+    dictionary = dictionary_words() if dictionary is None else dictionary
+    generators = [generator]
+    if decodings and getattr(generator, "decoding", None) is not None:
+        generators = [generator.with_costs(d["word_penalty"], d.get("end")) for d in decodings]
+    settings = [(g, t, p) for g in generators for p in top_ps for t in temperatures]
+    return [sample_quality(g, known_words, novelty, samples=samples, temperature=t, top_p=p,
+                           seed=seed, dictionary=dictionary)
+            for g, t, p in tqdm(settings, desc="sampling", unit="setting",
+                                disable=not progress)]
 
 
 def choose_defaults(results: Sequence[SampleQuality], *, max_at_limit: float = 1.0,
-                    max_near_copies: float = MAX_NEAR_COPY_SHARE) -> SampleQuality:
-    """Return the setting with the highest real-word share among those that copy at most
-    ``max_near_copies`` of their tweets and cut at most ``max_at_limit`` at 280 characters.
-    Shares within a percentage point count as a tie (a few hundred samples cannot tell them
-    apart), broken by the lowest temperature, then the widest nucleus: the most coherent
-    tweets, closest in length to real ones."""
-    allowed = [r for r in results if r.near_copy_share <= max_near_copies
-               and r.at_limit_share <= max_at_limit] or list(results)
-    return max(allowed, key=lambda r: (round(r.real_word_share, 2), -r.temperature, r.top_p))
+                    max_near_copies: float = MAX_NEAR_COPY_SHARE,
+                    max_non_words: float = MAX_NON_WORD_SHARE,
+                    length: float | None = None, length_tolerance: float = 0.1
+                    ) -> SampleQuality:
+    """Return the setting with the fewest non-words among those that write at most
+    ``max_non_words`` of them, copy at most ``max_near_copies`` of their tweets, cut at most
+    ``max_at_limit`` at 280 characters and, given the real tweets' mean ``length``, are as long
+    on average within ``length_tolerance`` (a share of it). Shares within half a percentage
+    point count as a tie (a few hundred samples cannot tell them apart), broken by the mean
+    length closest to the real one, then the lowest temperature, then the widest nucleus.
+    Where no setting meets every bound, the best of all by the same order."""
+    def fits(r: SampleQuality) -> bool:
+        return (r.non_word_share <= max_non_words and r.near_copy_share <= max_near_copies
+                and r.at_limit_share <= max_at_limit
+                and (length is None or abs(r.mean_length - length) <= length_tolerance * length))
+
+    allowed = [r for r in results if fits(r)] or list(results)
+    return min(allowed, key=lambda r: (round(r.non_word_share * 200),
+                                       abs(r.mean_length - (length or r.mean_length)),
+                                       r.temperature, -r.top_p))
 
 
 def generators_to_compare(artifact, history: Sequence[str], order: int = 9) -> dict:
