@@ -24,7 +24,7 @@ def bundled():
 
 def test_its_validation_bits_per_char_are_8_percent_below_the_best_ngram(bundled, archive_dir):
     result = covfefe("evaluate", "--model", str(BUNDLED), "--archive", str(archive_dir),
-                     "--baseline-order", "9", "--no-progress")
+                     "--baseline-order", "9", "--no-progress", timeout=900)
     assert result.returncode == 0, result.stderr
     model = re.search(rf"^{SUMMARY} \(served: ", result.stdout, re.MULTILINE)
     baseline = re.search(rf"^baseline kneser-ney-9gram .*: {SUMMARY}$", result.stdout,
@@ -43,7 +43,8 @@ def test_its_validation_bits_per_char_are_8_percent_below_the_best_ngram(bundled
 def test_its_samples_at_the_default_settings(bundled, archive_dir):
     samples = bundled.metadata["samples"]
     result = covfefe("evaluate", "--model", str(BUNDLED), "--archive", str(archive_dir),
-                     "--samples", str(samples["model"]["samples"]), "--no-progress")
+                     "--samples", str(samples["model"]["samples"]), "--no-progress",
+                     timeout=900)
     assert result.returncode == 0, result.stderr
     figures = {name: dict(re.findall(r"(\w+)=([\d.]+)%?", line)) for name, line in
                re.findall(r"^samples (.+?) \(temperature.*?\): (.*)$", result.stdout,

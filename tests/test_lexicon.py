@@ -9,6 +9,7 @@ from covfefe.inference.generate import TweetGenerator
 from covfefe.inference.numpy_network import NumpyNetwork
 from covfefe.lm.lexicon import (
     APOSTROPHE_END,
+    DEFAULT_PENALTY,
     FREE_HANDLE,
     FREE_WORD,
     ROOT,
@@ -235,3 +236,15 @@ def test_a_row_is_constrained_the_same_alone_and_in_a_batch(constrained, tiny_mo
             scores, alone = constraint.step(symbols[row:row + 1], alone)
             assert np.array_equal(scores[0], together[t][0][row])
             assert np.array_equal(alone[1][0], together[t][1][row])
+
+
+def test_an_artifact_takes_a_grown_lexicon(tiny_model, tmp_path):
+    from covfefe.inference.artifact import with_lexicon
+
+    lexicon = Lexicon.from_texts(["Make America Great Again"])
+    grown = with_lexicon(tiny_model, lexicon.extended(["The Coronavirus is here"]),
+                         tmp_path / "model")
+    assert "Coronavirus" in grown.lexicon() and grown.metadata["lexicon"]["words"] == 8
+    generator = TweetGenerator.from_artifact(grown)
+    assert isinstance(generator.network, LexiconConstraint)
+    assert generator.decoding["word_penalty"] == DEFAULT_PENALTY

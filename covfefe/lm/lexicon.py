@@ -275,7 +275,7 @@ def _end_costs_array(costs) -> np.ndarray:
     return costs
 
 
-@compiled
+@compiled(inline=True)
 def _child(node, symbol, offsets, labels, targets):
     """The child of ``node`` along ``symbol``, or -1."""
     for edge in range(offsets[node], offsets[node + 1]):
@@ -284,7 +284,7 @@ def _child(node, symbol, offsets, labels, targets):
     return -1
 
 
-@compiled
+@compiled(inline=True)
 def _continues(kind, in_handle):
     """Whether a symbol of ``kind`` is part of a word (of a handle where ``in_handle``)."""
     if in_handle:
