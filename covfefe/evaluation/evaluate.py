@@ -158,6 +158,12 @@ def evaluate_command(*, model: str | None = None, text: str | None = None,
     return "\n".join(lines)
 
 
+def writable(texts: Sequence[str], vocabulary) -> list[str]:
+    """Return the texts generation can write: those without a character outside the
+    vocabulary (the unknown symbol, which it never writes: probability 0 as served)."""
+    return [text for text in texts if not vocabulary.unknown(text)]
+
+
 def score_served(generator, texts: Sequence[str], max_chars: int = MAX_TWEET_CHARS,
                  progress: bool = False) -> Evaluation:
     """Score texts with exactly what ``generator`` (a `TweetGenerator`) draws from at
@@ -180,10 +186,10 @@ def served_lines(artifact, texts: Sequence[str], progress: bool = False) -> list
     generator = TweetGenerator.from_artifact(artifact)
     # A character outside the vocabulary is the unknown symbol, which generation never
     # writes: such a tweet has probability 0 as served, and is scored by the parts alone.
-    writable = [text for text in texts if not generator.vocabulary.unknown(text)]
+    can_write = writable(texts, generator.vocabulary)
     lines = []
-    if writable:
-        served = score_served(generator, writable, max_chars, progress)
+    if can_write:
+        served = score_served(generator, can_write, max_chars, progress)
         mixture, lexicon = artifact.mixture, artifact.metadata.get("lexicon")
         parts = [f"the network mixed with its {mixture['ngram_name']} table, weight "
                  f"{mixture['network_weight']:.3f}" if mixture else "the network"]
@@ -197,8 +203,8 @@ def served_lines(artifact, texts: Sequence[str], progress: bool = False) -> list
                              f"{end.get('bonus_from', MAX_TWEET_CHARS)}")
         lines.append(f"{served.summary()} (served: what generation draws from at temperature "
                      f"1 and top-p 1: {', '.join(parts)}; renormalised)")
-    if len(writable) < len(texts):
-        lines.append(f"{len(texts) - len(writable)} tweets hold characters outside the "
+    if len(can_write) < len(texts):
+        lines.append(f"{len(texts) - len(can_write)} tweets hold characters outside the "
                      "vocabulary, which generation never writes: probability 0 as served, "
                      "left out above")
     evaluation = score_artifact(artifact, texts, progress=progress)
