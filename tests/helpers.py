@@ -92,11 +92,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def covfefe(*args, env=None) -> subprocess.CompletedProcess:
+def covfefe(*args, env=None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run ``python -m covfefe`` as a user would and return the completed process."""
     environment = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "covfefe", *args], capture_output=True,
-                          text=True, env=environment, timeout=300)
+                          text=True, env=environment, timeout=timeout)
 
 
 class PinnedHTTPSConnection(http.client.HTTPSConnection):

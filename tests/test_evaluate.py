@@ -5,12 +5,19 @@ import re
 import numpy as np
 import pytest
 
-from covfefe.evaluation.evaluate import by_length, read_text_file
+from covfefe.config import BUNDLED_MODEL, resolve
+from covfefe.evaluation.evaluate import by_length, read_text_file, score_served
+from covfefe.inference.generate import TweetGenerator
+from covfefe.lm.lexicon import LexiconConstraint
 from covfefe.text import UNK_ID
 from covfefe.training.scoring import score_model
 from tests.helpers import covfefe
 
-SUMMARY = re.compile(r"^bits_per_char=(\d+\.\d{4}) chars=(\d+) tweets=(\d+)$", re.MULTILINE)
+# The headline: the served distribution; then each part alone.
+SUMMARY = re.compile(r"^bits_per_char=(\d+\.\d{4}) chars=(\d+) tweets=(\d+) \(served: ",
+                     re.MULTILINE)
+NETWORK = re.compile(r"^part, network alone: bits_per_char=(\d+\.\d{4}) chars=(\d+) "
+                     r"tweets=(\d+)$", re.MULTILINE)
 LINES = ["Make America Great Again!", "", "The Fake News Media ✓✓ is at it again… 🇺🇸",
          "x", "  spaces stay as written  "]
 
@@ -28,10 +35,36 @@ def test_text_file_is_scored_exactly_as_written(tiny_model, text_file):
     assert result.returncode == 0, result.stderr
     bits, chars, tweets = SUMMARY.search(result.stdout).groups()
     kept = [line for line in LINES if line]
-    assert int(tweets) == len(kept)
-    assert int(chars) == sum(len(line) for line in kept)  # chars 2..n plus the end, per tweet
+    # A tweet holding a character outside the vocabulary cannot be generated: left out.
+    writable = [line for line in kept if not tiny_model.vocabulary.unknown(line)]
+    assert 0 < len(writable) < len(kept)
+    assert f"{len(kept) - len(writable)} tweets hold characters outside" in result.stdout
+    assert int(tweets) == len(writable)
+    assert int(chars) == sum(len(line) for line in writable)  # chars 2..n plus the end
+    served = score_served(TweetGenerator.from_artifact(tiny_model), writable)
+    assert float(bits) == pytest.approx(served.bits_per_char, abs=1e-4)
+    bits, chars, tweets = NETWORK.search(result.stdout).groups()
+    assert (int(tweets), int(chars)) == (len(kept), sum(len(line) for line in kept))
     expected = score_model(tiny_model.load_model(), tiny_model.vocabulary, kept)
     assert float(bits) == pytest.approx(expected.bits_per_char, abs=1e-4)
+
+
+def test_evaluate_and_generation_give_a_tweet_the_same_log_probability():
+    """The bundled model as served (network, table, word constraint, end calibration): the
+    log-probability generation reports for a tweet after its first character is the one
+    evaluation scores it with."""
+    generator = TweetGenerator.from_artifact(resolve(BUNDLED_MODEL))
+    assert isinstance(generator.network, LexiconConstraint)
+    assert generator.network.penalty > 0 and generator.network.fused is not None
+    completions = [c for seed in (1, 2) for c in generator.complete("T", n=8, seed=seed)
+                   if c.finished]
+    assert len(completions) >= 8
+    scored = score_served(generator, [c.text for c in completions])
+    for completion, nats in zip(completions, scored.nats, strict=True):
+        assert -nats == pytest.approx(completion.log_prob, abs=1e-9), completion.text
+    # A new word costs the penalty and stays possible.
+    scored = score_served(generator, ["The Coronavirus is here", "The President is here"])
+    assert np.isfinite(scored.nats).all() and scored.nats[0] > scored.nats[1]
 
 
 def test_unknown_characters_are_scored_as_the_unknown_symbol(tiny_model):
@@ -47,12 +80,15 @@ def test_the_dataset_defaults_to_the_models_validation_tweets(tiny_model, tiny_t
     result = covfefe("evaluate", "--model", str(tiny_model.path), "--dataset", str(tiny_tweets),
                      "--baseline-order", "5", "--no-progress")
     assert result.returncode == 0, result.stderr
-    (model_bits, chars, tweets), (baseline_bits, *_) = SUMMARY.findall(
-        result.stdout.replace("): bits_per_char", "):\nbits_per_char"))
+    model_bits, chars, tweets = NETWORK.search(result.stdout).groups()
+    baseline_bits = re.search(r"^baseline .*: bits_per_char=(\d+\.\d{4})", result.stdout,
+                              re.MULTILINE)[1]
     metrics, data = tiny_model.metrics, tiny_model.metadata["data"]
     assert int(tweets) == data["validation_tweets"]
     assert int(chars) == metrics["validation_chars"]
     assert float(model_bits) == pytest.approx(metrics["validation_bits_per_char"], abs=1e-3)
+    served = SUMMARY.search(result.stdout)
+    assert int(served[3]) <= int(tweets) and float(served[1]) < float("inf")
     order_5 = next(b for b in metrics["baselines"] if b["order"] == 5)
     assert float(baseline_bits) == pytest.approx(order_5["validation_bits_per_char"], abs=1e-3)
 
@@ -61,7 +97,7 @@ def test_all_tweets_include_the_training_ones(tiny_model, tiny_tweets):
     result = covfefe("evaluate", "--model", str(tiny_model.path), "--dataset", str(tiny_tweets),
                      "--all", "--no-progress")
     assert result.returncode == 0, result.stderr
-    assert int(SUMMARY.search(result.stdout).group(3)) == tiny_model.metadata["data"]["tweets"]
+    assert int(NETWORK.search(result.stdout).group(3)) == tiny_model.metadata["data"]["tweets"]
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -89,9 +89,12 @@ def test_evaluate_reports_the_mixture_and_its_parts(mixed_model, tiny_tweets):
     result = covfefe("evaluate", "--model", str(mixed_model.path), "--dataset",
                      str(tiny_tweets), "--no-progress")
     assert result.returncode == 0, result.stderr
-    mixed, network, ngram = (float(bits) for bits, _, _ in SUMMARY.findall(
-        result.stdout.replace(": bits_per_char", ":\nbits_per_char")))
-    assert "mixed with its kneser-ney-5gram table" in result.stdout
+    served, mixed, network, ngram = (float(bits) for bits, _, _ in SUMMARY.findall(
+        result.stdout.replace(": bits_per_char", ":\nbits_per_char").replace(" (served", "\n")))
+    # The headline is what generation draws from: the mixture under the word constraint.
+    assert re.search(r"^bits_per_char=.* \(served: .*mixed with its kneser-ney-5gram table.*"
+                     r"word forms of its lexicon costs", result.stdout, re.MULTILINE)
+    assert served < float("inf")
     assert mixed < network and mixed < ngram
     # The model's validation figure is now the mixture's; the network's is kept beside it.
     metrics = mixed_model.metrics
@@ -189,13 +192,15 @@ def test_each_layer_of_the_served_model_steps_a_row_the_same_alone_and_in_a_batc
             for name, one, batch in zip(("table", "mixture", "constraint"),
                                         (table, mixed, masked), together[t], strict=True):
                 assert np.array_equal(one[0], batch[row]), (name, row, t)
-    assert not np.isfinite(together[-1][2]).all()  # the lexicon masked something
+    # The word constraint penalised something, and nothing is impossible.
+    assert (together[-1][2] < together[-1][1]).any() and np.isfinite(together[-1][2]).all()
 
 
 def test_the_served_stack_steps_in_one_call_with_the_numbers_of_its_parts_in_turn():
-    """`covfefe.inference.fused`: the bundled model's step (network, table, mixture, lexicon) as one
-    compiled call gives what stepping each part in turn gives, bit for bit: the scores and
-    every array of the state, over rows that join and leave as in the serving engine."""
+    """`covfefe.inference.fused`: the bundled model's step (network, table, mixture, word
+    penalties) as one compiled call gives what stepping each part in turn gives, bit for bit:
+    the scores and every array of the state, over rows that join and leave as in the serving
+    engine."""
     from covfefe.inference.fused import FusedStep
     from covfefe.serving.engine import join_rows, take_rows
 
@@ -203,7 +208,7 @@ def test_the_served_stack_steps_in_one_call_with_the_numbers_of_its_parts_in_tur
     rng = np.random.default_rng(11)
     fused, parts = constraint.initial_state(3), constraint.initial_state(3)
     for t in range(60):
-        ids = rng.integers(1, len(constraint.edge), len(fused[1]))
+        ids = rng.integers(1, len(constraint.kinds), len(fused[1]))
         scores, fused = constraint.step(ids, fused)
         expected, parts = constraint.step_parts(ids, parts)
         np.testing.assert_array_equal(scores, expected)
@@ -214,7 +219,7 @@ def test_the_served_stack_steps_in_one_call_with_the_numbers_of_its_parts_in_tur
             parts = take_rows(join_rows(parts, constraint.initial_state(2)), slice(1, None))
     assert isinstance(constraint.fused, FusedStep)
     with pytest.raises(IndexError, match="outside the vocabulary"):
-        constraint.step(np.array([len(constraint.edge)]), constraint.initial_state(1))
+        constraint.step(np.array([len(constraint.kinds)]), constraint.initial_state(1))
 
 
 def _leaves(nest):

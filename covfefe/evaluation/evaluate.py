@@ -145,14 +145,7 @@ def evaluate_command(*, model: str | None = None, text: str | None = None,
         lines.append(f"tweets: {'archive' if archive is not None else 'dataset'}, cleaned, "
                      f"from {since.date() if since is not None else 'the first'} "
                      f"to {until.date() if until is not None else 'the last'}")
-    mixture = artifact.mixture
-    evaluation = score_artifact(artifact, texts, progress=progress)
-    lines.append(evaluation.summary())
-    if mixture:
-        lines[-1] += (f" (the network mixed with its {mixture['ngram_name']} table, weight "
-                      f"{mixture['network_weight']:.3f})")
-        lines.append(f"network alone: {evaluation.part('network').summary()}")
-        lines.append(f"its n-gram table alone: {evaluation.part('ngram').summary()}")
+    lines += served_lines(artifact, texts, progress=progress)
     if baseline_order is not None:
         from covfefe.lm.ngram import KneserNeyModel
 
@@ -163,6 +156,65 @@ def evaluate_command(*, model: str | None = None, text: str | None = None,
         lines.append(f"baseline {ngram.name} (fitted on {len(history)} tweets before "
                      f"{validation_since.date()}): {baseline.summary()}")
     return "\n".join(lines)
+
+
+def writable(texts: Sequence[str], vocabulary) -> list[str]:
+    """Return the texts generation can write: those without a character outside the
+    vocabulary (the unknown symbol, which it never writes: probability 0 as served)."""
+    return [text for text in texts if not vocabulary.unknown(text)]
+
+
+def score_served(generator, texts: Sequence[str], max_chars: int = MAX_TWEET_CHARS,
+                 progress: bool = False) -> Evaluation:
+    """Score texts with exactly what ``generator`` (a `TweetGenerator`) draws from at
+    temperature 1 and top-p 1 (`TweetGenerator.log_probs`)."""
+    sequences = encode_tweets(texts, generator.vocabulary, max_chars)
+    scores = generator.log_probs(sequences, progress=progress)
+    return Evaluation(list(texts), np.array([-float(score.sum()) for score in scores]),
+                      np.array([len(score) for score in scores], dtype=np.int64))
+
+
+def served_lines(artifact, texts: Sequence[str], progress: bool = False) -> list[str]:
+    """The lines of ``covfefe evaluate``'s scores: first the served distribution (what the
+    generator draws from at temperature 1, top-p 1), then its parts alone."""
+    from covfefe.inference.generate import TweetGenerator
+
+    texts = [text for text in texts if text]
+    if not texts:
+        raise UserError("there are no (non-empty) tweets to evaluate")
+    max_chars = artifact.metadata.get("model", {}).get("max_chars", MAX_TWEET_CHARS)
+    generator = TweetGenerator.from_artifact(artifact)
+    # A character outside the vocabulary is the unknown symbol, which generation never
+    # writes: such a tweet has probability 0 as served, and is scored by the parts alone.
+    can_write = writable(texts, generator.vocabulary)
+    lines = []
+    if can_write:
+        served = score_served(generator, can_write, max_chars, progress)
+        mixture, lexicon = artifact.mixture, artifact.metadata.get("lexicon")
+        parts = [f"the network mixed with its {mixture['ngram_name']} table, weight "
+                 f"{mixture['network_weight']:.3f}" if mixture else "the network"]
+        if generator.decoding is not None:
+            end = generator.decoding["end"]
+            parts.append(f"leaving the {lexicon['words']:,} word forms of its lexicon costs "
+                         f"{generator.decoding['word_penalty']:g} nats")
+            if end:
+                parts.append(f"ending costs {end.get('penalty', 0):g} nats below "
+                             f"{end.get('below', 0)} characters, {-end.get('bonus', 0):g} from "
+                             f"{end.get('bonus_from', MAX_TWEET_CHARS)}")
+        lines.append(f"{served.summary()} (served: what generation draws from at temperature "
+                     f"1 and top-p 1: {', '.join(parts)}; renormalised)")
+    if len(can_write) < len(texts):
+        lines.append(f"{len(texts) - len(can_write)} tweets hold characters outside the "
+                     "vocabulary, which generation never writes: probability 0 as served, "
+                     "left out above")
+    evaluation = score_artifact(artifact, texts, progress=progress)
+    if artifact.mixture:
+        lines.append(f"part, the mixture without the word penalty: {evaluation.summary()}")
+        lines.append(f"part, network alone: {evaluation.part('network').summary()}")
+        lines.append(f"part, its n-gram table alone: {evaluation.part('ngram').summary()}")
+    else:
+        lines.append(f"part, network alone: {evaluation.summary()}")
+    return lines
 
 
 def mixture_holdout(metadata: dict, train: pd.DataFrame, holdout: int) -> np.ndarray:
@@ -187,7 +239,7 @@ def mix_command(*, model: str | None = None, order: int = 9, holdout: int = 1500
     from covfefe import config
     from covfefe.inference.artifact import NUMPY_WEIGHTS, add_mixture, load_artifact
     from covfefe.inference.numpy_network import NumpyNetwork
-    from covfefe.lm.lexicon import Lexicon, words_of
+    from covfefe.lm.lexicon import Lexicon
     from covfefe.lm.mixture import fit_mixture, network_log_probs
 
     started = time.monotonic()
@@ -212,7 +264,7 @@ def mix_command(*, model: str | None = None, order: int = 9, holdout: int = 1500
                "network_validation_bits_per_char": artifact.metrics.get(
                    "network_validation_bits_per_char",
                    artifact.metrics.get("validation_bits_per_char"))}
-    lexicon = Lexicon(words_of(train["text"]))
+    lexicon = Lexicon.from_texts(train["text"])
     mixed = add_mixture(artifact, ngram, weight, report, lexicon,
                         config.resolve(output) if output else None, metrics=metrics)
     bits = report["holdout_bits_per_char"]
@@ -222,19 +274,25 @@ def mix_command(*, model: str | None = None, order: int = 9, holdout: int = 1500
             f"{weight:.3f}, fitted on {report['holdout_tweets']} held-out training tweets "
             f"({report['holdout_period'][0][:10]} to {report['holdout_period'][1][:10]}): "
             f"network {bits['network']:.4f}, table {bits['ngram']:.4f}, mixture "
-            f"{bits['mixture']:.4f} bits/char there; a lexicon of {len(lexicon):,} words; "
+            f"{bits['mixture']:.4f} bits/char there; a lexicon of {len(lexicon):,} word forms; "
             f"{time.monotonic() - started:.0f} s")
 
 
-SWEEP_TEMPERATURES = (0.7, 0.8, 0.9, 1.0, 1.1)
-SWEEP_TOP_PS = (1.0, 0.95)
+SWEEP_TEMPERATURES = (0.9, 1.0, 1.1)
+SWEEP_TOP_PS = (1.0,)
+# The word constraint's costs swept (`covfefe.lm.lexicon`): the word penalty about the
+# validation optimum and above it; no end calibration, and two that make tweets longer.
+LONGER = {"penalty": 2.0, "below": 180, "bonus": 4.0, "bonus_from": 260}
+SLIGHTLY_LONGER = {"penalty": 1.5, "below": 200, "bonus": 1.5, "bonus_from": 250}
+SWEEP_DECODINGS = tuple({"word_penalty": penalty, "end": end}
+                        for end in ({}, SLIGHTLY_LONGER, LONGER) for penalty in (2.5, 4.0))
 
 
 def _quality_line(name: str, figures) -> str:
-    return (f"samples {name} (temperature {figures.temperature:g}, top_p {figures.top_p:g}): "
-            f"real_words={figures.real_word_share:.2%} near_copies={figures.near_copy_share:.2%}"
-            f" mean_length={figures.mean_length:.1f} at_limit={figures.at_limit_share:.2%} "
-            f"tweets={figures.samples}")
+    return (f"samples {name} ({figures.describe()}): "
+            f"non_words={figures.non_word_share:.2%} real_words={figures.real_word_share:.2%} "
+            f"near_copies={figures.near_copy_share:.2%} mean_length={figures.mean_length:.1f} "
+            f"at_limit={figures.at_limit_share:.2%} tweets={figures.samples}")
 
 
 def sample_command(*, model: str | None = None, archive: str | None = None,
@@ -243,13 +301,13 @@ def sample_command(*, model: str | None = None, archive: str | None = None,
                    sweep: bool = False, save_defaults: bool = False,
                    baseline_order: int | None = None, progress: bool = True) -> str:
     """Run ``covfefe evaluate --samples N``: the sample figures (`covfefe.evaluation.quality`) of
-    the
-    model and of an n-gram table alone (the model's own, else one of ``baseline_order``), at the
-    model's default settings, the given ones, or over a sweep whose best setting can be saved
-    as the model's defaults."""
+    the model and of an n-gram table alone (the model's own, else one of ``baseline_order``), at
+    the model's default settings, the given ones, or over a sweep (temperatures and the word
+    constraint's costs) whose best setting can be saved as the model's defaults."""
     from covfefe import config
     from covfefe.evaluation.quality import (
         choose_defaults,
+        dictionary_words,
         generators_to_compare,
         sample_quality,
         text_figures,
@@ -267,11 +325,11 @@ def sample_command(*, model: str | None = None, archive: str | None = None,
         raise UserError(f"model artifact {artifact.path} has no novelty index: near copies "
                         "cannot be counted")
     train, validation = split_like_model(artifact.metadata, _tweets_to_score(archive, dataset))
-    known = words_of(train["text"])
+    known, dictionary = words_of(train["text"]), dictionary_words()
     generators = generators_to_compare(artifact, list(train["text"]), baseline_order or 9)
     table = next(name for name in generators if name != "model")
     defaults = artifact.metadata.get("defaults", {})
-    real = text_figures(list(validation["text"]))
+    real = text_figures(list(validation["text"]), known, dictionary)
     lines = [f"model {artifact.name} {artifact.version} ({artifact.path})",
              "validation tweets: " + " ".join(f"{k}={v}" for k, v in real.items())]
     if not sweep:
@@ -279,29 +337,38 @@ def sample_command(*, model: str | None = None, archive: str | None = None,
                     "top_p": top_p or defaults.get("top_p", 1.0)}
         for name, generator in generators.items():
             lines.append(_quality_line(name, sample_quality(generator, known, novelty,
-                                                            samples=samples, **settings)))
+                                                            samples=samples,
+                                                            dictionary=dictionary,
+                                                            **settings)))
         return "\n".join(lines)
     from covfefe.evaluation.quality import sweep as run_sweep
 
-    chosen = {}
+    chosen, settings = {}, {}
+    bounds = {"max_at_limit": 2 * real["at_limit_share"], "length": real["mean_length"]}
     for name, generator in generators.items():
         results = run_sweep(generator, known, novelty, temperatures=SWEEP_TEMPERATURES,
-                            top_ps=SWEEP_TOP_PS, samples=samples, progress=progress)
+                            top_ps=SWEEP_TOP_PS, decodings=SWEEP_DECODINGS, samples=samples,
+                            progress=progress, dictionary=dictionary)
         lines += [_quality_line(name, figures) for figures in results]
-        chosen[name] = choose_defaults(results, max_at_limit=2 * real["at_limit_share"])
+        chosen[name], settings[name] = choose_defaults(results, **bounds), len(results)
         lines.append(_quality_line(f"{name}, best", chosen[name]))
     if save_defaults:
         best = chosen["model"]
-        updated = update_metadata(artifact, {
+        changes = {
             "defaults": {"temperature": best.temperature, "top_p": best.top_p},
-            "samples": {"chosen_by": "highest real-word share (to 1%; ties: the coolest) "
-                                     "with at most 2% near copies and at most twice the "
-                                     "validation tweets' share cut at 280, over "
-                                     f"{len(SWEEP_TEMPERATURES) * len(SWEEP_TOP_PS)} settings",
+            "samples": {"chosen_by": "fewest non-words (to 0.5%; ties: the mean length closest "
+                                     "to the validation tweets', then the coolest) with at "
+                                     "most 1.5% non-words, 2% near copies, twice the "
+                                     "validation tweets' share cut at 280 and a mean length "
+                                     "within 10% of theirs, over "
+                                     f"{settings['model']} settings",
                         "model": best.as_dict(),
                         "ngram": {"name": table.removesuffix(" alone"),
                                   **chosen[table].as_dict()},
-                        "validation": real}})
-        lines.append(f"saved the defaults temperature {best.temperature:g}, top_p "
-                     f"{best.top_p:g} in {updated.path} (version {updated.version})")
+                        "validation": real}}
+        if best.decoding is not None:
+            changes["decoding"] = best.decoding
+        updated = update_metadata(artifact, changes)
+        lines.append(f"saved the defaults {best.describe()} in {updated.path} (version "
+                     f"{updated.version})")
     return "\n".join(lines)

@@ -88,23 +88,28 @@ def sample_table(generator, prefixes: list[str], temperatures: list[float], *, n
 
 
 def plot_sample_quality(results: dict[str, list], validation_lengths: list[int],
-                        chosen=None) -> Figure:
+                        chosen=None, validation_non_words: float | None = None) -> Figure:
     """Return the sample figures against temperature, per generator (``covfefe.evaluation.quality``
-    sweeps at one top-p): real-word share, near-copy share, and the length distribution of the
-    chosen setting's tweets against the validation tweets'."""
+    sweeps at one top-p): non-word share (the validation tweets' own as a line), near-copy
+    share, and the length distribution of the chosen setting's tweets against the validation
+    tweets'."""
     figure = Figure(figsize=(13, 4), layout="constrained")
     words, copies, lengths = figure.subplots(1, 3)
     colors = [MODEL_COLOR, BASELINE_COLOR, TRAIN_COLOR]
     for index, (name, sweep) in enumerate(results.items()):
         temperatures = [r.temperature for r in sweep]
         color = colors[index % len(colors)]
-        words.plot(temperatures, [100 * r.real_word_share for r in sweep], "o-", color=color,
+        words.plot(temperatures, [100 * r.non_word_share for r in sweep], "o-", color=color,
                    label=name)
         copies.plot(temperatures, [100 * r.near_copy_share for r in sweep], "o-", color=color,
                     label=name)
     copies.axhline(2, color="grey", linestyle=":", label="at most 2%")
-    words.axhline(99, color="grey", linestyle=":", label="99%")
-    words.set(title="Words of the training tweets", xlabel="temperature", ylabel="% of words")
+    words.axhline(1.5, color="grey", linestyle=":", label="at most 1.5%")
+    if validation_non_words is not None:
+        words.axhline(100 * validation_non_words, color=TRAIN_COLOR, linestyle="--",
+                      label="validation tweets")
+    words.set(title="Non-words (not in the training tweets nor a dictionary)",
+              xlabel="temperature", ylabel="% of words")
     copies.set(title="Near copies (40+ characters)", xlabel="temperature",
                ylabel="% of tweets")
     words.legend()

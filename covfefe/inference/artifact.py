@@ -207,6 +207,15 @@ def add_mixture(artifact: ModelArtifact, ngram, weight: float, report: dict, lex
     return update_metadata(artifact, changes, output, files=files)
 
 
+def with_lexicon(artifact: ModelArtifact, lexicon, output: str | os.PathLike | None = None
+                 ) -> ModelArtifact:
+    """Write the artifact with another lexicon (a `covfefe.lm.lexicon.Lexicon`: a grown one,
+    ``artifact.lexicon().extended(new_tweets)``) into ``output`` or in place; return it loaded
+    back. The word constraint's costs (``decoding``) stay as they are."""
+    return update_metadata(artifact, {"lexicon": {"words": len(lexicon)}}, output,
+                           files={LEXICON: lexicon.save})
+
+
 def update_metadata(artifact: ModelArtifact, changes: dict,
                     output: str | os.PathLike | None = None, files: dict | None = None
                     ) -> ModelArtifact:

@@ -27,7 +27,7 @@ from covfefe.inference.fixedpoint import COLUMNS, _sums, _to_float, lstm_layers
 from covfefe.inference.numpy_network import NumpyNetwork
 from covfefe.inference.parallel import Helper, count
 from covfefe.inference.sampling import draw_and_record
-from covfefe.lm.lexicon import LexiconConstraint, _advance_and_mask
+from covfefe.lm.lexicon import LexiconConstraint, _advance_and_penalise
 from covfefe.lm.mixture import MixedModel, _mix
 from covfefe.lm.ngram import KneserNeyModel, _step_probs
 
@@ -44,8 +44,8 @@ _UNWATCHED = np.zeros(1, dtype=np.int64)
 def _step(ids, table, layouts, unscales, biases, hs, cs, hs_out, cs_out, dense_layout,
           dense_unscale, dense_bias, keys, cumulative, bounds, discounts, children, orphan_low,
           orphan_start, history, ranges, history_out, ranges_out, weight, nodes, nodes_out,
-          edges, trie, complete, may_end):
-    """One step of the stack (network, n-gram table, mixture, lexicon): return the scores;
+          kinds, offsets, labels, targets, handle, may_end, penalty, end_costs):
+    """One step of the stack (network, n-gram table, mixture, word penalties): return the scores;
     the new state goes into the ``_out`` arrays."""
     rows, vocab_size = ids.shape[0], dense_bias.shape[1]
     # First: lstm_layers raises IndexError for a symbol outside the vocabulary.
@@ -59,18 +59,19 @@ def _step(ids, table, layouts, unscales, biases, hs, cs, hs_out, cs_out, dense_l
                 history, ranges, ids, history_out, ranges_out, probs)
     mixed = np.empty((rows, vocab_size))
     _mix(logits, probs, weight, mixed)
-    masked = np.empty_like(mixed)
-    _advance_and_mask(nodes, ids, edges, trie, complete, may_end, mixed, nodes_out, masked)
-    return masked
+    penalised = np.empty_like(mixed)
+    _advance_and_penalise(nodes, ids, kinds, offsets, labels, targets, handle, may_end, penalty,
+                          end_costs, mixed, nodes_out, penalised)
+    return penalised
 
 
 @compiled
 def _steps_and_draw(ids, table, layouts, unscales, biases, hs, cs, hs_out, cs_out,
                     dense_layout, dense_unscale, dense_bias, keys, cumulative, bounds, discounts,
                     children, orphan_low, orphan_start, history, ranges, history_out,
-                    ranges_out, weight, nodes, nodes_out, edges, trie, complete, may_end,
-                    index, banned, uniforms, temperature, top_k, top_p, end, limit, length,
-                    written, log_prob, ending, most, begun):
+                    ranges_out, weight, nodes, nodes_out, kinds, offsets, labels, targets,
+                    handle, may_end, penalty, end_costs, index, banned, uniforms, temperature,
+                    top_k, top_p, end, limit, length, written, log_prob, ending, most, begun):
     """``most`` times: `_step`, then `covfefe.inference.sampling.draw_and_record` for the rows
     ``index`` (which writes each drawn symbol into ``ids``, the next step's input) that have
     not ended: a row that ends (``ending``) writes nothing more, its steps after that are
@@ -86,8 +87,8 @@ def _steps_and_draw(ids, table, layouts, unscales, biases, hs, cs, hs_out, cs_ou
         masked = _step(ids, table, layouts, unscales, biases, hs, cs, hs_out, cs_out,
                        dense_layout, dense_unscale, dense_bias, keys, cumulative, bounds,
                        discounts, children, orphan_low, orphan_start, history, ranges,
-                       history_out, ranges_out, weight, nodes, nodes_out, edges, trie, complete,
-                       may_end)
+                       history_out, ranges_out, weight, nodes, nodes_out, kinds, offsets,
+                       labels, targets, handle, may_end, penalty, end_costs)
         draw_and_record(masked, live, banned, uniforms, temperature, top_k, top_p, end, limit,
                         length, written, log_prob, ids, ending)
         hs, hs_out = hs_out, hs
@@ -117,9 +118,7 @@ class FusedStep:
         self._ngram = (ngram.keys, ngram.cumulative, ngram.bounds, ngram.discounts,
                        *ngram._step_links())
         self._weight = float(mixed.weight)
-        lexicon = constraint.lexicon
-        self._lexicon = (constraint.edge, lexicon.children, lexicon.complete,
-                         constraint._may_end)
+        self._lexicon = constraint.tables
 
     def __call__(self, ids: np.ndarray, state: list) -> tuple[np.ndarray, list]:
         hs, cs, history, ranges, nodes = self._unpack(state)

@@ -11,7 +11,9 @@ small
 NumPy functions here (`sample` and its filters) are its reference.
 """
 
-from collections.abc import Iterator
+import copy
+import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,9 +23,10 @@ from covfefe.errors import UserError
 from covfefe.inference.artifact import NUMPY_WEIGHTS, ModelArtifact, load_artifact
 from covfefe.inference.fused import fuse
 from covfefe.inference.numpy_network import NumpyNetwork
-from covfefe.inference.sampling import GREEDY_BELOW, draw_rows
-from covfefe.lm.lexicon import LexiconConstraint
+from covfefe.inference.sampling import GREEDY_BELOW, draw_rows, target_log_probs
+from covfefe.lm.lexicon import DEFAULT_PENALTY, LexiconConstraint, end_costs
 from covfefe.lm.mixture import MixedModel
+from covfefe.lm.novelty import is_near_copy
 from covfefe.text import END_ID, MAX_TWEET_CHARS, PAD_ID, UNK_ID, Vocabulary
 
 
@@ -98,6 +101,53 @@ class Completion:
 
 
 BANNED = np.array([PAD_ID, UNK_ID])  # never written: padding, and "some rare character"
+# A candidate that is a near copy of a training tweet, or writes nothing after the prefix, is
+# replaced by a fresh draw (with a seed derived from the request's), at most this many times.
+FRESH_DRAWS = 5
+CUT_MARK = "\u2026"  # in place of a word the length limit cut
+_OPEN_WORD = re.compile(r"[\w'@#]+$")
+
+
+def mark_cut(prefix: str, generated: str, finished: bool) -> str:
+    """Return ``generated``, or, when the tweet ran into the length limit inside a word (it did
+    not end by itself and its last character is part of a word), with that unfinished word
+    replaced by "…": never a word cut without a mark."""
+    text = prefix + generated
+    open_word = None if finished else _OPEN_WORD.search(text)
+    if open_word is None:
+        return generated
+    return generated[:max(open_word.start() - len(prefix), 0)].rstrip() + CUT_MARK
+
+
+def needs_fresh_draw(completion: "Completion") -> bool:
+    """Whether a candidate is no answer to a request for tweets: a near copy of a training
+    tweet (`covfefe.lm.novelty.is_near_copy`), or nothing written after the prefix."""
+    return (not completion.generated.strip()
+            or is_near_copy(completion.longest_shared, completion.text))
+
+
+def fresh_seed(seed: int | None, attempt: int) -> int | None:
+    """The seed of the ``attempt``-th fresh draw of a request seeded ``seed`` (None: None)."""
+    if seed is None:
+        return None
+    return int(np.random.SeedSequence([seed, attempt]).generate_state(1)[0])
+
+
+def with_fresh_draws(completions: list["Completion"], seed: int | None, redraw
+                     ) -> list["Completion"]:
+    """Replace each candidate that `needs_fresh_draw` by a fresh one, up to `FRESH_DRAWS`
+    rounds: ``redraw(n, seed)`` returns ``n`` new completions of the same request (or None:
+    no fresh draw now; the candidates stay). The same seed gives the same tweets (alone, in
+    the serving engine, in any batch)."""
+    completions = list(completions)
+    for attempt in range(1, FRESH_DRAWS + 1):
+        again = [i for i, completion in enumerate(completions) if needs_fresh_draw(completion)]
+        fresh = redraw(len(again), fresh_seed(seed, attempt)) if again else None
+        if fresh is None:
+            break
+        for i, completion in zip(again, fresh, strict=True):
+            completions[i] = completion
+    return completions
 
 
 def normalise_prefix(prefix: str) -> str:
@@ -120,6 +170,8 @@ class TweetGenerator:
         self.vocabulary = vocabulary
         self.max_chars = max_chars
         self.novelty = novelty  # a covfefe.lm.novelty.NoveltyIndex, or None
+        # The word constraint's costs (`from_artifact`: the artifact's ``decoding``), or None.
+        self.decoding: dict | None = None
         # The settings a request that names none gets: the model's measured defaults
         # (`covfefe evaluate --sweep --save-defaults`), else plain sampling.
         self.defaults = {"temperature": 1.0, "top_p": 1.0, **(defaults or {})}
@@ -146,23 +198,76 @@ class TweetGenerator:
                                  artifact.mixture["network_weight"])
         words = artifact.lexicon() if lexicon else None
         if words is not None:
-            network = fuse(LexiconConstraint(network, words, artifact.vocabulary))
-        return cls(network, artifact.vocabulary,
-                   artifact.metadata.get("model", {}).get("max_chars", MAX_TWEET_CHARS),
-                   artifact.novelty_index(), artifact.metadata.get("defaults"))
+            decoding = {"word_penalty": DEFAULT_PENALTY, "end": {},
+                        **artifact.metadata.get("decoding", {})}
+            network = fuse(LexiconConstraint(network, words, artifact.vocabulary,
+                                             decoding["word_penalty"],
+                                             end_costs(**decoding["end"])))
+        generator = cls(network, artifact.vocabulary,
+                        artifact.metadata.get("model", {}).get("max_chars", MAX_TWEET_CHARS),
+                        artifact.novelty_index(), artifact.metadata.get("defaults"))
+        if words is not None:
+            generator.decoding = decoding
+        return generator
+
+    def with_costs(self, penalty: float, end: dict | None = None) -> "TweetGenerator":
+        """Return this generator with its word penalty and end costs (the arguments of
+        `covfefe.lm.lexicon.end_costs`) changed (the sweep of `covfefe.evaluation.quality`);
+        the rest is shared."""
+        if not isinstance(self.network, LexiconConstraint):
+            raise UserError("this generator has no word constraint to set costs of")
+        generator = copy.copy(self)
+        generator.network = fuse(self.network.with_costs(penalty, end_costs(**(end or {}))))
+        generator.decoding = {"word_penalty": penalty, "end": dict(end or {})}
+        return generator
+
+    def log_probs(self, sequences: Sequence[np.ndarray], batch_size: int = 256,
+                  progress: bool = False) -> list[np.ndarray]:
+        """Return, for each encoded tweet (``[END] + ids + [END]``, `encode_tweets`), the
+        natural log-probability of each symbol after its first character under exactly the
+        distribution `complete` draws from at temperature 1 and top-p 1: the same steps (the
+        network, the table, the word penalties), the same banned symbols, the same
+        normalisation. A tweet's total is the ``log_prob`` generation gives it after a prefix
+        of its first character."""
+        from tqdm.auto import tqdm
+
+        scores = []
+        for start in tqdm(range(0, len(sequences), batch_size), desc="scoring", unit="batch",
+                          disable=not progress):
+            chunk = sequences[start:start + batch_size]
+            width = max(len(sequence) for sequence in chunk)
+            ids = np.full((len(chunk), width), END_ID, dtype=np.int64)
+            for row, sequence in enumerate(chunk):
+                ids[row, :len(sequence)] = sequence
+            state = self.network.initial_state(len(chunk))
+            target = np.zeros((len(chunk), width))
+            for position in range(width - 1):
+                logits, state = self.network.step(ids[:, position], state)
+                if position >= 1:  # the first character is given, as a prefix
+                    target[:, position + 1] = target_log_probs(logits, ids[:, position + 1],
+                                                               BANNED)
+            scores += [target[row, 2:len(sequence)] for row, sequence in enumerate(chunk)]
+        return scores
 
     def complete(self, prefix: str = "", *, temperature: float | None = None, n: int = 1,
                  max_length: int = MAX_TWEET_CHARS, seed: int | None = None, top_k: int = 0,
-                 top_p: float | None = None) -> list[Completion]:
+                 top_p: float | None = None, fresh_draws: bool = True) -> list[Completion]:
         """Return ``n`` completions of ``prefix``, each at most ``max_length`` characters long
         in all; the same seed and parameters give the same tweets. A temperature or top-p of
-        None is the model's default (``defaults``)."""
-        for kind, value in self.stream(prefix, temperature=temperature, n=n,
-                                       max_length=max_length, seed=seed, top_k=top_k,
-                                       top_p=top_p):
-            if kind == "done":
-                return value
-        raise AssertionError("stream() always ends with its completions")
+        None is the model's default (``defaults``). A candidate that is a near copy of a
+        training tweet or writes nothing is replaced by a fresh draw (`with_fresh_draws`)
+        unless ``fresh_draws`` is False (the model's own draws, as the sample figures count
+        them)."""
+        def once(n: int, seed: int | None) -> list[Completion]:
+            for kind, value in self.stream(prefix, temperature=temperature, n=n,
+                                           max_length=max_length, seed=seed, top_k=top_k,
+                                           top_p=top_p):
+                if kind == "done":
+                    return value
+            raise AssertionError("stream() always ends with its completions")
+
+        drawn = once(n, seed)
+        return with_fresh_draws(drawn, seed, once) if fresh_draws else drawn
 
     def stream(self, prefix: str = "", *, temperature: float | None = None, n: int = 1,
                max_length: int = MAX_TWEET_CHARS, seed: int | None = None, top_k: int = 0,
@@ -205,7 +310,8 @@ class TweetGenerator:
             if done.all():
                 break
             logits, state = self.network.step(np.where(done, END_ID, symbols), state)
-        completions = [Completion(prefix, self.vocabulary.decode(row), float(lp), bool(end))
+        completions = [Completion(prefix, mark_cut(prefix, self.vocabulary.decode(row),
+                                                   bool(end)), float(lp), bool(end))
                        for row, lp, end in zip(generated, log_prob, done, strict=True)]
         unknown = self.vocabulary.unknown(prefix)
         for completion in completions:

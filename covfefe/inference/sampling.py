@@ -123,6 +123,37 @@ def draw_and_record(logits, index, banned, uniforms, temperature, top_k, top_p, 
         ending[r] = symbol == end or position + 1 == limit[r]
 
 
+@compiled
+def _target_log_probs(logits, targets, banned, out):
+    """Write into ``out[r]`` the log-probability of ``targets[r]`` under row ``r`` of
+    ``logits`` with the ``banned`` symbols set to -inf, normalised as `_draw_row` normalises
+    (at temperature 1, top-k 0, top-p 1: what it draws from)."""
+    rows, size = logits.shape
+    row = np.empty(size)
+    for r in range(rows):
+        for s in range(size):
+            row[s] = logits[r, s]
+        for s in banned:
+            row[s] = -np.inf
+        top = largest(row)
+        total = 0.0
+        for s in range(size):
+            total += math.exp(row[s] - top)
+        out[r] = row[targets[r]] - (top + math.log(total))
+
+
+def target_log_probs(logits: np.ndarray, targets: np.ndarray, banned: np.ndarray
+                     ) -> np.ndarray:
+    """Return the log-probability of each row's target symbol in the distribution the sampler
+    draws from at temperature 1 and top-p 1 (``banned`` symbols excluded): what
+    `covfefe evaluate` scores, by the same arithmetic as a draw's log-probability."""
+    logits = np.ascontiguousarray(logits, dtype=np.float64)
+    out = np.empty(logits.shape[0])
+    _target_log_probs(logits, np.ascontiguousarray(targets, dtype=np.int64),
+                      np.ascontiguousarray(banned, dtype=np.int64), out)
+    return out
+
+
 def draw_rows(logits: np.ndarray, uniforms: np.ndarray, temperature, top_k=0, top_p=1.0
               ) -> tuple[np.ndarray, np.ndarray]:
     """Draw one symbol per row of ``logits`` (log-probabilities up to a constant per row;

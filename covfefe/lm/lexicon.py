@@ -1,24 +1,38 @@
-"""Real words only: decoding constrained to the words of the training tweets.
+"""The word constraint: leaving the words of the training tweets costs probability.
 
-A character model can spell a word that does not exist ("understanded", "DONTUND"). The
-`Lexicon` holds every word of the training tweets (runs of letters with inner apostrophes,
-lower-cased, as `covfefe.evaluation.quality` counts them) as a trie, and `LexiconConstraint` wraps
-the
-model the generator steps (the network, or its mixture with the n-gram table): after each
-symbol it follows the word being written down the trie and allows next only a letter (either
-case) or apostrophe that continues some word, and a character that ends the word only where the
-word is complete. Outside a word every symbol is allowed. A word that the prefix started and the
-lexicon does not hold is left alone until it ends. The allowed symbols' probabilities are
-renormalised by the sampler, so the rest of the distribution is the model's own.
+A character model can spell a word that does not exist ("understanded", "DONTUND"), and a new
+user of 2020 needs words the archive never used ("coronavirus", "ventilators"). The `Lexicon`
+holds every word form of the training tweets as the archive writes it (runs of letters with
+inner apostrophes, case kept: "Fake", "FAKE", "McCain") and every handle with its ``@``
+("@FoxNews"); `LexiconConstraint` wraps the model the generator steps (the network, or its
+mixture with the n-gram table) and, after each symbol, follows the word being written down a
+trie of those forms, each also Capitalised and in capitals (a sentence's first word, a shouted
+one). A symbol that would leave the known forms costs ``penalty`` nats: a letter (or, in a
+handle, a digit or ``_``) that continues none of them, a character that ends a word where no
+form is complete ("Gre "), a letter right after an apostrophe that ended a word. Nothing else
+changes: the served distribution is
 
-The state of a row is its trie node: ``ROOT`` between words, ``FREE`` inside a word the
-lexicon does not hold, or ``APOSTROPHE_END`` after an apostrophe that ended a word (no letter
-may follow it, else the two would read as one word). The constraint has the generator's step
-interface, so `covfefe.inference.generate.TweetGenerator` and the serving engine use it as they are;
-a step advances each row's node and masks its scores in one compiled pass (numba), each row on
-its own.
+    p(s | history) = p_model(s | history) exp(-penalty [s leaves the known words]) / Z
+
+renormalised over every symbol (the sampler and `covfefe evaluate` do the same sum), so every
+string keeps a non-zero probability and a new word is written where the model makes it likely
+enough ("We will defeat the vir" -> "virus"). The penalty is paid once per new word: inside a
+word that has left the trie (written by the user or drawn), the model spells freely until the
+word ends. It is a parameter of the artifact (``metadata["lexicon"]["penalty"]``), chosen by
+measurement (models/EXPERIMENTS.md).
+
+The state of a row is its trie node: ``ROOT`` between words, ``FREE_WORD`` or
+``FREE_HANDLE`` inside a word or handle that has left the trie, ``APOSTROPHE_END`` after an
+apostrophe that ended a word (a letter then would make one word of the two). The constraint has
+the generator's step interface, so `covfefe.inference.generate.TweetGenerator` and the serving
+engine use it as they are; a step advances each row's node and subtracts the penalties from
+its scores in one compiled pass (numba), each row on its own.
+
+A word list that grows with new tweets (``covfefe update``) feeds it through
+`Lexicon.extended`; the trie is built from the forms when the constraint is made.
 """
 
+import copy
 import lzma
 import os
 import re
@@ -29,65 +43,71 @@ import numpy as np
 
 from covfefe.compiled import compiled
 from covfefe.errors import UserError
-from covfefe.text import END_ID, PAD_ID, Vocabulary
+from covfefe.text import END_ID, MAX_TWEET_CHARS, PAD_ID, UNK_ID, Vocabulary
 
-LETTERS = "abcdefghijklmnopqrstuvwxyz"
-APOSTROPHE = "'"
-ALPHABET = LETTERS + APOSTROPHE  # what a trie edge can be
-ROOT, FREE, APOSTROPHE_END = 0, -1, -2
+HANDLE = re.compile(r"@[A-Za-z0-9_]+")
 WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)*")
+FORM = re.compile(r"@[A-Za-z0-9_]+|[A-Za-z]+(?:'[A-Za-z]+)*$")  # what a lexicon line may be
+LETTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+HANDLE_CHARS = LETTERS | frozenset("0123456789_")
+APOSTROPHE, AT = "'", "@"
+ROOT, FREE_WORD, APOSTROPHE_END, FREE_HANDLE = 0, -1, -2, -3
+# Leaving the known words costs this many nats where an artifact records no penalty of its
+# own: about the validation optimum of the bundled model (models/EXPERIMENTS.md).
+DEFAULT_PENALTY = 2.5
 
 
 def words(text: str) -> list[str]:
-    """Return the words of a text (runs of letters with inner apostrophes), lower-cased."""
-    return [word.lower() for word in WORD.findall(text)]
+    """Return the words of a text (runs of letters with inner apostrophes, outside handles),
+    lower-cased: what the word measures count (`covfefe.evaluation.quality`)."""
+    return [word.lower() for word in WORD.findall(HANDLE.sub(" ", text))]
 
 
 def words_of(texts: Iterable[str]) -> set[str]:
-    """Return the set of words of a collection of tweets."""
+    """Return the set of (lower-cased) words of a collection of tweets."""
     found: set[str] = set()
     for text in texts:
         found.update(words(text))
     return found
 
 
-class Lexicon:
-    """A set of lower-case words as a trie: ``children[node, letter]`` (-1 for none) and
-    ``complete[node]`` (a word ends there, so a character outside words may follow)."""
+def word_forms(text: str) -> list[str]:
+    """Return the handles of a text (with their ``@``) and its words as written."""
+    return HANDLE.findall(text) + WORD.findall(HANDLE.sub(" ", text))
 
-    def __init__(self, words: Iterable[str]):
-        self.words = sorted(set(words))
-        children = [[-1] * len(ALPHABET)]
-        complete = [False]
-        for word in self.words:
-            node = ROOT
-            for char in word:
-                edge = ALPHABET.find(char)
-                if edge < 0:
-                    raise UserError(f"lexicon word {word!r} holds {char!r}: only a-z and '")
-                if children[node][edge] < 0:
-                    children[node][edge] = len(children)
-                    children.append([-1] * len(ALPHABET))
-                    complete.append(False)
-                node = children[node][edge]
-            complete[node] = True
-        self.children = np.array(children, dtype=np.int32)
-        self.complete = np.array(complete, dtype=bool)
+
+class Lexicon:
+    """The word forms of a set of tweets: words as written (case kept) and handles (``@``)."""
+
+    def __init__(self, forms: Iterable[str]):
+        self.words = sorted(set(forms))
+        for form in self.words:
+            if not FORM.match(form):
+                raise UserError(f"lexicon word {form!r} is neither letters (with inner "
+                                "apostrophes) nor a handle (@ and letters, digits, _)")
+        self._set = frozenset(self.words)
+
+    @classmethod
+    def from_texts(cls, texts: Iterable[str]) -> "Lexicon":
+        """Return the lexicon of a collection of (cleaned) tweets."""
+        forms: set[str] = set()
+        for text in texts:
+            forms.update(word_forms(text))
+        return cls(forms)
+
+    def extended(self, texts: Iterable[str]) -> "Lexicon":
+        """Return this lexicon with the word forms of more tweets added (new tweets: the
+        word list grows with the archive)."""
+        return Lexicon(self._set | Lexicon.from_texts(texts)._set)
 
     def __len__(self) -> int:
         return len(self.words)
 
-    def __contains__(self, word: str) -> bool:
-        node = ROOT
-        for char in word.lower():
-            edge = ALPHABET.find(char)
-            if edge < 0 or node < 0:
-                return False
-            node = self.children[node, edge]
-        return node >= 0 and bool(self.complete[node])
+    def __contains__(self, form: str) -> bool:
+        return form in self._set
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the words, one per line, LZMA-compressed."""
+        """Write the forms, one per line, LZMA-compressed."""
         Path(path).write_bytes(lzma.compress("\n".join(self.words).encode("utf-8")))
 
     @classmethod
@@ -99,51 +119,122 @@ class Lexicon:
         return cls(text.split("\n") if text else [])
 
 
+def spellings(lexicon: Lexicon) -> set[str]:
+    """Return what the constraint's trie holds: each word form as written, Capitalised and in
+    capitals; each handle as written."""
+    found = set()
+    for form in lexicon.words:
+        found.add(form)
+        if not form.startswith(AT):
+            found.update((form[0].upper() + form[1:], form.upper()))
+    return found
+
+
+class Trie:
+    """Strings of vocabulary symbols as a trie, its edges in one flat table: the children of
+    ``node`` are ``targets[offsets[node]:offsets[node + 1]]``, along the symbols ``labels`` of
+    the same slice. ``complete[node]``: a string ends there; ``handle[node]``: it is inside a
+    handle."""
+
+    def __init__(self, strings: Iterable[np.ndarray], at_symbol: int):
+        children: list[dict[int, int]] = [{}]
+        complete = [False]
+        handle = [False]
+        for symbols in strings:
+            node = ROOT
+            for symbol in symbols.tolist():
+                child = children[node].get(symbol)
+                if child is None:
+                    child = children[node][symbol] = len(children)
+                    children.append({})
+                    complete.append(False)
+                    handle.append(handle[node] or (node == ROOT and symbol == at_symbol))
+                node = child
+            complete[node] = True
+        counts = np.array([len(c) for c in children], dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self.labels = np.array([s for c in children for s in sorted(c)], dtype=np.int64)
+        self.targets = np.array([c[s] for c in children for s in sorted(c)], dtype=np.int64)
+        self.complete = np.array(complete, dtype=bool)
+        self.handle = np.array(handle, dtype=bool)
+
+    def __len__(self) -> int:
+        return len(self.complete)
+
+
+# What each symbol is to the constraint (`LexiconConstraint.kinds`), as bits.
+LETTER, APOSTROPHE_KIND, HANDLE_CHAR, AT_KIND, NEVER = 1, 2, 4, 8, 16
+
+
 class LexiconConstraint:
-    """The model, with symbols that would write a word outside the lexicon masked out (see the
+    """The model, with a penalty for each symbol that leaves the known word forms (see the
     module docstring). State: ``[model state, trie node per row]``."""
 
-    def __init__(self, model, lexicon: Lexicon, vocabulary: Vocabulary):
+    def __init__(self, model, lexicon: Lexicon, vocabulary: Vocabulary,
+                 penalty: float = DEFAULT_PENALTY, end_costs: np.ndarray | None = None):
+        if not 0 <= penalty < np.inf:
+            raise UserError(f"the word penalty must be 0 or more nats, not {penalty!r}")
         self.model = model
-        size = len(vocabulary)
-        chars = [vocabulary.decode([i]) if i not in (END_ID, PAD_ID) else "" for i in
-                 range(size)]
-        # Only words the model can spell (a small vocabulary may lack a rare letter): else a
-        # word could start that no symbol can finish.
-        spellable = {c.lower() for c in chars if len(c) == 1 and c.isascii()}
-        if not set(ALPHABET) <= spellable:
-            lexicon = Lexicon(w for w in lexicon.words if set(w) <= spellable)
+        self.penalty = float(penalty)
+        self.end_costs = _end_costs_array(end_costs)
         self.lexicon = lexicon
-        # The trie edge each symbol takes (-1: none; it ends a word), either case alike.
-        self.edge = np.array([ALPHABET.find(c.lower()) if len(c) == 1 and c.isascii() else -1
-                              for c in chars], dtype=np.int64)
-        is_edge = self.edge >= 0
-        # allowed_edges[node] as a mask over symbols: symbol s allowed iff the node has a child
-        # along edge[s] (letters and apostrophe), or s ends words and the node is complete.
-        self._edge_symbols = np.flatnonzero(is_edge)
-        self._ending_symbols = np.flatnonzero(~is_edge)
-        self._letter_symbols = np.flatnonzero(is_edge & (self.edge < len(LETTERS)))
-        self._apostrophe_symbols = np.flatnonzero(self.edge == len(LETTERS))
-        # Where a word may end: at a complete node, and at a node reached by an apostrophe
-        # where the word before it was complete (an apostrophe ends the word before it unless
-        # a letter follows: the word pattern).
-        after_apostrophe = self.lexicon.children[:, len(LETTERS)]
-        parents = np.flatnonzero(after_apostrophe >= 0)
-        self._may_end = self.lexicon.complete.copy()
-        self._may_end[after_apostrophe[parents]] |= self.lexicon.complete[parents]
+        size = len(vocabulary)
+        chars = [vocabulary.decode([i]) if i not in (END_ID, PAD_ID, UNK_ID) else ""
+                 for i in range(size)]
+        kinds = np.zeros(size, dtype=np.int64)
+        for symbol, char in enumerate(chars):
+            kinds[symbol] = ((LETTER if char in LETTERS else 0)
+                             | (APOSTROPHE_KIND if char == APOSTROPHE else 0)
+                             | (HANDLE_CHAR if char in HANDLE_CHARS else 0)
+                             | (AT_KIND if char == AT else 0))
+        kinds[[PAD_ID, UNK_ID]] = NEVER  # never written (the sampler bans them): no penalty
+        self.kinds = kinds
+        self.at_symbol = vocabulary.encode(AT)[0] if AT in vocabulary else -1
+        # Only forms the vocabulary can spell: else a word could start that no symbol ends.
+        spellable = [form for form in spellings(lexicon) if all(c in vocabulary for c in form)]
+        self.trie = Trie((vocabulary.encode(form).astype(np.int64) for form in spellable),
+                         self.at_symbol)
+        # Where a word may end: where a form is complete, and after an apostrophe that follows
+        # a complete form (a closing quote: "Trump'" is "Trump" then a quote).
+        self.may_end = self.trie.complete.copy()
+        apostrophes = np.flatnonzero((kinds & APOSTROPHE_KIND) > 0)
+        for node in np.flatnonzero(self.trie.complete):
+            for symbol in apostrophes:
+                child = _child(node, symbol, self.trie.offsets, self.trie.labels,
+                               self.trie.targets)
+                if child >= 0:
+                    self.may_end[child] = True
         # The whole stack's step in one compiled call (`covfefe.inference.fused.FusedStep`), set by
         # `covfefe.inference.fused.fuse` where the stack has the shape it fuses; None: part by part.
         self.fused = None
 
-    def initial_state(self, n: int) -> list:
-        return [self.model.initial_state(n), np.zeros(n, dtype=np.int64)]
+    def with_costs(self, penalty: float, end_costs: np.ndarray | None) -> "LexiconConstraint":
+        """Return the same constraint (the same model and trie) with another word penalty and
+        end costs, stepped part by part until `covfefe.inference.fused.fuse` fuses it."""
+        if not 0 <= penalty < np.inf:
+            raise UserError(f"the word penalty must be 0 or more nats, not {penalty!r}")
+        other = copy.copy(self)
+        other.penalty, other.end_costs = float(penalty), _end_costs_array(end_costs)
+        other.fused = None
+        return other
 
-    def allowed(self, nodes: np.ndarray) -> np.ndarray:
-        """Return the mask ``[rows, symbols]`` of what each row may write next."""
-        nodes = np.ascontiguousarray(nodes, dtype=np.int64)
-        mask = np.empty((len(nodes), len(self.edge)), dtype=bool)
-        _allowed(nodes, self.edge, self.lexicon.children, self._may_end, mask)
-        return mask
+    @property
+    def tables(self) -> tuple:
+        """The arrays the compiled step reads, in its order (after the rows' states)."""
+        return (self.kinds, self.trie.offsets, self.trie.labels, self.trie.targets,
+                self.trie.handle, self.may_end, self.penalty, self.end_costs)
+
+    def initial_state(self, n: int) -> list:
+        """The model's state and, per row, its trie node and the characters written (0, 0)."""
+        return [self.model.initial_state(n), np.zeros((n, 2), dtype=np.int64)]
+
+    def costs(self, rows: np.ndarray) -> np.ndarray:
+        """Return ``[rows, symbols]``: the nats each symbol would cost after each row's state
+        (``[node, characters written]``, as ``state[1]`` holds them)."""
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), len(self.kinds)))
+        _costs(rows, *self.tables, out)
+        return out
 
     def step(self, ids: np.ndarray, state: list) -> tuple[np.ndarray, list]:
         if self.fused is not None:
@@ -154,68 +245,142 @@ class LexiconConstraint:
         """`step` through each part of the stack in turn (what `covfefe.inference.fused` fuses)."""
         scores, model_state = self.model.step(ids, state[0])
         scores = np.ascontiguousarray(scores)
-        nodes, masked = np.empty(len(scores), dtype=np.int64), np.empty_like(scores)
-        _advance_and_mask(np.ascontiguousarray(state[1], dtype=np.int64),
-                          np.ascontiguousarray(ids, dtype=np.int64), self.edge,
-                          self.lexicon.children, self.lexicon.complete, self._may_end, scores,
-                          nodes, masked)
-        return masked, [model_state, nodes]
+        rows, penalised = np.empty((len(scores), 2), dtype=np.int64), np.empty(scores.shape)
+        _advance_and_penalise(np.ascontiguousarray(state[1], dtype=np.int64),
+                              np.ascontiguousarray(ids, dtype=np.int64), *self.tables, scores,
+                              rows, penalised)
+        return penalised, [model_state, rows]
 
 
-APOSTROPHE_EDGE = len(LETTERS)  # the trie edge of the apostrophe; the letters' are below it
+def end_costs(penalty: float = 0.0, below: int = 0, bonus: float = 0.0,
+              bonus_from: int = MAX_TWEET_CHARS, max_chars: int = MAX_TWEET_CHARS
+              ) -> np.ndarray:
+    """Return what ending the tweet costs (nats) after each number of characters written, 0 to
+    ``max_chars``: ``penalty`` below ``below`` characters, ``-bonus`` from ``bonus_from`` on,
+    0 between (the end-of-tweet calibration: models/EXPERIMENTS.md)."""
+    if penalty < 0 or bonus < 0:
+        raise UserError(f"the end penalty and bonus must be 0 or more nats, not {penalty!r} "
+                        f"and {bonus!r}")
+    written = np.arange(max_chars + 1)
+    return np.where(written < below, float(penalty),
+                    np.where(written >= bonus_from, -float(bonus), 0.0))
+
+
+def _end_costs_array(costs) -> np.ndarray:
+    if costs is None:
+        return np.zeros(1)
+    costs = np.ascontiguousarray(costs, dtype=np.float64)
+    if costs.ndim != 1 or costs.size == 0 or not np.isfinite(costs).all():
+        raise UserError("the end costs must be finite nats, one per number of characters")
+    return costs
+
+
+@compiled(inline=True)
+def _child(node, symbol, offsets, labels, targets):
+    """The child of ``node`` along ``symbol``, or -1."""
+    for edge in range(offsets[node], offsets[node + 1]):
+        if labels[edge] == symbol:
+            return targets[edge]
+    return -1
+
+
+@compiled(inline=True)
+def _continues(kind, in_handle):
+    """Whether a symbol of ``kind`` is part of a word (of a handle where ``in_handle``)."""
+    if in_handle:
+        return (kind & HANDLE_CHAR) != 0
+    return (kind & (LETTER | APOSTROPHE_KIND)) != 0
 
 
 @compiled
-def _next_node(node, edge, children, complete):
-    """Return the node after writing a symbol whose trie edge is ``edge`` at ``node``."""
-    if edge < 0:  # a character outside words ends the word
+def _next_node(node, symbol, kinds, offsets, labels, targets, handle, may_end):
+    """Return the node after writing ``symbol`` at ``node``."""
+    kind = kinds[symbol]
+    if kind & AT_KIND:  # a handle begins (and ends the word before it)
+        child = _child(ROOT, symbol, offsets, labels, targets)
+        return child if child >= 0 else FREE_HANDLE
+    if node in (ROOT, APOSTROPHE_END):
+        if not kind & LETTER:
+            return ROOT
+        if node == APOSTROPHE_END:
+            return FREE_WORD
+        child = _child(ROOT, symbol, offsets, labels, targets)
+        return child if child >= 0 else FREE_WORD
+    if node in (FREE_WORD, FREE_HANDLE):
+        return node if _continues(kind, node == FREE_HANDLE) else ROOT
+    if not _continues(kind, handle[node]):
         return ROOT
-    if edge == APOSTROPHE_EDGE:
-        if node <= ROOT:  # a quote between words, inside an unknown word, after an ended one
-            return node
-        child = children[node, edge]
-        # An apostrophe the trie does not continue ends the word (if it may end there).
-        return child if child >= 0 or not complete[node] else APOSTROPHE_END
-    # A letter after an apostrophe that ended a word, or inside an unknown word: FREE.
-    return children[node, edge] if node >= ROOT else FREE
+    child = _child(node, symbol, offsets, labels, targets)
+    if child >= 0:
+        return child
+    if kind & APOSTROPHE_KIND and may_end[node]:  # a closing quote after a word
+        return APOSTROPHE_END
+    return FREE_HANDLE if handle[node] else FREE_WORD
 
 
 @compiled
-def _allowed_after(node, edges, children, may_end, mask):
-    """Write into ``mask`` what may follow ``node``, for each symbol (its trie edge in
-    ``edges``): a letter or apostrophe that continues a word of the lexicon, a character that
-    ends the word where it may end; no letter after an apostrophe that ended a word; anything
-    between words and inside an unknown word."""
-    for symbol in range(len(edges)):
-        edge = edges[symbol]
-        if node > ROOT:
-            if edge < 0:
-                mask[symbol] = may_end[node]
-            else:
-                # The apostrophe may also end a complete word (then nothing but a non-letter).
-                mask[symbol] = children[node, edge] >= 0 or (edge == APOSTROPHE_EDGE
-                                                             and may_end[node])
+def _costs_after(node, written, kinds, offsets, labels, targets, may_end, handle, penalty,
+                 end_costs, out):
+    """Write into ``out`` what each symbol costs (nats) after ``node`` with ``written``
+    characters written: ``penalty`` for one that leaves the known forms, else 0; ending the
+    tweet costs ``end_costs[written]`` more (the last entry for longer)."""
+    _word_costs(node, kinds, offsets, labels, targets, may_end, handle, penalty, out)
+    out[END_ID] += end_costs[min(written, len(end_costs) - 1)]
+
+
+@compiled
+def _word_costs(node, kinds, offsets, labels, targets, may_end, handle, penalty, out):
+    """`_costs_after` but the end's own cost."""
+    size = len(kinds)
+    if node in (FREE_WORD, FREE_HANDLE):
+        for symbol in range(size):
+            out[symbol] = 0.0
+        return
+    if node in (ROOT, APOSTROPHE_END):
+        for symbol in range(size):
+            out[symbol] = penalty if kinds[symbol] & LETTER else 0.0
+        if node == ROOT:  # letters that begin a known form
+            for edge in range(offsets[ROOT], offsets[ROOT + 1]):
+                out[labels[edge]] = 0.0
+        return
+    in_handle = handle[node]
+    ends = 0.0 if may_end[node] else penalty
+    for symbol in range(size):
+        kind = kinds[symbol]
+        if kind & NEVER:
+            out[symbol] = 0.0
+        elif _continues(kind, in_handle):
+            # An apostrophe after a complete word closes a quote: no word left.
+            out[symbol] = ends if kind & APOSTROPHE_KIND else penalty
         else:
-            mask[symbol] = not (node == APOSTROPHE_END and 0 <= edge < APOSTROPHE_EDGE)
+            out[symbol] = ends
+    for edge in range(offsets[node], offsets[node + 1]):
+        out[labels[edge]] = 0.0
 
 
 @compiled
-def _allowed(nodes, edges, children, may_end, mask):
-    for row in range(len(nodes)):
-        _allowed_after(nodes[row], edges, children, may_end, mask[row])
+def _costs(rows, kinds, offsets, labels, targets, handle, may_end, penalty, end_costs, out):
+    for row in range(len(rows)):
+        _costs_after(rows[row, 0], rows[row, 1], kinds, offsets, labels, targets, may_end,
+                     handle, penalty, end_costs, out[row])
 
 
 @compiled
-def _advance_and_mask(nodes, ids, edges, children, complete, may_end, scores, new_nodes,
-                      masked):
-    """Advance each row's node by its symbol into ``new_nodes``; copy its scores into
-    ``masked`` with what may not follow set to minus infinity."""
-    allowed = np.empty(len(edges), dtype=np.bool_)
-    for row in range(len(nodes)):
-        if not 0 <= ids[row] < len(edges):  # compiled code checks no index: a crash, else
+def _advance_and_penalise(rows, ids, kinds, offsets, labels, targets, handle, may_end,
+                          penalty, end_costs, scores, new_rows, penalised):
+    """Advance each row's state (``[node, characters written]``) by its symbol into
+    ``new_rows``; write its scores less what each symbol would cost next into ``penalised``."""
+    costs = np.empty(len(kinds))
+    for row in range(len(rows)):
+        symbol = ids[row]
+        if not 0 <= symbol < len(kinds):  # compiled code checks no index: a crash, else
             raise IndexError("a symbol outside the vocabulary")
-        node = _next_node(nodes[row], edges[ids[row]], children, complete)
-        new_nodes[row] = node
-        _allowed_after(node, edges, children, may_end, allowed)
-        for symbol in range(len(edges)):
-            masked[row, symbol] = scores[row, symbol] if allowed[symbol] else -np.inf
+        node = _next_node(rows[row, 0], symbol, kinds, offsets, labels, targets, handle,
+                          may_end)
+        written = rows[row, 1] + (symbol != END_ID)  # END: the start, or a row that has ended
+        new_rows[row, 0] = node
+        new_rows[row, 1] = written
+        _costs_after(node, written, kinds, offsets, labels, targets, may_end, handle, penalty,
+                     end_costs, costs)
+        for symbol in range(len(kinds)):
+            penalised[row, symbol] = scores[row, symbol] - costs[symbol]

@@ -29,7 +29,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from covfefe.errors import UserError
-from covfefe.inference.generate import BANNED, Completion, TweetGenerator
+from covfefe.inference.generate import (
+    BANNED,
+    Completion,
+    TweetGenerator,
+    mark_cut,
+    with_fresh_draws,
+)
 from covfefe.inference.parallel import Helper
 from covfefe.inference.sampling import draw_and_record
 from covfefe.text import END_ID, MAX_TWEET_CHARS, PAD_ID
@@ -98,6 +104,7 @@ class Job:
         self.n = n
         self.positions = positions
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+        self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.streamed = streamed
         self.events: queue.SimpleQueue = queue.SimpleQueue()
@@ -142,7 +149,21 @@ class Job:
             self.close()
 
     def result(self) -> list[Completion]:
-        """Wait for the request to end; return its completions."""
+        """Wait for the request to end; return its completions, each near copy or empty one
+        replaced by a fresh draw as `TweetGenerator.complete` does (in the request's thread;
+        a fresh draw the engine has no room for leaves the candidate as it is)."""
+        def redraw(n: int, seed: int | None) -> list[Completion]:
+            try:
+                return self.engine.submit(
+                    self.prefix, temperature=self.temperature, n=n, seed=seed,
+                    max_length=self.positions + len(self.prefix), top_k=self.top_k,
+                    top_p=self.top_p, streamed=False)._result()
+            except EngineBusy:
+                return None
+
+        return with_fresh_draws(self._result(), self.seed, redraw)
+
+    def _result(self) -> list[Completion]:
         try:
             while True:
                 kind, value = self._next_event()
@@ -310,8 +331,8 @@ class Engine:
         """Build the completions of an ended job (in the request's thread: the novelty
         look-up need not hold up the batch)."""
         vocabulary, novelty = self.generator.vocabulary, self.generator.novelty
-        completions = [Completion(job.prefix, vocabulary.decode(row), float(log_prob),
-                                  bool(end))
+        completions = [Completion(job.prefix, mark_cut(job.prefix, vocabulary.decode(row),
+                                                       bool(end)), float(log_prob), bool(end))
                        for row, log_prob, end in zip(generated.ids, generated.log_prob,
                                                      generated.finished, strict=True)]
         unknown = vocabulary.unknown(job.prefix)  # prefix characters read as UNK
