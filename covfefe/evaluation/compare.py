@@ -1,7 +1,8 @@
 """Champion against challenger on the future: paired scores, a bootstrap interval, a decision.
 
 Both models score the same tweets, newer than anything either learned from, one tweet at a
-time (bits per character as `covfefe.training.scoring` defines them, of what each serves).
+time (bits per character as `covfefe.training.scoring` defines them, of exactly what each
+serves: network, table and word constraint, as `covfefe evaluate` reports).
 The figure is the difference of their bits/char, champion minus challenger (above zero: the
 challenger predicts the future better). Its uncertainty comes from the tweets: resampling the
 tweets with replacement (a paired bootstrap: each resample keeps a tweet's two scores
@@ -15,7 +16,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from covfefe.errors import UserError
-from covfefe.training.scoring import score_artifact
+from covfefe.text import MAX_TWEET_CHARS
 
 LN2 = math.log(2)
 RESAMPLES = 2000
@@ -36,6 +37,7 @@ class Comparison:
     interval: tuple[float, float]  # the difference's bootstrap interval
     confidence: float
     wins: int  # tweets the challenger scores better than the champion
+    left_out: int = 0  # tweets one of the models cannot write (a character outside its vocabulary)
 
     @property
     def relative(self) -> float:
@@ -61,7 +63,9 @@ class Comparison:
                 f"on {self.tweets} future tweets ({self.chars} characters)\n"
                 f"difference {self.difference:+.4f} bits/char ({self.relative:+.2%} of the "
                 f"champion's), {self.confidence:.0%} interval [{low:+.4f}, {high:+.4f}]; the "
-                f"challenger wins {self.wins} of {self.tweets} tweets\n"
+                f"challenger wins {self.wins} of {self.tweets} tweets"
+                + (f" ({self.left_out} left out: a character one model never writes)"
+                   if self.left_out else "") + "\n"
                 f"decision: {self.decision}")
 
     def as_dict(self) -> dict:
@@ -106,11 +110,26 @@ def compare_scores(champion, challenger, *, champion_version: str = "champion",
 
 
 def compare(champion, challenger, texts, *, progress: bool = False, **options) -> Comparison:
-    """Score ``texts`` with two model artifacts as each serves them, and compare."""
+    """Score ``texts`` with two model artifacts as each serves them (the distribution its
+    generator draws from at temperature 1, top-p 1: `covfefe.evaluation.evaluate.score_served`)
+    and compare. A tweet holding a character one of them never writes (outside its
+    vocabulary: probability 0 as served) is left out of both; `Comparison.left_out` counts
+    them."""
+    from covfefe.evaluation.evaluate import score_served, writable
+    from covfefe.inference.generate import TweetGenerator
+
     texts = [text for text in texts if text]
-    if not texts:
-        raise UserError("there are no (non-empty) tweets to compare the models on")
-    return compare_scores(score_artifact(champion, texts, progress=progress),
-                          score_artifact(challenger, texts, progress=progress),
-                          champion_version=champion.version,
-                          challenger_version=challenger.version, **options)
+    generators = [TweetGenerator.from_artifact(artifact) for artifact in (champion, challenger)]
+    both = [text for text in texts
+            if all(writable([text], generator.vocabulary) for generator in generators)]
+    if not both:
+        raise UserError("there are no (non-empty) tweets both models can write to compare "
+                        "them on")
+    scores = [score_served(generator, both,
+                           artifact.metadata.get("model", {}).get("max_chars", MAX_TWEET_CHARS),
+                           progress)
+              for generator, artifact in zip(generators, (champion, challenger), strict=True)]
+    comparison = compare_scores(*scores, champion_version=champion.version,
+                                challenger_version=challenger.version, **options)
+    comparison.left_out = len(texts) - len(both)
+    return comparison

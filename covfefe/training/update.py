@@ -48,7 +48,7 @@ from covfefe.inference.artifact import (
     new_version,
     save_artifact,
 )
-from covfefe.lm.lexicon import Lexicon, words_of
+from covfefe.lm.lexicon import words_of
 from covfefe.lm.mixture import fit_weight, mix_log_probs
 from covfefe.lm.ngram import LEVEL_SHIFT, KneserNeyModel
 from covfefe.lm.novelty import NoveltyIndex, shingle_hashes
@@ -362,8 +362,9 @@ def update(update_config: UpdateConfig, tweets: pd.DataFrame | None = None, *,
     timings["scoring_seconds"] = round(time.monotonic() - mark, 1)
 
     lexicon = champion.lexicon()
-    old_words = set(lexicon.words) if lexicon is not None else set()
-    added_words = words_of(learned_texts) - old_words
+    grown_lexicon = lexicon.extended(learned_texts) if lexicon is not None else None
+    added_words = len(grown_lexicon) - len(lexicon) if lexicon is not None else len(
+        words_of(learned_texts))
     novelty = champion.novelty_index()
     if novelty is not None:
         novelty = NoveltyIndex(
@@ -378,7 +379,7 @@ def update(update_config: UpdateConfig, tweets: pd.DataFrame | None = None, *,
                    if k not in ("model", "out", "run_dir", "dataset")},
         "tweets": new.summary(),
         "new_chars": new_chars,
-        "new_words": len(added_words),
+        "new_words": added_words,
         "replay_tweets": len(replay),
         "recency": recency,
         "recency_fit_bits_per_char": {str(k): round(v[0] / LN2, 4) for k, v in fitted.items()},
@@ -408,10 +409,10 @@ def update(update_config: UpdateConfig, tweets: pd.DataFrame | None = None, *,
         {"holdout_tweets": len(fit), "holdout_chars": len(mixed),
          "holdout_bits_per_char": record["mixture_fit"]["bits_per_char"],
          "holdout_period": record["tweets"]["fit_period"]},
-        lexicon=Lexicon(old_words | added_words) if lexicon is not None else None)
+        lexicon=grown_lexicon)
     write_json(run_dir / "update.json", {**record, "challenger": challenger.version,
                                           "challenger_path": str(challenger.path)})
-    return UpdateResult(challenger, champion, new, new_chars, len(added_words), history,
+    return UpdateResult(challenger, champion, new, new_chars, added_words, history,
                         effects, seconds, run_dir, timings)
 
 
