@@ -152,7 +152,7 @@ def register(active, artifact) -> str:
     version = mlflow_client.create_model_version(
         MODEL_NAME, f"{active.info.artifact_uri}/model", run_id=active.info.run_id,
         tags={"artifact_version": artifact.version, "name": artifact.name})
-    return version.version
+    return str(version.version)
 
 
 def alias(name: str):
@@ -232,6 +232,7 @@ def ensure_champion(load) -> str:
 
 def find_version(spec: str):
     """A registered version by MLflow number, artifact version or alias."""
+    spec = str(spec)
     mlflow_client = client()
     if spec in (CHAMPION, CHALLENGER):
         found = alias(spec)

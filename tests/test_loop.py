@@ -76,7 +76,8 @@ def test_new_tweets_in_a_promoted_challenger_out_and_served_without_a_failed_req
 
     port, pidfile, log = free_port(), tmp_path / "gunicorn.pid", tmp_path / "server.log"
     environment = {**os.environ, "COVFEFE_MODEL": str(link), "COVFEFE_WORKERS": "2",
-                   "COVFEFE_BIND": f"127.0.0.1:{port}"}
+                   "COVFEFE_BIND": f"127.0.0.1:{port}",
+                   "COVFEFE_RATE_LIMIT": "100000 per minute"}  # the load is one client
     with log.open("w") as output:
         server = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "python:serve.gunicorn_conf", "--pid",
