@@ -288,7 +288,7 @@ SERVE_SETTINGS: dict[str, Setting] = {
 # the deploy scripts and images): the server takes no notice of them.
 OTHER_SETTINGS = ("HOME", "DATA_DIR", "ARCHIVE", "RUNS_DIR", "MODEL", "REQUIRE_ALL", "AXE_JS",
                   "API_BASE", "DEPLOY_CONFIG", "DEPLOY_SECRETS", "BUILD_TRAIN_IMAGE",
-                  "STACK_FILE", "DEBIAN_MIRROR")
+                  "STACK_FILE", "DEBIAN_MIRROR", "DICTIONARY")
 SETTING_PREFIX = "COVFEFE_"
 
 
