@@ -97,7 +97,7 @@ def ci_run(tmp_path_factory) -> CiRun:
             cwd=ROOT, env=ci_environment(home), capture_output=True, text=True, timeout=900,
         )
         assert result.returncode == 0, f"{parameters.stem}:\n{result.stderr[-3000:]}"
-    collected, explored, trained, evaluated = (
+    collected, explored, trained, evaluated, _updated = (
         nbformat.read(executed / f"{path.stem}.ipynb", as_version=4) for path in NOTEBOOKS)
     return CiRun(home, notebook_parameters(CI, COLLECT), home / "data" / "tweets.parquet",
                  collected, explored, trained, evaluated, home / "runs" / "ci" / "model")
@@ -391,3 +391,20 @@ def test_explore_notebook_ends_an_empty_selection_in_one_sentence(tiny_tweets, t
     errors = [o for c in nbformat.read(output, as_version=4).cells if c.cell_type == "code"
               for o in c.outputs if o.output_type == "error"]
     assert [error.traceback for error in errors] == [[sentence]]
+
+
+def test_update_notebook_builds_compares_and_registers_a_challenger(ci_run):
+    """Notebook 05 under plain papermill: the ci model updated with its newest tweets, each
+    step scored on the future, the decision with its interval, the challenger registered."""
+    updated = nbformat.read(ci_run.home / "executed" / "05-update-model.ipynb", as_version=4)
+    text = "\n".join(output.get("text", "") + json.dumps(output.get("data", {}))
+                      for cell in updated.cells if cell.cell_type == "code"
+                      for output in cell.get("outputs", []))
+    assert "decision:" in text and "interval" in text
+    assert "+ mixture weight refit (challenger)" in text
+    assert "registered the challenger as version" in text
+    assert "image/png" in text  # the fine-tuning curve and the steps, drawn
+    from covfefe.inference.artifact import load_artifact
+
+    challenger = load_artifact(ci_run.home / "runs" / "ci-update" / "model")
+    assert challenger.metadata["update"]["champion"] == load_artifact(ci_run.model).version
