@@ -264,8 +264,7 @@ def _save_atomically(model, path: Path) -> None:
     os.replace(temporary, path)
 
 
-def step_effects(champion: ModelArtifact, steps: dict, texts, max_chars: int
-                 ) -> pd.DataFrame:
+def step_effects(steps: dict, texts, max_chars: int) -> pd.DataFrame:
     """Score ``texts`` with the champion and each (network, table, weight, vocabulary) of
     ``steps`` (name -> tuple, each adding one change to the one before); return bits/char and
     each step's share of the whole gain."""
@@ -308,7 +307,8 @@ def update(update_config: UpdateConfig, tweets: pd.DataFrame | None = None, *,
     learned_texts = list(new.learn["text"]) + list(new.fit["text"])
 
     # Vocabulary and the table's first count (before the fit tweets).
-    table = champion.ngram_model()
+    champion_table = champion.ngram_model()  # read once: the LZMA table takes seconds
+    table = champion_table
     order = table.order if table is not None else update_config.order
     vocabulary, new_chars = grow_vocabulary(champion.vocabulary, learned_texts,
                                             update_config.min_char_count, table_capacity(order))
@@ -350,7 +350,7 @@ def update(update_config: UpdateConfig, tweets: pd.DataFrame | None = None, *,
     timings["weight_seconds"] = round(time.monotonic() - mark, 1)
 
     old_weight = (champion.mixture or {}).get("network_weight", weight)
-    steps = {"champion": (champion.load_model(), champion.ngram_model(),
+    steps = {"champion": (champion.load_model(), champion_table,
                           old_weight, champion.vocabulary)}
     if not new_chars:  # the old network and the new table share one vocabulary
         steps[f"+ table counts the new tweets (x{recency})"] = (champion.load_model(), table_final,
@@ -358,7 +358,7 @@ def update(update_config: UpdateConfig, tweets: pd.DataFrame | None = None, *,
     steps["+ network fine-tuned"] = (network, table_final, old_weight, vocabulary)
     steps["+ mixture weight refit (challenger)"] = (network, table_final, weight, vocabulary)
     mark = time.monotonic()
-    effects = step_effects(champion, steps, new.future["text"], max_chars)
+    effects = step_effects(steps, new.future["text"], max_chars)
     timings["scoring_seconds"] = round(time.monotonic() - mark, 1)
 
     lexicon = champion.lexicon()
