@@ -200,7 +200,7 @@ def _run_compare(args) -> None:
 
     champion = load_artifact(config.resolve(args.champion))
     challenger = load_artifact(config.resolve(args.challenger))
-    print(compare(champion, challenger, read_text_file(args.text),
+    print(compare(champion, challenger, read_text_file(args.text), samples=args.samples,
                   progress=not args.no_progress).summary())
 
 
@@ -395,6 +395,9 @@ def _add_update(commands) -> None:
     compare.add_argument("--challenger", required=True, metavar="DIR")
     compare.add_argument("--text", required=True, metavar="FILE",
                          help="one tweet per line, newer than both models' data")
+    compare.add_argument("--samples", type=int, default=200, metavar="N",
+                         help="tweets each model writes for the sample figures, which guard "
+                         "the promotion (0: none; default %(default)s)")
     compare.add_argument("--no-progress", action="store_true", help="hide progress bars")
     compare.set_defaults(run=_run_compare)
 

@@ -149,6 +149,31 @@ def test_a_clearly_better_challenger_is_promoted_and_a_tie_is_not():
     assert not tie.promote and "keep the champion" in tie.summary()
 
 
+def _figures(non_words, near_copies):
+    from covfefe.evaluation.quality import SampleQuality
+
+    return SampleQuality(200, 0.9, 1.0, non_words, 0.95, near_copies, 150.0, 0.05, 5000)
+
+
+def test_a_better_scoring_challenger_whose_samples_are_worse_than_the_bounds_is_kept_out():
+    rng = np.random.default_rng(3)
+    chars = rng.integers(20, 200, 400)
+    champion = chars * rng.normal(1.2, 0.2, 400)
+    better = compare_scores(_evaluation(champion, chars),
+                            _evaluation(champion - chars * 0.05, chars))
+    better.samples = {"champion": _figures(0.010, 0.01), "challenger": _figures(0.012, 0.015)}
+    assert better.promote  # within the bounds: the scores decide
+    assert "samples challenger challenger" in better.summary()
+    better.samples["challenger"] = _figures(0.030, 0.015)  # non-words over 1.5%
+    assert not better.promote and better.sample_faults == ["non_word_share"]
+    assert "too many non-words" in better.summary()
+    # Over the bound but no worse than the champion: not the challenger's fault.
+    better.samples["champion"] = _figures(0.035, 0.01)
+    assert better.promote
+    better.samples["challenger"] = _figures(0.010, 0.05)
+    assert better.sample_faults == ["near_copy_share"] and not better.as_dict()["promote"]
+
+
 def test_the_bootstrap_interval_narrows_with_more_tweets():
     rng = np.random.default_rng(2)
 
@@ -209,9 +234,12 @@ def test_the_loop_on_the_command_line_with_the_local_mlflow_store(tiny_model, ne
     out = tmp_path / "challenger"
     result = covfefe("update", "--model", str(tiny_model.path), "--out", str(out),
                      "--run-dir", str(tmp_path / "run"), "--epochs", "1", "--order", "5",
-                     "--no-progress", env=env)
+                     "--samples", "20", "--no-progress", env=env)
     assert result.returncode == 0, result.stderr
     assert "decision:" in result.stdout and "interval" in result.stdout
+    # Both models wrote samples for the comparison, with the same prefixes and seeds.
+    for role in ("champion", "challenger"):
+        assert f"samples {role} " in result.stdout and "non-words " in result.stdout
     assert "registered the challenger as version 2" in result.stdout
     challenger = load_artifact(out)
     assert challenger.metadata["update"]["champion"] == tiny_model.version

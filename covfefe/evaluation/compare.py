@@ -38,6 +38,20 @@ class Comparison:
     confidence: float
     wins: int  # tweets the challenger scores better than the champion
     left_out: int = 0  # tweets one of the models cannot write (a character outside its vocabulary)
+    samples: dict | None = None  # {"champion": SampleQuality, "challenger": ...}, or None
+
+    @property
+    def sample_faults(self) -> list[str]:
+        """The sample figures in which the challenger is out of bounds and worse than the
+        champion (see the module docstring)."""
+        from covfefe.evaluation.quality import MAX_NEAR_COPY_SHARE, MAX_NON_WORD_SHARE
+
+        if not self.samples:
+            return []
+        champion, challenger = self.samples["champion"], self.samples["challenger"]
+        return [name for name, bound in (("non_word_share", MAX_NON_WORD_SHARE),
+                                         ("near_copy_share", MAX_NEAR_COPY_SHARE))
+                if getattr(challenger, name) > max(bound, getattr(champion, name))]
 
     @property
     def relative(self) -> float:
@@ -46,12 +60,16 @@ class Comparison:
 
     @property
     def promote(self) -> bool:
-        return self.difference > 0 and self.interval[0] > 0
+        return self.difference > 0 and self.interval[0] > 0 and not self.sample_faults
 
     @property
     def decision(self) -> str:
         if self.promote:
             return "promote: the challenger is better and the interval excludes zero"
+        if self.sample_faults:
+            return ("keep the champion: the challenger's samples have too many "
+                    + " and ".join(name.removesuffix("_share").replace("_", "-") + "s"
+                                   for name in self.sample_faults))
         if self.difference <= 0:
             return "keep the champion: the challenger is not better"
         return "keep the champion: the challenger is better, but the interval includes zero"
@@ -66,11 +84,23 @@ class Comparison:
                 f"challenger wins {self.wins} of {self.tweets} tweets"
                 + (f" ({self.left_out} left out: a character one model never writes)"
                    if self.left_out else "") + "\n"
-                f"decision: {self.decision}")
+                + "".join(f"samples {role} {self.version(role)} ({figures.describe()}): "
+                          f"non-words {figures.non_word_share:.2%}, near copies "
+                          f"{figures.near_copy_share:.2%}, mean length "
+                          f"{figures.mean_length:.1f}, cut at 280 {figures.at_limit_share:.2%} "
+                          f"({figures.samples} tweets)\n"
+                          for role, figures in (self.samples or {}).items())
+                + f"decision: {self.decision}")
+
+    def version(self, role: str) -> str:
+        return self.champion if role == "champion" else self.challenger
 
     def as_dict(self) -> dict:
         return {**asdict(self), "interval": list(self.interval), "relative": self.relative,
-                "promote": self.promote, "decision": self.decision}
+                "samples": {role: figures.as_dict()
+                            for role, figures in (self.samples or {}).items()} or None,
+                "sample_faults": self.sample_faults, "promote": self.promote,
+                "decision": self.decision}
 
 
 def paired_bootstrap(champion_nats: np.ndarray, challenger_nats: np.ndarray,
@@ -109,15 +139,45 @@ def compare_scores(champion, challenger, *, champion_version: str = "champion",
         int(np.sum(challenger.nats / champion.chars < champion.nats / champion.chars)))
 
 
-def compare(champion, challenger, texts, *, progress: bool = False, **options) -> Comparison:
+def sample_figures(generators: dict, artifacts: dict, samples: int, seed: int = 0,
+                   known_words: set[str] | None = None) -> dict:
+    """Each generator's `covfefe.evaluation.quality.SampleQuality` at its artifact's default
+    settings, with the same prefixes and seeds. A word is known when it is in ``known_words``
+    (the tweets both learned from), else in the challenger's word list (the champion's and the
+    new tweets'); near copies are of the challenger's novelty index (the same for both). Empty
+    when the artifacts have no novelty index, or neither known words nor a word list."""
+    from covfefe.evaluation.quality import dictionary_words, sample_quality
+
+    novelty = artifacts["challenger"].novelty_index() or artifacts["champion"].novelty_index()
+    if known_words is None:
+        lexicon = artifacts["challenger"].lexicon() or artifacts["champion"].lexicon()
+        known_words = None if lexicon is None else {word.lower() for word in lexicon.words}
+    if known_words is None or novelty is None:
+        return {}
+    known, dictionary = known_words, dictionary_words()
+    figures = {}
+    for role, generator in generators.items():
+        defaults = artifacts[role].metadata.get("defaults", {})
+        figures[role] = sample_quality(generator, known, novelty, samples=samples, seed=seed,
+                                       dictionary=dictionary,
+                                       temperature=defaults.get("temperature", 1.0),
+                                       top_p=defaults.get("top_p", 1.0))
+    return figures
+
+
+def compare(champion, challenger, texts, *, progress: bool = False, samples: int = 0,
+            known_words: set[str] | None = None, **options) -> Comparison:
     """Score ``texts`` with two model artifacts as each serves them (the distribution its
     generator draws from at temperature 1, top-p 1: `covfefe.evaluation.evaluate.score_served`)
     and compare. A tweet holding a character one of them never writes (outside its
     vocabulary: probability 0 as served) is left out of both; `Comparison.left_out` counts
-    them."""
+    them. With ``samples``, both also write that many tweets, whose figures guard the
+    promotion (`sample_figures`; none without a word list and a novelty index)."""
     from covfefe.evaluation.evaluate import score_served, writable
     from covfefe.inference.generate import TweetGenerator
 
+    if not isinstance(samples, int) or samples < 0:
+        raise UserError(f"samples must be a whole number of 0 or more, not {samples!r}")
     texts = [text for text in texts if text]
     generators = [TweetGenerator.from_artifact(artifact) for artifact in (champion, challenger)]
     both = [text for text in texts
@@ -132,4 +192,9 @@ def compare(champion, challenger, texts, *, progress: bool = False, **options) -
     comparison = compare_scores(*scores, champion_version=champion.version,
                                 challenger_version=challenger.version, **options)
     comparison.left_out = len(texts) - len(both)
+    if samples:
+        comparison.samples = sample_figures(
+            dict(zip(("champion", "challenger"), generators, strict=True)),
+            {"champion": champion, "challenger": challenger}, samples,
+            options.get("seed", 0), known_words) or None
     return comparison

@@ -9,9 +9,12 @@ champion when the comparison says so.
 
 from dataclasses import dataclass
 
+import pandas as pd
+
 from covfefe import config, tracking
 from covfefe.evaluation.compare import Comparison, compare
 from covfefe.inference.artifact import load_artifact
+from covfefe.lm.lexicon import words_of
 from covfefe.training.train_config import UpdateConfig
 from covfefe.training.update import UpdateResult, update
 
@@ -46,7 +49,10 @@ def update_and_compare(update_config: UpdateConfig, *, promote: bool = False,
             config.resolve(update_config.model) if update_config.model else config.model_dir()))
     with tracking.run("update", params) as active:
         result = update(update_config, progress=progress)
-        comparison = compare(result.champion, result.challenger, result.tweets.future["text"])
+        seen = result.tweets  # what the challenger learned from: the older and the new tweets
+        learned = pd.concat([seen.older["text"], seen.learn["text"], seen.fit["text"]])
+        comparison = compare(result.champion, result.challenger, seen.future["text"],
+                             samples=update_config.samples, known_words=words_of(learned))
         for row in result.history:
             tracking.log_metrics(active, {k: v for k, v in row.items() if k != "epoch"},
                                  step=row["epoch"])
@@ -59,6 +65,11 @@ def update_and_compare(update_config: UpdateConfig, *, promote: bool = False,
             "new_tweets_learned": len(result.tweets.learn) + len(result.tweets.fit),
             "new_words": result.new_words, "new_chars": len(result.new_chars),
             **result.timings})
+        for role, figures in (comparison.samples or {}).items():
+            tracking.log_metrics(active, {
+                f"samples_{role}_{name}": getattr(figures, name)
+                for name in ("non_word_share", "near_copy_share", "mean_length",
+                             "at_limit_share")})
         for row in result.steps.itertuples():
             tracking.log_metrics(active, {f"step_{row.Index}_bits_per_char":
                                           row.bits_per_char})

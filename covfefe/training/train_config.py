@@ -143,8 +143,13 @@ class UpdateConfig:
     order: int = 9  # the n-gram table's order when the champion has none
     recency: int = 0  # times the table counts each new tweet (0: the best of 1-4 on the fit tweets)
     seed: int = 42  # the same seed, data and champion give the same challenger
+    samples: int = 200  # tweets each model writes for the comparison's sample figures (0: none)
 
     def __post_init__(self):
+        if not isinstance(self.samples, int) or isinstance(self.samples, bool) or not (
+                0 <= self.samples <= 10_000):
+            raise UserError(f"samples must be a whole number from 0 to 10000, not "
+                            f"{self.samples!r}")
         for name in ("future_fraction", "fit_fraction"):
             value = getattr(self, name)
             if not 0 < value < 1:
