@@ -39,6 +39,16 @@ build_image() {
   run docker build --file "$2" --tag "covfefe-$1" .
 }
 
+# make_db_secret NAME: create the Docker secret NAME (MLflow's database password: random, never
+# printed) unless the swarm has it already.
+make_db_secret() {
+  if ! is_dry_run && docker secret inspect "$1" >/dev/null 2>&1; then
+    return
+  fi
+  pipe "$(python_command)" -c 'import secrets; print(secrets.token_hex(24))' '|' \
+    docker secret create "$1" -
+}
+
 wait_for_stack() {
   run "$(python_command)" deploy/stack_health.py --stack "$COMPOSE_PROJECT_NAME" \
     --wait "$WAIT_SECONDS"
@@ -98,9 +108,11 @@ stack() {
     capture WEB_TAG "<web-commit>" "not a git checkout: pass --web-tag" \
       git log -1 --format=%h -- webapp deploy/nginx deploy/web
   fi
-  local certbot_tag
+  local certbot_tag mlflow_tag
   capture certbot_tag "<certbot-commit>" "not a git checkout" \
     git log -1 --format=%h -- deploy/certbot
+  capture mlflow_tag "<mlflow-commit>" "not a git checkout" \
+    git log -1 --format=%h -- deploy/mlflow requirements/mlflow-server.txt
   if [[ $build ]]; then
     local workers node
     mapfile -t workers < <(worker_machines)
@@ -112,12 +124,14 @@ stack() {
     build_image "serve:$TAG" Dockerfile.serve
     build_image "web:$WEB_TAG" deploy/web/Dockerfile
     build_image "certbot:$certbot_tag" deploy/certbot/Dockerfile
+    build_image "mlflow:$mlflow_tag" deploy/mlflow/Dockerfile
   else
     use_machine "$AWS_MACHINE"
   fi
+  make_db_secret "${COMPOSE_PROJECT_NAME}_mlflow-db-password"
   # No registry: every node uses the image of that name it has (--resolve-image never).
   run env "SERVE_IMAGE=covfefe-serve:$TAG" "WEB_IMAGE=covfefe-web:$WEB_TAG" \
-    "CERTBOT_IMAGE=covfefe-certbot:$certbot_tag" \
+    "CERTBOT_IMAGE=covfefe-certbot:$certbot_tag" "MLFLOW_IMAGE=covfefe-mlflow:$mlflow_tag" \
     docker stack deploy --compose-file "$STACK_FILE" --resolve-image never --prune \
     "$COMPOSE_PROJECT_NAME"
   wait_for_stack

@@ -7,7 +7,8 @@ with ``docker.DockerClient(base_url=...)``, and the project's images built on it
 
 Docker Hub cannot be reached from here (nor from CI), so the official base images cannot be
 pulled. Local stand-ins tagged exactly like the ``FROM`` lines and the stack's images
-(``python:3.11-slim``, ``nginx:1.27-bookworm``, ``redis:7.2-bookworm``) are made with
+(``python:3.11-slim``, ``nginx:1.27-bookworm``, ``redis:7.2-bookworm``,
+``postgres:15-bookworm``) are made with
 mmdebstrap from Debian's mirror and kept as tarballs under ``.cache/docker/``, so that a machine
 makes them once. Builds use the host network.
 
@@ -49,10 +50,14 @@ NGINX_BASE = "nginx:1.27-bookworm"
 # The stack's Redis (deploy/stack.yml). The stand-in is Debian bookworm's redis-server (7.0):
 # the commands the rate limit uses (INCRBY, EXPIRE, EVALSHA, PING) are the same in 7.2.
 REDIS_BASE = "redis:7.2-bookworm"
+# The stack's PostgreSQL, for MLflow: Debian bookworm's PostgreSQL 15, like the official image.
+POSTGRES_BASE = "postgres:15-bookworm"
 SERVE_DOCKERFILE = ROOT / "Dockerfile.serve"
+MLFLOW_DOCKERFILE = ROOT / "deploy" / "mlflow" / "Dockerfile"
 TRAIN_DOCKERFILE = ROOT / "Dockerfile.train"
 WEB_DOCKERFILE = ROOT / "deploy" / "web" / "Dockerfile"
 SERVE_IMAGE, TRAIN_IMAGE, WEB_IMAGE = "covfefe-serve:test", "covfefe-train:test", "covfefe-web:test"
+MLFLOW_IMAGE = "covfefe-mlflow:test"
 BUILD_TIMEOUT = 900
 
 # mmdebstrap recipes of the stand-ins: Debian bookworm, like the official images, with what those
@@ -145,6 +150,33 @@ WORKDIR /data
 USER redis
 EXPOSE 6379
 CMD ["redis-server", "--protected-mode", "no"]
+"""
+
+# postgres:15-bookworm: the server as the `postgres` user, PGDATA in /var/lib/postgresql/data
+# (an empty folder of its own, so that a named volume takes its owner), the official image's
+# POSTGRES_* settings handled by an entrypoint of the same name (tests/stand_ins/).
+POSTGRES_ENTRYPOINT = ROOT / "tests" / "stand_ins" / "postgres-entrypoint.sh"
+POSTGRES_RECIPE = [
+    *SLIM,
+    "--include=postgresql-15",
+    # The entrypoint's content in the recipe: a changed script makes the stand-in anew.
+    "--customize-hook=: entrypoint "
+    + hashlib.sha256(POSTGRES_ENTRYPOINT.read_bytes()).hexdigest()[:12],
+    f"--customize-hook=upload {POSTGRES_ENTRYPOINT} /usr/local/bin/docker-entrypoint.sh",
+    "--customize-hook=chmod 755 \"$1\"/usr/local/bin/docker-entrypoint.sh",
+    "--customize-hook=mkdir -p \"$1\"/var/lib/postgresql/data \"$1\"/var/run/postgresql",
+    "--customize-hook=chroot \"$1\" chown postgres:postgres /var/lib/postgresql/data"
+    " /var/run/postgresql",
+    "--customize-hook=chmod 700 \"$1\"/var/lib/postgresql/data",
+]
+POSTGRES_IMAGE = """
+ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+ENV PGDATA=/var/lib/postgresql/data
+USER postgres
+ENTRYPOINT ["docker-entrypoint.sh"]
+STOPSIGNAL SIGINT
+EXPOSE 5432
+CMD ["postgres"]
 """
 
 
@@ -356,6 +388,13 @@ def redis_image(engine, request):
                             [(REDIS_BASE, "redis-7.2-bookworm", REDIS_RECIPE, REDIS_IMAGE)])[0]
 
 
+@pytest.fixture(scope="session")
+def postgres_image(engine, request):
+    """The stack's PostgreSQL image, as a stand-in."""
+    return import_stand_ins(engine, request, [(POSTGRES_BASE, "postgres-15-bookworm",
+                                               POSTGRES_RECIPE, POSTGRES_IMAGE)])[0]
+
+
 # ---------------------------------------------------------------- a package index for the builds
 
 
@@ -482,6 +521,13 @@ def build(engine, request, dockerfile: Path, tag: str, index_url: str | None = N
 @pytest.fixture(scope="session")
 def serve_image(engine, base_images, package_index, request):
     return build(engine, request, SERVE_DOCKERFILE, SERVE_IMAGE, package_index("serve"))
+
+
+@pytest.fixture(scope="session")
+def mlflow_image(engine, base_images, package_index, request):
+    """The MLflow tracking server's image (deploy/mlflow/), from its own lock."""
+    return build(engine, request, MLFLOW_DOCKERFILE, MLFLOW_IMAGE,
+                 package_index("mlflow-server"))
 
 
 @pytest.fixture(scope="session")

@@ -4,14 +4,16 @@ deploy/stack_health.py (the Docker SDK) is checked first on its own: an unreacha
 one clear sentence naming DOCKER_HOST.
 
 Then the tests' private dockerd (tests/docker_engine.py) becomes a single-node swarm, and
-deploy/07-stack.sh deploys the stack on it with the locally built images (serve, web, and the
-Redis stand-in; certbot is left out: it needs Let's Encrypt), talking to it through a
-docker-machine stub, the real docker CLI and the project's Python. This kernel has no IPVS, so
-the routing mesh and service virtual IPs could not work here; the stack uses neither (DNS round
-robin to the replicas, host-mode ports for nginx), as it does in production. Checked through
-nginx over TLS and the Docker SDK: every replica healthy and reached, the rate limit exact
-across them, a rolling update to a new image tag under a bounded load with no failed request,
-scaling down.
+deploy/07-stack.sh deploys the stack on it with the locally built images (serve, web, mlflow,
+and the Redis and PostgreSQL stand-ins; certbot is left out: it needs Let's Encrypt), talking
+to it through a docker-machine stub, the real docker CLI and the project's Python. This kernel
+has no IPVS, so the routing mesh and service virtual IPs could not work here; the stack uses
+neither (DNS round robin to the replicas, host-mode ports for nginx), as it does in
+production. Checked through nginx over TLS and the Docker SDK: every replica healthy and
+reached, the rate limit exact across them, a rolling update to a new image tag under a bounded
+load with no failed request, scaling down; and MLflow's tracking server, used by the covfefe
+CLI as a team would, keeping runs, versions, aliases and artifacts in PostgreSQL and on its
+volume across restarts.
 """
 
 import io
@@ -22,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +32,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.docker_engine import SERVE_IMAGE, cannot, report
-from tests.helpers import ROOT, free_port, https_request
+from covfefe.inference.artifact import load_artifact
+from tests.docker_engine import MLFLOW_IMAGE, SERVE_IMAGE, cannot, report
+from tests.helpers import ROOT, covfefe, free_port, https_request
 
 STACK_HEALTH = ROOT / "deploy" / "stack_health.py"
 STACK_LABEL = "com.docker.stack.namespace"
@@ -69,6 +73,7 @@ class Stack:
     https_port: int
     sandbox: Path
     env: dict
+    mlflow_port: int
 
     def deploy(self, *arguments: str) -> subprocess.CompletedProcess:
         """deploy/07-stack.sh against the test engine (docker-machine is a stub pointing at it;
@@ -83,9 +88,12 @@ class Stack:
     def service(self, name: str):
         return self.engine.client.services.get(f"{STACK}_{name}")
 
-    def serve_containers(self) -> list:
+    def containers(self, service: str) -> list:
         return self.engine.client.containers.list(
-            filters={"label": f"com.docker.swarm.service.name={STACK}_serve"})
+            filters={"label": f"com.docker.swarm.service.name={STACK}_{service}"})
+
+    def serve_containers(self) -> list:
+        return self.containers("serve")
 
     def served(self, path: str, status: int = 200) -> dict[str, int]:
         """How many requests for `path` answered `status` each running serve replica logged."""
@@ -95,7 +103,7 @@ class Stack:
 
 
 def stack_file(folder: Path) -> Path:
-    """deploy/stack.yml without certbot (it needs Let's Encrypt): serve, redis and web."""
+    """deploy/stack.yml without certbot (it needs Let's Encrypt)."""
     stack = yaml.safe_load((ROOT / "deploy" / "stack.yml").read_text())
     del stack["services"]["certbot"]
     path = folder / "stack.yml"
@@ -103,7 +111,7 @@ def stack_file(folder: Path) -> Path:
     return path
 
 
-def sandbox_for(engine, folder: Path, https_port: int) -> dict:
+def sandbox_for(engine, folder: Path, https_port: int, mlflow_port: int) -> dict:
     """The environment 07-stack.sh runs in: a docker-machine that points docker at the test
     engine, the test configuration, the trimmed stack file."""
     bin_dir = folder / "bin"
@@ -122,7 +130,8 @@ def sandbox_for(engine, folder: Path, https_port: int) -> dict:
     values = {**env_lines(ROOT / "deploy" / "config.env"), "DOMAIN": DOMAIN,
               "AWS_MACHINE": "covfefe-test-aws", "COMPOSE_PROJECT_NAME": STACK,
               "API_REPLICAS": str(REPLICAS), "API_RATE_LIMIT": f"{LIMIT}/hour",
-              "WEB_HTTP_PORT": str(free_port()), "WEB_HTTPS_PORT": str(https_port)}
+              "WEB_HTTP_PORT": str(free_port()), "WEB_HTTPS_PORT": str(https_port),
+              "MLFLOW_PORT": str(mlflow_port)}
     config.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
     (folder / "client").mkdir()
     return {"PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(folder), "LANG": "C.UTF-8",
@@ -139,7 +148,8 @@ def env_lines(path: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def stack(engine, serve_image, web_image, redis_image, tmp_path_factory, request):
+def stack(engine, serve_image, web_image, redis_image, mlflow_image, postgres_image,
+          tmp_path_factory, request):
     """A single-node swarm on the test engine with the stack deployed by 07-stack.sh."""
     if shutil.which("docker") is None:
         cannot("the docker CLI is not installed (07-stack.sh runs it)")
@@ -148,9 +158,15 @@ def stack(engine, serve_image, web_image, redis_image, tmp_path_factory, request
     # The "new release" of the rolling update: the same API, another image.
     client.images.build(fileobj=io.BytesIO(
         f"FROM {SERVE_IMAGE}\nLABEL org.covfefe-flow.release=v2\n".encode()), tag=SERVE_V2)
+    # 07-stack.sh names the mlflow image by the last commit that changed it.
+    mlflow_tag = subprocess.run(["git", "log", "-1", "--format=%h", "--", "deploy/mlflow",
+                                 "requirements/mlflow-server.txt"], cwd=ROOT,
+                                capture_output=True, text=True, check=True).stdout.strip()
+    client.images.get(MLFLOW_IMAGE).tag("covfefe-mlflow", mlflow_tag)
     folder = tmp_path_factory.mktemp("swarm")
-    https_port = free_port()
-    stack = Stack(engine, https_port, folder, sandbox_for(engine, folder, https_port))
+    https_port, mlflow_port = free_port(), free_port()
+    stack = Stack(engine, https_port, folder,
+                  sandbox_for(engine, folder, https_port, mlflow_port), mlflow_port)
     started = time.monotonic()
     try:
         result = stack.deploy("--no-build", "--tag", "test", "--web-tag", "test")
@@ -177,7 +193,8 @@ def stack(engine, serve_image, web_image, redis_image, tmp_path_factory, request
 def test_the_stack_converges_with_every_replica_healthy(stack):
     services = {service.name: service for service in stack.engine.client.services.list(
         filters={"label": f"{STACK_LABEL}={STACK}"})}
-    assert set(services) == {f"{STACK}_serve", f"{STACK}_redis", f"{STACK}_web"}
+    assert set(services) == {f"{STACK}_{name}"
+                             for name in ("serve", "redis", "web", "postgres", "mlflow")}
     serve = stack.service("serve")
     assert serve.attrs["Spec"]["EndpointSpec"]["Mode"] == "dnsrr"
     running = [task for task in serve.tasks(filters={"desired-state": "running"})
@@ -271,3 +288,67 @@ def test_serve_scales_down(stack):
                if task["Status"]["State"] == "running"]
     assert len(running) == 2
     assert stack.request("GET", "/api/model")[0] == 200
+
+
+# ---------------------------------------------------------------- MLflow on PostgreSQL
+
+
+def _wait_for_mlflow(stack, seconds: float = 180) -> None:
+    """Until the tracking server answers /health (it restarts until postgres accepts it)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{stack.mlflow_port}/health",
+                                        timeout=5) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            logs = [container.logs()[-2000:] for container in stack.containers("mlflow")]
+            raise AssertionError(f"MLflow did not answer within {seconds:.0f} s: {logs}")
+        time.sleep(2)
+
+
+def _psql(stack, query: str) -> str:
+    [container] = stack.containers("postgres")
+    status, output = container.exec_run(["psql", "--username", "mlflow", "--dbname", "mlflow",
+                                         "--tuples-only", "--no-align", "--command", query])
+    assert status == 0, output
+    return output.decode().strip()
+
+
+def test_mlflow_keeps_the_registry_in_postgres_and_the_artifacts_across_restarts(
+        stack, tiny_model, tmp_path):
+    """The team's tracking server, as the covfefe CLI uses it: the first champion registered
+    (its artifact uploaded through the server), the registry in PostgreSQL; after both
+    services restart, another machine lists the same versions and promotes one, downloading
+    its artifact through the server."""
+    _wait_for_mlflow(stack)
+    uri = f"http://127.0.0.1:{stack.mlflow_port}"
+    first = {"MLFLOW_TRACKING_URI": uri, "COVFEFE_MODEL": str(tiny_model.path),
+             "COVFEFE_DATA_DIR": str(tmp_path / "first")}
+    listed = covfefe("models", env=first)
+    assert listed.returncode == 0, listed.stderr
+    assert f"model covfefe in {uri}" in listed.stdout
+    assert f"1  {tiny_model.version}" in listed.stdout and "champion" in listed.stdout
+    # In PostgreSQL, not in a file inside the server's container.
+    assert _psql(stack, "SELECT name, version FROM model_versions") == "covfefe|1"
+    assert _psql(stack, "SELECT alias, version FROM registered_model_aliases") == "champion|1"
+
+    for name in ("postgres", "mlflow"):
+        stack.service(name).force_update()
+    result = subprocess.run([sys.executable, str(STACK_HEALTH), "--stack", STACK, "--wait",
+                             "300"], env={**os.environ, "DOCKER_HOST": stack.engine.base_url},
+                            capture_output=True, text=True, timeout=360)
+    assert result.returncode == 0, result.stdout + result.stderr
+    _wait_for_mlflow(stack)
+
+    other = {"MLFLOW_TRACKING_URI": uri, "COVFEFE_DATA_DIR": str(tmp_path / "other")}
+    again = covfefe("models", env=other)
+    assert again.returncode == 0, again.stderr
+    assert f"1  {tiny_model.version}" in again.stdout and "champion" in again.stdout
+    promoted = covfefe("promote", "1", env=other)
+    assert promoted.returncode == 0, promoted.stderr
+    link = tmp_path / "other" / "models" / "champion"
+    assert load_artifact(link).version == tiny_model.version  # whole, its hashes checked
