@@ -72,6 +72,7 @@ TEST_CONFIG = {
     "API_RATE_LIMIT": "30/minute",
     "WEB_HTTP_PORT": "8081",
     "WEB_HTTPS_PORT": "8444",
+    "MLFLOW_PORT": "5001",
 }
 STUB_IP = "192.0.2.10"  # TEST-NET-1: documentation only, never routed
 STUB_AMI = "ami-0fromssm000000001"
@@ -107,6 +108,11 @@ elif name == "docker-machine" and args[:1] == ["inspect"]:
     print(f"172.31.0.{{len(args[-1])}}")  # a private IP per host name
 elif name == "docker" and args[:1] == ["info"]:
     print(os.environ.get("STUB_SWARM", "inactive"))
+elif name == "docker" and args[:2] == ["secret", "inspect"]:
+    # The swarm's secrets: those named in STUB_SECRETS exist.
+    if args[2] not in os.environ.get("STUB_SECRETS", "").split(","):
+        sys.exit(f"Error: no such secret: {{args[2]}}")
+    print("[]")
 elif name == "docker" and args[:2] == ["swarm", "join-token"]:
     print("{join_token}")
 elif name == "docker-machine" and args[:1] == ["env"] and "--unset" in args:
@@ -679,16 +685,28 @@ def test_stack_builds_on_every_node_deploys_the_tag_and_waits(sandbox):
         subprocess.run(["git", "log", "-1", "--format=%h", "--", *paths], cwd=ROOT,
                        capture_output=True, text=True, check=True).stdout.strip()
         for paths in (["webapp", "deploy/nginx", "deploy/web"], ["deploy/certbot"]))
-    # serve takes the new tag; web and certbot the commit that last changed their files.
+    mlflow_commit = subprocess.run(
+        ["git", "log", "-1", "--format=%h", "--", "deploy/mlflow",
+         "requirements/mlflow-server.txt"], cwd=ROOT, capture_output=True, text=True,
+        check=True).stdout.strip()
+    # serve takes the new tag; web, certbot and mlflow the commit that last changed their files.
     assert builds == [("covfefe-test-aws-worker-1", "covfefe-serve:v7"),
                       ("covfefe-test-aws", "covfefe-serve:v7"),
                       ("covfefe-test-aws", f"covfefe-web:{web_commit}"),
-                      ("covfefe-test-aws", f"covfefe-certbot:{certbot_commit}")]
+                      ("covfefe-test-aws", f"covfefe-certbot:{certbot_commit}"),
+                      ("covfefe-test-aws", f"covfefe-mlflow:{mlflow_commit}")]
+    # The first deploy makes MLflow's database password: random, from Python, into a secret.
+    secret = "covfefetest_mlflow-db-password"
+    assert docker_calls(sandbox)[-3:-1] == [("covfefe-test-aws", ["secret", "inspect", secret]),
+                                            ("covfefe-test-aws", ["secret", "create", secret,
+                                                                  "-"])]
+    [token] = [call for call in sandbox.calls("python") if call["argv"][0] == "-c"]
+    assert "secrets.token_hex" in token["argv"][1]
     machine, deploy = docker_calls(sandbox)[-1]
     assert machine == "covfefe-test-aws"
     assert deploy == ["stack", "deploy", "--compose-file", "deploy/stack.yml",
                       "--resolve-image", "never", "--prune", "covfefetest"]
-    [wait] = sandbox.calls("python")
+    [wait] = [call for call in sandbox.calls("python") if call["argv"][0] != "-c"]
     assert wait["argv"] == ["deploy/stack_health.py", "--stack", "covfefetest", "--wait", "900"]
     assert wait["machine"] == "covfefe-test-aws"
 
@@ -696,9 +714,12 @@ def test_stack_builds_on_every_node_deploys_the_tag_and_waits(sandbox):
 def test_stack_tag_defaults_to_the_commit_and_builds_can_be_skipped(sandbox):
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                             capture_output=True, text=True, check=True).stdout.strip()
-    result = sandbox.run("07-stack.sh", "--no-build")
+    result = sandbox.run("07-stack.sh", "--no-build",
+                         STUB_SECRETS="covfefetest_mlflow-db-password")
     assert result.returncode == 0, result.stderr
-    assert [argv[:2] for _, argv in docker_calls(sandbox)] == [["stack", "deploy"]]
+    # The database password's secret is there already: kept.
+    assert [argv[:2] for _, argv in docker_calls(sandbox)] == [["secret", "inspect"],
+                                                               ["stack", "deploy"]]
     assert f"+ env SERVE_IMAGE=covfefe-serve:{commit} WEB_IMAGE=covfefe-web:" in result.stderr
 
 
@@ -760,10 +781,10 @@ def stack_config(env: dict[str, str]) -> dict:
 
 def test_stack_file_is_ready_for_swarm():
     images = {"SERVE_IMAGE": "covfefe-serve:v1", "WEB_IMAGE": "covfefe-web:v1",
-              "CERTBOT_IMAGE": "covfefe-certbot:v1"}
+              "CERTBOT_IMAGE": "covfefe-certbot:v1", "MLFLOW_IMAGE": "covfefe-mlflow:v1"}
     config = stack_config({**env_lines(CONFIG), **images})
     services = config["services"]
-    assert set(services) == {"serve", "redis", "web", "certbot"}
+    assert set(services) == {"serve", "redis", "web", "certbot", "postgres", "mlflow"}
     serve = services["serve"]
     assert serve["image"] == "covfefe-serve:v1"
     assert serve["deploy"]["replicas"] == 3
@@ -791,7 +812,22 @@ def test_stack_file_is_ready_for_swarm():
     assert web["deploy"]["update_config"]["order"] == "stop-first", "host ports are exclusive"
     for name in ("web", "certbot"):
         assert volume_sources(services[name]) == {"certificates", "acme-webroot"}, name
-    for name in ("redis", "web", "certbot"):  # node-local volumes
+    # MLflow on PostgreSQL: the password only as a secret file, never in the environment.
+    mlflow, postgres = services["mlflow"], services["postgres"]
+    secret = f"{env_lines(CONFIG)['COMPOSE_PROJECT_NAME']}_mlflow-db-password"
+    assert config["secrets"]["mlflow-db-password"] == {"external": True, "name": secret}
+    for service, setting in ((mlflow, "MLFLOW_DB_PASSWORD_FILE"),
+                             (postgres, "POSTGRES_PASSWORD_FILE")):
+        assert service["environment"][setting] == "/run/secrets/mlflow-db-password"
+        assert [entry["source"] for entry in service["secrets"]] == ["mlflow-db-password"]
+        assert not any("PASSWORD=" in str(value) or "://" in str(value)
+                       for value in service["environment"].values())
+    assert volume_sources(postgres) == {"postgres-data"}
+    assert volume_sources(mlflow) == {"mlflow-artifacts"}
+    assert {(port["target"], port["published"], port["mode"]) for port in mlflow["ports"]} == {
+        (5000, 5000, "host")}
+    assert not postgres.get("ports"), "the database is reached on the overlay network only"
+    for name in ("redis", "web", "certbot", "postgres", "mlflow"):  # node-local volumes
         assert services[name]["deploy"]["placement"]["constraints"] == ["node.role == manager"]
     # Scaled by the configuration, like the script's --scale does live.
     scaled = stack_config({**env_lines(CONFIG), **images, "API_REPLICAS": "5"})
@@ -800,7 +836,8 @@ def test_stack_file_is_ready_for_swarm():
 
 def test_stack_interpolates_only_configured_variables_and_the_images():
     used = set(re.findall(r"(?<!\$)\$\{([A-Z_][A-Z0-9_]*)", STACK_FILE.read_text()))
-    assert used <= set(env_lines(CONFIG)) | {"SERVE_IMAGE", "WEB_IMAGE", "CERTBOT_IMAGE"}
+    assert used <= set(env_lines(CONFIG)) | {"SERVE_IMAGE", "WEB_IMAGE", "CERTBOT_IMAGE",
+                                             "MLFLOW_IMAGE"}
 
 
 @pytest.mark.network
