@@ -57,6 +57,9 @@ lock: $(UV) ## Resolve pyproject.toml again into uv.lock and requirements/*.txt 
 	  $(UV) export --frozen --extra $$extra --no-emit-project --format requirements-txt \
 	    --output-file requirements/$$extra.txt >/dev/null; \
 	done
+	$(UV) pip compile requirements/mlflow-server.in --generate-hashes --universal \
+	  --python-version 3.11 --no-header --quiet $(if $(UPGRADE),--upgrade) \
+	  --output-file requirements/mlflow-server.txt
 
 collect: install ## Import the archive (COVFEFE_ARCHIVE) into data/tweets.parquet
 	$(BIN)/covfefe collect --archive
@@ -73,12 +76,14 @@ update: install ## The loop: collect new tweets (UPDATE_SOURCE), update, compare
 	$(BIN)/covfefe collect $(UPDATE_SOURCE) --no-progress
 	$(BIN)/covfefe update --promote --no-progress $(if $(PIDFILE),--reload $(PIDFILE))
 
-# The MLflow tracking server and UI: full mlflow in a venv of its own (it pins gunicorn<27).
-MLFLOW_VERSION := 3.17.2
+# The MLflow tracking server and UI: full mlflow in a venv of its own (it pins gunicorn<27), from
+# its own hashed lock (requirements/mlflow-server.txt, as deploy/mlflow/Dockerfile).
 MLFLOW_SERVER := .cache/mlflow-server/bin/mlflow
-$(MLFLOW_SERVER):
+$(MLFLOW_SERVER): requirements/mlflow-server.txt
 	$(PYTHON) -m venv .cache/mlflow-server
-	.cache/mlflow-server/bin/python -m pip install --quiet mlflow==$(MLFLOW_VERSION)
+	.cache/mlflow-server/bin/python -m pip install --quiet --require-hashes --only-binary=:all: \
+	  -r requirements/mlflow-server.txt
+	touch $@
 
 MLFLOW_PORT ?= 5000
 mlflow: $(MLFLOW_SERVER) ## Open the MLflow UI on http://127.0.0.1:$(MLFLOW_PORT)/ over the local store (runs, registered models)
