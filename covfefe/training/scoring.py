@@ -61,6 +61,29 @@ def _per_tweet(sequences: list[np.ndarray], target_nats: np.ndarray) -> np.ndarr
     return np.add.reduceat(target_nats, starts) if len(target_nats) else np.zeros(0)
 
 
+def batch_targets(model, batches: SequenceBatches):
+    """For each batch of ``batches`` (in order, unshuffled): its row indices, the network's
+    natural-log probability of each target, and the targets' weights (0 on padding and the
+    first character, which is given)."""
+    for batch in batches.batch_indices(0):
+        inputs, targets, weights = batches.pad(batch)
+        log_probs = log_softmax(np.asarray(model(inputs, training=False)))
+        yield batch, np.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0], weights
+
+
+def target_log_probs(model, vocabulary: Vocabulary, texts: Sequence[str],
+                     max_chars: int = MAX_TWEET_CHARS) -> np.ndarray:
+    """The network's natural-log probability of every scored target of ``texts``, tweet after
+    tweet (the order `covfefe.lm.ngram.KneserNeyModel.log_probs` gives the table's in)."""
+    sequences = encode_tweets(list(texts), vocabulary, max_chars)
+    found = {}
+    for batch, target, weights in batch_targets(
+            model, SequenceBatches(sequences, 64, shuffle=False, score_first=False)):
+        for row, index in enumerate(batch):
+            found[int(index)] = target[row][weights[row] > 0]
+    return np.concatenate([found[i] for i in range(len(sequences))])
+
+
 def score_model(model, vocabulary: Vocabulary, texts: Sequence[str], *,
                 batch_size: int = 64, max_chars: int = MAX_TWEET_CHARS,
                 progress: bool = False, ngram=None, weight: float | None = None
@@ -77,11 +100,9 @@ def score_model(model, vocabulary: Vocabulary, texts: Sequence[str], *,
     parts = {"network": np.zeros(len(texts)), "ngram": np.zeros(len(texts))} if ngram else {}
     from tqdm.auto import tqdm
 
-    indices = batches.batch_indices(0)
-    for batch in tqdm(indices, desc="scoring", unit="batch", disable=not progress):
-        inputs, targets, weights = batches.pad(batch)
-        log_probs = log_softmax(np.asarray(model(inputs, training=False)))
-        target = np.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+    for batch, target, weights in tqdm(batch_targets(model, batches), desc="scoring",
+                                       unit="batch", total=len(batches.batch_indices(0)),
+                                       disable=not progress):
         if ngram is not None:  # the same targets: positions 1 .. len - 2 of each row
             ngram_target = np.zeros_like(target)
             ngram_target[weights > 0] = ngram.log_probs([sequences[i] for i in batch])

@@ -55,7 +55,7 @@ from covfefe.lm.novelty import NoveltyIndex, shingle_hashes
 from covfefe.text import MAX_TWEET_CHARS, UNK_ID, Vocabulary
 from covfefe.training.corpus import Corpus, SequenceBatches, encode_tweets
 from covfefe.training.model import ModelConfig, build_model, compile_model
-from covfefe.training.scoring import LN2, score_model
+from covfefe.training.scoring import LN2, score_model, target_log_probs
 from covfefe.training.train_config import UpdateConfig
 
 MIN_NEW_TWEETS = 10
@@ -335,7 +335,7 @@ def update(update_config: UpdateConfig, tweets: pd.DataFrame | None = None, *,
     # The weight (and how much the new tweets count), fitted on the fit tweets; then the table
     # counts them too.
     mark = time.monotonic()
-    network_scores = _targets(network, vocabulary, new.fit["text"], max_chars)
+    network_scores = target_log_probs(network, vocabulary, new.fit["text"], max_chars)
     fitted = {}
     for k, learned in learned_tables.items():
         table_scores = learned.log_probs(fit)
@@ -414,23 +414,6 @@ def update(update_config: UpdateConfig, tweets: pd.DataFrame | None = None, *,
                                           "challenger_path": str(challenger.path)})
     return UpdateResult(challenger, champion, new, new_chars, added_words, history,
                         effects, seconds, run_dir, timings)
-
-
-def _targets(model, vocabulary: Vocabulary, texts, max_chars: int) -> np.ndarray:
-    """The network's natural-log probability of every scored target of ``texts``, in order
-    (as `covfefe.lm.ngram.KneserNeyModel.log_probs` gives the table's)."""
-    sequences = encode_tweets(list(texts), vocabulary, max_chars)
-    batches = SequenceBatches(sequences, 64, shuffle=False, score_first=False)
-    found = {}
-    for batch in batches.batch_indices(0):
-        inputs, targets, weights = batches.pad(batch)
-        logits = np.asarray(model(inputs, training=False), dtype=np.float64)
-        logits -= logits.max(axis=-1, keepdims=True)
-        log_probs = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
-        target = np.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
-        for row, index in enumerate(batch):
-            found[int(index)] = target[row][weights[row] > 0]
-    return np.concatenate([found[i] for i in range(len(sequences))])
 
 
 def _check_run(run_dir: Path, update_config: UpdateConfig, champion: ModelArtifact,
