@@ -164,14 +164,16 @@ POSTGRES_RECIPE = [
     + hashlib.sha256(POSTGRES_ENTRYPOINT.read_bytes()).hexdigest()[:12],
     f"--customize-hook=upload {POSTGRES_ENTRYPOINT} /usr/local/bin/docker-entrypoint.sh",
     "--customize-hook=chmod 755 \"$1\"/usr/local/bin/docker-entrypoint.sh",
-    "--customize-hook=mkdir -p \"$1\"/var/lib/postgresql/data \"$1\"/var/run/postgresql",
-    "--customize-hook=chroot \"$1\" chown postgres:postgres /var/lib/postgresql/data"
-    " /var/run/postgresql",
+    "--customize-hook=mkdir -p \"$1\"/var/lib/postgresql/data",
+    "--customize-hook=chroot \"$1\" chown postgres:postgres /var/lib/postgresql/data",
     "--customize-hook=chmod 700 \"$1\"/var/lib/postgresql/data",
 ]
+# The socket folder is made here: the tarball keeps nothing under /run.
 POSTGRES_IMAGE = """
 ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 ENV PGDATA=/var/lib/postgresql/data
+RUN mkdir -p /var/run/postgresql && chown postgres:postgres /var/run/postgresql \
+    && chmod 3777 /var/run/postgresql
 USER postgres
 ENTRYPOINT ["docker-entrypoint.sh"]
 STOPSIGNAL SIGINT

@@ -95,6 +95,22 @@ def test_changing_the_architecture_of_a_run_is_refused(tiny_training):
         train(TrainConfig(**config), progress=False)
 
 
+def test_a_run_started_from_weights_resumes_whether_their_path_is_relative_or_not(
+        tiny_model, tmp_path, monkeypatch):
+    """The long run's script names the bundled model relatively; a run first started with its
+    absolute path resumes (it was refused as "other init_from")."""
+    from covfefe.training.train import _check_run
+
+    monkeypatch.setenv("COVFEFE_HOME", str(tiny_model.path.parent))
+    absolute = TrainConfig(run_dir=str(tmp_path), init_from=str(tiny_model.path))
+    _check_run(tmp_path, absolute, {"sha256": "x"})
+    relative = TrainConfig(run_dir=str(tmp_path), init_from=tiny_model.path.name)
+    _check_run(tmp_path, relative, {"sha256": "x"})  # the same file: accepted
+    other = TrainConfig(run_dir=str(tmp_path), init_from=str(tmp_path))
+    with pytest.raises(UserError, match="started with other init_from"):
+        _check_run(tmp_path, other, {"sha256": "x"})
+
+
 def test_the_same_seed_gives_the_same_model(tiny_tweets, tmp_path):
     runs = []
     for name in ("a", "b"):

@@ -104,8 +104,13 @@ def _check_run(run_dir: Path, train_config: TrainConfig, fingerprint: dict) -> N
     if saved is not None:
         # A parameter added after the run started has its default value in that run.
         defaults = {field.name: field.default for field in fields(TrainConfig)}
-        changed = [name for name in FIXED_PARAMETERS
-                   if saved.get(name, defaults[name]) != getattr(train_config, name)]
+        def same(name: str) -> bool:
+            before, now = saved.get(name, defaults[name]), getattr(train_config, name)
+            if name == "init_from" and before and now:  # a path: relative or not, the same file
+                return settings.resolve(before).resolve() == settings.resolve(now).resolve()
+            return before == now
+
+        changed = [name for name in FIXED_PARAMETERS if not same(name)]
         if changed:
             raise UserError(
                 f"run {run_dir} was started with other {', '.join(changed)} "
