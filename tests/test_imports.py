@@ -184,8 +184,8 @@ def test_dependencies_point_one_way_along_the_stages():
 
 # Compiled code is written as plain numba (@njit through covfefe.compiled), not built from
 # numba's or LLVM's internals. The one exception left is the int16 product kernel: plain numba
-# (numba 0.68 runs LLVM's loop vectorizer only, not its SLP vectorizer) measured 1.4x slower
-# for one row and 3-7x for 4 to 16 rows (see covfefe.inference.fixedpoint), and no library
+# (numba 0.68 runs LLVM's loop vectorizer only, not its SLP vectorizer) took 1.3-1.4x its time
+# for one row and 1.6-9.5x for 4 to 16 rows (see covfefe.inference.fixedpoint), and no library
 # found does an exact int16 product faster.
 COMPILER_INTERNALS = ("llvmlite", "numba.core", "numba.extending")
 USES_COMPILER_INTERNALS = {"covfefe.inference.fixedpoint"}

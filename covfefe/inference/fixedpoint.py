@@ -23,10 +23,10 @@ numba 0.68 runs LLVM's loop vectorizer but not its SLP vectorizer (``NUMBA_SLP_V
 is 0), so sums kept in registers across the depth, as here, cannot be written in Python; the
 loop vectorizer re-associates ``sum += a0 * w0 + a1 * w1`` into plain 32-bit multiplies
 (``vpmulld``), or, summing along the depth, uses half-width ``vpmaddwd``. The best plain
-kernels measured 1.4x this one's time for one row and 3-7x for 4 to 16 rows, which would cost
-the server most of its throughput at 32 clients. No library found does an exact int16
-product: NumPy's integer ``matmul`` has no BLAS (300x slower), float32 is not exact and float64
-reads 4x the bytes.
+kernels took 1.3-1.4x this one's time for one row and 1.6-9.5x for 4 to 16 rows (a busy
+machine; bench/README.md), and these products are most of a batch's step. No library found
+does an exact int16 product: NumPy's integer ``matmul`` has no BLAS (300x slower), float32
+is not exact and float64 reads 4x the bytes.
 
 Precision, with ``SCALE = 2**12``: ``h`` to within 1.2e-4, each weight to within half a unit of
 its column's scale (a relative 1e-4 to 1e-3 for typical weights). The bundled network's
