@@ -138,59 +138,6 @@ def layers_per_step(model: str, rows: int, tweets: int = 64) -> dict[str, float]
             "lexicon": (spent["constraint"] - spent["mixture"]) / steps}
 
 
-def side_by_side(generator, rows: int = 8, calls: int = 40
-                 ) -> tuple[float, float, float] | None:
-    """Seconds per step of the served step (`covfefe.inference.fused`, 8 steps a call, drawing) for
-    one
-    row, for a batch of ``rows`` rows in one thread alone, and for each of two such batches
-    stepped at once in two threads: what this machine's two cores give the engine's two
-    halves at best (best of 3 rounds). None without the one-call step or a second core."""
-    import threading
-
-    from covfefe import config
-    from covfefe.inference.generate import BANNED
-    from covfefe.text import END_ID
-
-    fused = getattr(generator.network, "fused", None)
-    if fused is None or config.cores() < 2:
-        return None
-    positions = 8 * calls + 1
-
-    def batch(seed: int, rows: int = rows) -> list:
-        draw = (np.arange(rows), BANNED, np.random.default_rng(seed).random((rows, positions)),
-                np.full(rows, 0.8), np.zeros(rows, np.int64), np.ones(rows), END_ID,
-                np.full(rows, positions), np.zeros(rows, np.int64),
-                np.zeros((rows, positions), np.int64), np.zeros(rows), np.zeros(rows, bool))
-        return [np.full(rows, END_ID), generator.network.initial_state(rows), draw]
-
-    def run(state: list, spent: list, slot: int) -> None:
-        ids, network_state, draw = state
-        draw[8][:] = 0  # lengths: each round draws from the start again
-        started, steps = time.perf_counter(), 0
-        for _ in range(calls):
-            taken, network_state = fused.step_and_draw(ids, network_state, *draw, most=8)
-            steps += taken
-            draw[-1][:] = False
-        state[1] = network_state  # step_and_draw reuses the arrays it was given: carry on from here
-        spent[slot] = (time.perf_counter() - started) / steps
-
-    batches, single = [batch(0), batch(1)], batch(2, rows=1)
-    one = alone = together = float("inf")
-    for _ in range(3):
-        spent = [0.0, 0.0]
-        run(single, spent, 0)
-        one = min(one, spent[0])
-        run(batches[0], spent, 0)
-        alone = min(alone, spent[0])
-        threads = [threading.Thread(target=run, args=(b, spent, i)) for i, b in enumerate(batches)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        together = min(together, max(spent))
-    return one, alone, together
-
-
 def products_alone(generator, repeat: int = 300) -> tuple[int, dict[int, float]] | None:
     """The multiply-adds per row (one per weight) and the seconds per step, by rows, of the
     served network's integer products alone (`covfefe.inference.fixedpoint`: both LSTM layers and
@@ -199,12 +146,12 @@ def products_alone(generator, repeat: int = 300) -> tuple[int, dict[int, float]]
     one thread: one row reads every weight once and waits on memory, more rows multiply each
     weight they load, so this is the floor under the ratio of a batch to one row. None without
     the one-call step."""
-    from covfefe.inference.fixedpoint import COLUMNS, _sums
+    from covfefe.inference.fixedpoint import COLUMNS, sums_into
 
     fused = getattr(generator.network, "fused", None)
     if fused is None:
         return None
-    layouts = [*fused._network[1], fused._dense[0]]
+    layouts = [*fused.stack.layers.layouts, fused.stack.dense_layout]
     rng = np.random.default_rng(0)
     seconds = {}
     for rows in (1, 8, 16):
@@ -215,7 +162,7 @@ def products_alone(generator, repeat: int = 300) -> tuple[int, dict[int, float]]
 
         def step(_seed, work=work) -> int:
             for x, layout, out in work:
-                _sums(x, layout, out)
+                sums_into(x, layout, out)
             return 1  # one step: per_char then gives seconds per step
 
         step(0)
@@ -294,20 +241,12 @@ def main() -> None:
                              args.tweets * 10) * args.length
     from covfefe.serving.engine import Engine
 
-    # As served: two threads where this process may use two cores (COVFEFE_ENGINE_THREADS).
-    threads = config.engine_threads()
-    engine = Engine(generator, threads=threads)
+    engine = Engine(generator)
     engine_one = per_char(lambda seed: engine_steps(engine, args.length, 1, seed),
                           args.tweets * 10) * args.length
     engine_sixteen = per_char(lambda seed: engine_steps(engine, args.length, 16, seed),
                               args.tweets * 10) * args.length
-    halves = engine.stats()["halves_handed"]
     engine.stop()
-    single = Engine(generator, threads=1)  # the baseline: the batch in one thread
-    single_sixteen = per_char(lambda seed: engine_steps(single, args.length, 16, seed),
-                              args.tweets * 10) * args.length
-    single.stop()
-    cores = side_by_side(generator)
     products = products_alone(generator)
     rows_sampling, one_by_one = sampling_per_step(generator, 32)
     layers = {rows: layers_per_step(model, rows) for rows in (1, 16)}
@@ -331,8 +270,7 @@ def main() -> None:
     print(f"  stateful, 16 candidates in one batch: {sixteen * 1000:9.1f} ms for all 16")
     print(f"  serving engine, 1 candidate alone:    {engine_one * 1000:9.1f} ms per tweet")
     print(f"  serving engine, 16 candidates alone:  {engine_sixteen * 1000:9.1f} ms for all 16 "
-          f"({threads} thread(s), {halves} calls in two halves; ended candidates leave)")
-    print(f"  the same in one thread:               {single_sixteen * 1000:9.1f} ms for all 16")
+          f"(ended candidates leave)")
     print(f"  the network alone, 1 candidate:       {network_alone * 1000:9.1f} ms per tweet")
     print(f"ratio v1/stateful per tweet: {v1 / ours:.0f}x faster")
     print(f"ratio as served (n-gram table, lexicon) / network alone: "
@@ -340,15 +278,7 @@ def main() -> None:
     print(f"ratio 16 candidates / 1 candidate: {sixteen / ours:.2f}x the time")
     print(f"ratio engine / stateful, 1 candidate: {engine_one / ours:.2f}x the time")
     print(f"ratio engine, 16 candidates / 1 candidate: {engine_sixteen / engine_one:.2f}x the "
-          f"time ({single_sixteen / engine_one:.2f}x in one thread; two threads "
-          f"{single_sixteen / engine_sixteen:.2f}x faster)")
-    if cores is not None:
-        one, alone, together = cores
-        print(f"this machine's two cores: the served step (8 steps a call, drawing) of 8 rows "
-              f"{alone * 1e6:.0f} us alone, {together * 1e6:.0f} us each with two such batches "
-              f"side by side ({2 * alone / together:.2f}x the work done: what two halves can "
-              f"give at best), of 1 row {one * 1e6:.0f} us: so a step of 16 rows in two halves "
-              f"costs at least {together / one:.1f}x one row's")
+          f"time")
     if products is not None:
         weights, products = products
         steps = ", ".join(f"{rows} row(s) {spent * 1e6:.0f} us ({rows * weights / spent / 1e9:.0f}"

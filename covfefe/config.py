@@ -114,8 +114,7 @@ DOWNLOAD_CHUNK_BYTES = 1 << 16
 VOCAB_MIN_COUNT = 20
 
 # Serving engine (covfefe.serving.engine), per API worker; the API reads COVFEFE_ENGINE,
-# COVFEFE_ENGINE_ROWS, COVFEFE_ENGINE_QUEUE and COVFEFE_ENGINE_THREADS (serve.create_app,
-# serve/gunicorn_conf.py).
+# COVFEFE_ENGINE_ROWS and COVFEFE_ENGINE_QUEUE (serve.create_app, serve/gunicorn_conf.py).
 ENGINE_ENABLED = True  # False: each request runs its own steps in its thread (the old path)
 # 16 rows per worker keep a core busy (a step costs about the same per row at 16 as at 32), and
 # a step of 16 is half as long as one of 32, so an answer comes twice as fast: on 2 cores, 128
@@ -123,19 +122,6 @@ ENGINE_ENABLED = True  # False: each request runs its own steps in its thread (t
 ENGINE_ROWS = 16  # sequences stepped together (a request with n candidates is n rows)
 ENGINE_QUEUE = 16  # requests waiting for rows; beyond that, 503 with Retry-After
 ENGINE_RETRY_AFTER_S = 1
-
-
-def cores() -> int:
-    """The cores this process may run on (its CPU affinity: a container's cpuset counts, its
-    CPU quota does not)."""
-    return len(os.sched_getaffinity(0))
-
-
-def engine_threads() -> int:
-    """Threads stepping a worker's batch (COVFEFE_ENGINE_THREADS): 2 where this process may
-    run on 2 cores or more (a batch of 4 rows or more is stepped in two halves side by side,
-    covfefe.inference.parallel), else 1."""
-    return 2 if cores() >= 2 else 1
 
 
 # The API's settings: every COVFEFE_* variable that serve reads, its default and what it accepts.
@@ -281,8 +267,6 @@ SERVE_SETTINGS: dict[str, Setting] = {
                            "steps together (a request of n candidates is n rows)"),
     "ENGINE_QUEUE": Setting(ENGINE_QUEUE, _whole(0, 4096), "requests waiting for rows; "
                             "beyond, 503 with Retry-After"),
-    "ENGINE_THREADS": Setting(None, _whole(1, 2), "threads stepping a worker's batch "
-                              "(default: 2 where the worker may use 2 cores, else 1)"),
 }
 # COVFEFE_* names that other parts of the project read (the package's paths above, the tests,
 # the deploy scripts and images): the server takes no notice of them.

@@ -88,8 +88,7 @@ def _start_engine(app: Flask, generator) -> None:
         return
     app.extensions["covfefe.serving.engine"] = Engine(
         generator, max_rows=app.config["ENGINE_ROWS"], max_queue=app.config["ENGINE_QUEUE"],
-        retry_after=app.config["RETRY_AFTER"],
-        threads=app.config["ENGINE_THREADS"] or config.engine_threads())
+        retry_after=app.config["RETRY_AFTER"])
 
 
 def _limit_blas_threads(threads: int) -> None:

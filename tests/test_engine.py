@@ -20,7 +20,7 @@ import pytest
 
 from covfefe import config
 from covfefe.errors import UserError
-from covfefe.inference.generate import TweetGenerator, mark_cut, sample, top_p_filter
+from covfefe.inference.generate import TweetGenerator, sample, top_p_filter
 from covfefe.inference.rowwise import lstm_cell, matmul
 from covfefe.inference.sampling import sample_rows
 from covfefe.serving.engine import (
@@ -264,8 +264,8 @@ def test_the_served_stack_takes_several_steps_per_call_with_the_same_tweets(gene
     calls = []
     step_and_draw = FusedStep.step_and_draw
 
-    def counted(self, *args, most=1, helper=None):
-        taken, state = step_and_draw(self, *args, most=most, helper=helper)
+    def counted(self, *args, most=1):
+        taken, state = step_and_draw(self, *args, most=most)
         calls.append((most, taken))
         return taken, state
 
@@ -280,43 +280,6 @@ def test_the_served_stack_takes_several_steps_per_call_with_the_same_tweets(gene
     assert all(1 <= taken <= most <= STEPS for most, taken in calls)
     assert max(taken for _, taken in calls) == STEPS > 1
     assert len(calls) < engine.steps / 2
-
-
-def test_with_two_threads_a_batch_goes_in_halves_and_every_request_gets_its_tweets(
-        generator, monkeypatch):
-    """A batch of SPLIT_ROWS rows or more is stepped in two halves side by side (a core being
-    free: forced here, as a busy test machine may have none), rows ending in either half at
-    any step: the tweets, log-probabilities and streamed characters are those of each
-    request alone."""
-    from covfefe.inference.parallel import Helper
-
-    monkeypatch.setattr(Helper, "core_free", lambda self: True)
-    engine = Engine(generator, max_rows=64, max_queue=64, threads=2)
-    try:
-        requests = [dict(REQUESTS[i % len(REQUESTS)], seed=300 + i) for i in range(24)]
-        requests.append(dict(prefix="", temperature=0.8, n=16, seed=7))  # one big request
-        jobs = [engine.submit(**request, streamed=i % 2 == 0)
-                for i, request in enumerate(requests)]
-        for i, (request, job) in enumerate(zip(requests, jobs, strict=True)):
-            if i % 2:  # a request waited for: its copies and empty tweets drawn afresh
-                assert job.result() == generator.complete(**request)
-                continue
-            alone = generator.complete(**request, fresh_draws=False)  # a stream: as drawn
-            events = list(job)
-            assert events[-1] == ("done", alone)
-            steps = [chars for kind, chars in events[1:-1]]
-            assert all(kind == "chars" for kind, _ in events[1:-1])
-            for candidate, completion in enumerate(alone):
-                streamed = "".join(step[candidate] for step in steps)
-                assert mark_cut(completion.prefix, streamed, completion.finished) == \
-                    completion.generated
-        stats = engine.stats()
-        assert stats["threads"] == 2 and stats["halves_handed"] > 0
-        # The big request alone, split in halves: the same tweets again.
-        assert engine.complete(**requests[-1]) == generator.complete(**requests[-1])
-    finally:
-        engine.stop()
-    assert not engine._helper._thread.is_alive()
 
 
 class _Gated:
@@ -515,41 +478,6 @@ def test_through_gunicorn_32_requests_at_once_get_what_each_gets_alone(server, g
              if line.startswith("{") and '"/api/generate"' in line]
     assert len(lines) >= 32
     assert all(line["queue_ms"] >= 0 and line["generation_ms"] > 0 for line in lines)
-
-
-@pytest.mark.network
-def test_through_gunicorn_16_candidates_alone_are_stepped_in_halves_and_stream_their_tweets(
-        server, generator):
-    """On a machine with 2 cores the worker's engine steps a big batch in two halves side by
-    side when a core is free (covfefe.inference.parallel): a 16-candidate request alone on the
-    server
-    gets the generator's tweets, its stream's characters add up to them, and the halves did
-    go to the second thread."""
-    base, _ = server
-    threads = config.engine_threads()
-    assert health(base)["threads"] == threads
-    if threads == 1:
-        pytest.skip("one core: the engine steps in one thread")
-    before = health(base)
-    for seed in range(20, 25):  # a few requests: a busy test machine may have no free core
-        query = {"n": 16, "seed": seed, "temperature": 0.8}
-        with urllib.request.urlopen(f"{base}/api/generate/stream?"
-                                    f"{urllib.parse.urlencode(query)}", timeout=120) as response:
-            blocks = response.read().decode().strip().split("\n\n")
-        events = [(lines.get("event", "message"), json.loads(lines["data"])) for lines in
-                  (dict(line.split(": ", 1) for line in block.splitlines())
-                   for block in blocks)]
-        alone = generator.complete("", **query, fresh_draws=False)  # a stream: as drawn
-        assert events[-1][0] == "done"
-        assert [c["text"] for c in events[-1][1]["completions"]] == [c.text for c in alone]
-        steps = [data["chars"] for kind, data in events[1:-1]]
-        assert [kind for kind, _ in events[1:-1]] == ["message"] * len(steps)
-        assert [mark_cut("", "".join(step[i] for step in steps), c.finished)
-                for i, c in enumerate(alone)] == [c.generated for c in alone]
-        if health(base)["halves_handed"] > before["halves_handed"]:
-            break
-    else:
-        pytest.fail(f"no half went to the second thread: {health(base)}")
 
 
 @pytest.mark.network

@@ -112,8 +112,8 @@ def test_the_fused_lstm_step_gives_the_general_steps_numbers_bit_for_bit():
              (rng.normal(0, 0.3, (units, vocab)).astype(np.float32),
               rng.normal(0, 0.3, vocab).astype(np.float32)))
     fused, general = NumpyNetwork(*parts), NumpyNetwork(*parts)
-    assert fused._fused
-    general._fused = False
+    assert fused.lstm_stack is not None
+    general.lstm_stack = None  # the general path: product, lstm_cell, quantize, layer by layer
     for rows in (1, 5):
         state_a, state_b = fused.initial_state(rows), general.initial_state(rows)
         for _ in range(12):

@@ -180,3 +180,37 @@ def test_dependencies_point_one_way_along_the_stages():
              for target in targets
              if target.startswith("covfefe") and stage_of(target) > stage_of(module)]
     assert not later, later
+
+
+# Compiled code is written as plain numba (@njit through covfefe.compiled), not built from
+# numba's or LLVM's internals. The one exception left is the int16 product kernel: plain numba
+# (numba 0.68 runs LLVM's loop vectorizer only, not its SLP vectorizer) took 1.3-1.4x its time
+# for one row and 1.6-9.5x for 4 to 16 rows (see covfefe.inference.fixedpoint), and no library
+# found does an exact int16 product faster.
+COMPILER_INTERNALS = ("llvmlite", "numba.core", "numba.extending")
+USES_COMPILER_INTERNALS = {"covfefe.inference.fixedpoint"}
+
+
+def test_no_module_builds_code_from_the_compilers_internals():
+    users = set()
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for node in _imports(ast.parse(path.read_text(encoding="utf-8")), top_level=False):
+                names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""])
+                if any(name == internal or name.startswith(f"{internal}.")
+                       for name in names for internal in COMPILER_INTERNALS):
+                    users.add(_module_name(path))
+    assert users == USES_COMPILER_INTERNALS, sorted(users)
+
+
+def test_no_module_imports_another_modules_private_names():
+    found = []
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for node in _imports(ast.parse(path.read_text(encoding="utf-8")), top_level=False):
+                if isinstance(node, ast.ImportFrom):
+                    found += [f"{_module_name(path)}: from {node.module} import {alias.name}"
+                              for alias in node.names
+                              if alias.name.startswith("_") and not alias.name.startswith("__")]
+    assert not found, found

@@ -13,8 +13,8 @@ def test_health_reports_ok_and_version(client):
     assert response.status_code == 200
     body = response.get_json()
     assert body["status"] == "ok" and body["version"] == __version__
-    assert {"rows_in_flight", "queued", "steps_per_second", "rows_per_step", "threads",
-            "halves_handed", "halves_kept"} <= set(body["engine"])
+    assert {"rows_in_flight", "queued", "steps_per_second", "rows_per_step"} <= set(
+        body["engine"])
     assert isinstance(body["stream_steps"], int)
     assert body["rate_limit"] == {"storage": "memory", "shared": False}
 
@@ -417,10 +417,6 @@ def test_a_bad_blas_threads_setting_stops_the_app(tiny_model):
 
 
 @pytest.mark.parametrize(("name", "value", "message"), [
-    ("ENGINE_THREADS", "many", "COVFEFE_ENGINE_THREADS is 'many'; it must be a whole number "
-                               "from 1 to 2"),
-    ("ENGINE_THREADS", "0", "COVFEFE_ENGINE_THREADS is '0'; it must be a whole number from 1"),
-    ("ENGINE_THREADS", 3, "COVFEFE_ENGINE_THREADS is '3'; it must be a whole number from 1"),
     ("ENGINE_ROWS", "abc", "COVFEFE_ENGINE_ROWS is 'abc'; it must be a whole number from 16"),
     # Flask-Limiter only logged an error on every request, and limited nothing.
     ("RATE_LIMIT", "lots", "COVFEFE_RATE_LIMIT is 'lots'; it must be a rate limit such as "
@@ -450,21 +446,6 @@ def test_every_setting_is_read_and_a_name_nothing_reads_is_refused():
     with pytest.raises(config.SettingError, match="COVFEFE_RATE_LIMT is not a setting; did "
                                                   "you mean COVFEFE_RATE_LIMIT?"):
         config.serve_settings({"COVFEFE_RATE_LIMT": "5/second"})
-
-
-def test_the_engine_steps_in_two_threads_where_the_worker_has_two_cores(tiny_model,
-                                                                        monkeypatch):
-    import os
-
-    from serve import create_app
-
-    for cores, threads in (({0}, 1), ({0, 1}, 2), ({0, 1, 2, 3}, 2)):
-        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, cores=cores: cores)
-        client = create_app({"TESTING": True, "MODEL_DIR": str(tiny_model.path)}).test_client()
-        assert client.get("/api/health").get_json()["engine"]["threads"] == threads
-    client = create_app({"TESTING": True, "MODEL_DIR": str(tiny_model.path),
-                         "ENGINE_THREADS": "1"}).test_client()
-    assert client.get("/api/health").get_json()["engine"]["threads"] == 1
 
 
 def test_the_generating_routes_share_one_budget_per_client(tiny_model):

@@ -18,11 +18,23 @@ in that order: for each block of 16 columns, each pair of rows of ``w``, the 16 
 weights side by side. On the 2-core machine this runs 2.5-3x faster than the float32 kernel on
 16 rows, and a single row reads half the bytes.
 
+Why vector IR rather than plain numba (tried for issue 28, bit-identical results each time):
+numba 0.68 runs LLVM's loop vectorizer but not its SLP vectorizer (``NUMBA_SLP_VECTORIZE``
+is 0), so sums kept in registers across the depth, as here, cannot be written in Python; the
+loop vectorizer re-associates ``sum += a0 * w0 + a1 * w1`` into plain 32-bit multiplies
+(``vpmulld``), or, summing along the depth, uses half-width ``vpmaddwd``. The best plain
+kernels took 1.3-1.4x this one's time for one row and 1.6-9.5x for 4 to 16 rows (a busy
+machine; bench/README.md), and these products are most of a batch's step. No library found
+does an exact int16 product: NumPy's integer ``matmul`` has no BLAS (300x slower), float32
+is not exact and float64 reads 4x the bytes.
+
 Precision, with ``SCALE = 2**12``: ``h`` to within 1.2e-4, each weight to within half a unit of
 its column's scale (a relative 1e-4 to 1e-3 for typical weights). The bundled network's
 validation bits per character move by 2e-6 (1.721141 in float32, 1.721139; see
 models/EXPERIMENTS.md).
 """
+
+from typing import NamedTuple
 
 import numpy as np
 from llvmlite import ir
@@ -113,8 +125,10 @@ _block4, _block2, _block1 = _block_kernel(4), _block_kernel(2), _block_kernel(1)
 
 
 @compiled
-def _sums(x, w, out):
-    """``out = x @ w`` in 32-bit integers (the layouts of `_block_kernel`)."""
+def sums_into(x, w, out):
+    """``out = x @ w`` in 32-bit integers, for ``x`` from `quantize` (pairs of 16-bit inputs
+    as 32-bit numbers) and ``w`` a `FixedMatrix.layout`; ``out`` has ``COLUMNS`` columns per
+    block of ``w`` (the layouts of `_block_kernel`)."""
     rows = x.shape[0]
     for b in range(w.shape[0]):
         i = 0
@@ -129,7 +143,7 @@ def _sums(x, w, out):
 
 
 @compiled
-def _to_float(sums, unscale, start, out):
+def to_float_into(sums, unscale, start, out):
     """``out = start + sums * unscale`` column by column (``start``: one row, or one per row)."""
     rows, width = out.shape
     shared = start.shape[0] == 1
@@ -158,7 +172,7 @@ def quantize_into(h, out):
 @compiled
 def _lstm_from_sums(sums, unscale, start, c, h_out, c_out, q_out):
     """An LSTM step from its products' integer sums: the gates ``start + sums * unscale`` (i,
-    f, g, o side by side, as `_to_float` computes them), the new ``c`` and ``h`` (as
+    f, g, o side by side, as `to_float_into` computes them), the new ``c`` and ``h`` (as
     `covfefe.inference.rowwise.lstm_cell` computes them), and ``h`` quantized into ``q_out`` for
     the next
     product. One pass instead of three."""
@@ -177,14 +191,27 @@ def _lstm_from_sums(sums, unscale, start, c, h_out, c_out, q_out):
             q_row[j] = _fixed(h)
 
 
+class LstmStack(NamedTuple):
+    """A stack of LSTM layers in fixed point, as `lstm_layers` steps it: the first layer's
+    input projection as a table (one row per symbol), and per layer its product's weights
+    (the kernels stacked: `FixedMatrix.layout`), `FixedMatrix.unscale` and bias (one row; zeros
+    for the first, whose bias is in the table). Tuples of one type each: numba compiles the
+    loop over the layers once."""
+
+    table: np.ndarray
+    layouts: tuple
+    unscales: tuple
+    biases: tuple
+
+
 @compiled
-def lstm_layers(ids, table, layouts, unscales, biases, hs, cs, hs_out, cs_out):
-    """A stack of LSTM layers, one symbol per row (``ids``: each below ``len(table)``, else
-    IndexError): the first layer's input projection is ``table[ids]``, each other layer's input is
-    the layer below's new ``h``, and each layer is one product (its kernels stacked, ``layouts``
-    and ``unscales`` of `FixedMatrix`) and one `_lstm_from_sums` pass (``biases``: one row each,
-    zeros for the first). Write each layer's new ``h`` and ``c`` into ``hs_out`` and ``cs_out``;
-    return the last layer's ``h`` quantized (int16)."""
+def lstm_layers(ids, layers, hs, cs, hs_out, cs_out):
+    """A stack of LSTM layers (an `LstmStack`), one symbol per row (``ids``: each below
+    ``len(layers.table)``, else IndexError): the first layer's input projection is
+    ``layers.table[ids]``, each other layer's input is the layer below's new ``h``, and each
+    layer is one product and one `_lstm_from_sums` pass. Write each layer's new ``h`` and ``c``
+    into ``hs_out`` and ``cs_out``; return the last layer's ``h`` quantized (int16)."""
+    table, layouts, unscales, biases = layers
     rows = ids.shape[0]
     below = np.empty((rows, 0), dtype=np.int16)
     for layer in range(len(layouts)):
@@ -206,7 +233,7 @@ def lstm_layers(ids, table, layouts, unscales, biases, hs, cs, hs_out, cs_out):
             start = biases[layer]
         layout = layouts[layer]
         sums = np.empty((rows, layout.shape[0] * COLUMNS), dtype=np.int32)
-        _sums(inputs.view(np.int32), layout, sums)
+        sums_into(inputs.view(np.int32), layout, sums)
         below = np.empty((rows, units), dtype=np.int16)
         _lstm_from_sums(sums, unscales[layer], start, c, hs_out[layer], cs_out[layer], below)
     return below
@@ -254,7 +281,7 @@ class FixedMatrix:
         if x.ndim != 2 or x.shape[1] != self.layout.shape[1] or x.dtype != np.int32:
             raise ValueError(f"expected quantized inputs of {self.depth} columns")
         sums = np.empty((x.shape[0], self.layout.shape[0] * COLUMNS), dtype=np.int32)
-        _sums(np.ascontiguousarray(x), self.layout, sums)
+        sums_into(np.ascontiguousarray(x), self.layout, sums)
         return sums
 
     def product(self, x: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
@@ -266,5 +293,5 @@ class FixedMatrix:
             start = np.zeros((1, self.width), dtype=np.float32)
         start = np.ascontiguousarray(np.atleast_2d(start), dtype=np.float32)
         out = np.empty((rows, self.width), dtype=np.float32)
-        _to_float(sums, self.unscale, start, out)
+        to_float_into(sums, self.unscale, start, out)
         return out

@@ -10,7 +10,7 @@ module, below both, so that the artifact and the generator do not import each ot
 import numpy as np
 
 from covfefe.errors import UserError
-from covfefe.inference.fixedpoint import FixedMatrix, lstm_layers, quantize
+from covfefe.inference.fixedpoint import FixedMatrix, LstmStack, lstm_layers, quantize
 from covfefe.inference.rowwise import lstm_cell, matmul
 
 PRECISIONS = ("int16", "float32")
@@ -58,12 +58,12 @@ class NumpyNetwork:
         self._matrix = FixedMatrix if precision == "int16" else _Float32Matrix
         self._inputs = quantize if precision == "int16" else _as_float32
         self._plan = self._compile()
-        self._dense = self._matrix(self.dense_kernel)
+        self.dense_matrix = self._matrix(self.dense_kernel)  # a FixedMatrix in int16
         # In 16-bit fixed point, LSTM layers of an even width step in one compiled call
-        # (`covfefe.inference.fixedpoint.lstm_layers`), whose arguments before the state are these.
-        self._fused = precision == "int16" and all(
+        # (`covfefe.inference.fixedpoint.lstm_layers`) over this `LstmStack`; None otherwise.
+        steps_in_one_call = precision == "int16" and all(
             kind == "lstm" and weights[1].shape[0] % 2 == 0 for kind, weights in cells)
-        self._lstm = self._lstm_arguments() if self._fused else None
+        self.lstm_stack = self._lstm_stack() if steps_in_one_call else None
 
     def _compile(self) -> list[tuple]:
         """Rearrange the weights for one step: the first cell's input projection becomes a
@@ -104,16 +104,15 @@ class NumpyNetwork:
         return cls(embedding, cells, (np.asarray(kernel, np.float32), np.asarray(bias, np.float32)),
                    precision)
 
-    def _lstm_arguments(self) -> tuple:
-        """The input table and tuples of one type each (numba compiles the loop over layers
-        once) of the layers' product layouts, unscales and biases."""
+    def _lstm_stack(self) -> LstmStack:
+        """The layers as `covfefe.inference.fixedpoint.lstm_layers` steps them."""
         plan = self._plan
         biases = tuple(np.ascontiguousarray(np.atleast_2d(
             np.zeros(plan[0][1].shape[1], np.float32) if bias is None else bias),
             dtype=np.float32) for _, _, _, bias in plan)
-        return (np.ascontiguousarray(plan[0][1], dtype=np.float32),
-                tuple(matrix.layout for _, _, matrix, _ in plan),
-                tuple(matrix.unscale for _, _, matrix, _ in plan), biases)
+        return LstmStack(np.ascontiguousarray(plan[0][1], dtype=np.float32),
+                         tuple(matrix.layout for _, _, matrix, _ in plan),
+                         tuple(matrix.unscale for _, _, matrix, _ in plan), biases)
 
     def _lstm_step(self, ids: np.ndarray, state: list) -> tuple[np.ndarray, list]:
         """`step` for LSTM layers in fixed point: the whole stack in one compiled call
@@ -125,8 +124,8 @@ class NumpyNetwork:
         hs = tuple(np.ascontiguousarray(h, dtype=np.float32) for h, _ in state)
         cs = tuple(np.ascontiguousarray(c, dtype=np.float32) for _, c in state)
         hs_out, cs_out = tuple(np.empty_like(h) for h in hs), tuple(np.empty_like(c) for c in cs)
-        top = lstm_layers(ids, *self._lstm, hs, cs, hs_out, cs_out)
-        return (self._dense.product(top.view(np.int32), self.dense_bias),
+        top = lstm_layers(ids, self.lstm_stack, hs, cs, hs_out, cs_out)
+        return (self.dense_matrix.product(top.view(np.int32), self.dense_bias),
                 list(zip(hs_out, cs_out, strict=True)))
 
     def save(self, path) -> None:
@@ -162,7 +161,7 @@ class NumpyNetwork:
 
     def step(self, ids: np.ndarray, state: list) -> tuple[np.ndarray, list]:
         """Feed one symbol per sequence; return the next symbol's logits and the new state."""
-        if self._fused:
+        if self.lstm_stack is not None:
             return self._lstm_step(ids, state)
         x = None
         new_state = []
@@ -188,4 +187,4 @@ class NumpyNetwork:
                 h = z * h + (1 - z) * np.tanh(x_in[:, 2 * units:] + r * h_in[:, 2 * units:])
                 new_state.append((h,))
             x = h
-        return self._dense.product(self._inputs(x), self.dense_bias), new_state
+        return self.dense_matrix.product(self._inputs(x), self.dense_bias), new_state

@@ -15,6 +15,7 @@ pass over a temporary); compiled, a row costs about a microsecond.
 """
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -93,17 +94,38 @@ def _draw(logits, uniforms, temperature, top_k, top_p, symbols, log_probs):
                                              top_p[r], scaled, cumulative)
 
 
+class Draw(NamedTuple):
+    """The serving engine's drawing rows (`covfefe.serving.engine`), one entry per row of the
+    batch: what `draw_and_record` reads and writes. ``index``: the rows that draw this step;
+    ``banned``: the symbols never drawn; ``uniforms[r, i]``: row ``r``'s uniform for its
+    ``i``-th symbol; ``end``: the end symbol; ``limit``: the symbols a row may write;
+    ``length``, ``history``, ``log_prob``: what it has written so far, and its
+    log-probability; ``ending``: set when a row ends."""
+
+    index: np.ndarray
+    banned: np.ndarray
+    uniforms: np.ndarray
+    temperature: np.ndarray
+    top_k: np.ndarray
+    top_p: np.ndarray
+    end: int
+    limit: np.ndarray
+    length: np.ndarray
+    history: np.ndarray
+    log_prob: np.ndarray
+    ending: np.ndarray
+
+
 @compiled
-def draw_and_record(logits, index, banned, uniforms, temperature, top_k, top_p, end, limit,
-                    length, history, log_prob, ids, ending):
-    """One step of the serving engine's drawing rows (`covfefe.serving.engine`), in one call: each
-    row
-    ``r`` of ``index`` draws from ``logits[r]`` (any float type; ``banned`` symbols set to
-    -inf, in float64 as `draw_rows` takes them) with the uniform of its position
-    (``uniforms[r, length[r]]``), as `draw_rows` does; the symbol is written into
-    ``history[r, length[r]]`` and ``ids[r]``, its log-probability added to ``log_prob[r]``,
-    ``length[r]`` counted on, and ``ending[r]`` set where the symbol is ``end`` or the row has
-    reached ``limit[r]``. Rows are independent, as in `_draw`."""
+def draw_and_record(logits, index, draw, ids):
+    """One step of the serving engine's drawing rows, in one call: each row ``r`` of ``index``
+    (``draw.index``, or those of its rows still going) draws from ``logits[r]`` (any float
+    type; ``draw.banned`` symbols set to -inf, in float64 as `draw_rows` takes them) with the
+    uniform of its position (``draw.uniforms[r, draw.length[r]]``), as `draw_rows` does; the
+    symbol is written into ``draw.history[r, draw.length[r]]`` and ``ids[r]``, its
+    log-probability added to ``draw.log_prob[r]``, ``draw.length[r]`` counted on, and
+    ``draw.ending[r]`` set where the symbol is ``draw.end`` or the row has reached
+    ``draw.limit[r]``. Rows are independent, as in `_draw`."""
     size = logits.shape[1]
     row = np.empty(size)
     scaled = np.empty(size)
@@ -111,16 +133,17 @@ def draw_and_record(logits, index, banned, uniforms, temperature, top_k, top_p, 
     for r in index:
         for s in range(size):
             row[s] = logits[r, s]
-        for s in banned:
+        for s in draw.banned:
             row[s] = -np.inf
-        position = length[r]
-        symbol, symbol_log_prob = _draw_row(row, uniforms[r, position], temperature[r],
-                                            top_k[r], top_p[r], scaled, cumulative)
-        history[r, position] = symbol
+        position = draw.length[r]
+        symbol, symbol_log_prob = _draw_row(row, draw.uniforms[r, position],
+                                            draw.temperature[r], draw.top_k[r], draw.top_p[r],
+                                            scaled, cumulative)
+        draw.history[r, position] = symbol
         ids[r] = symbol
-        log_prob[r] += symbol_log_prob
-        length[r] = position + 1
-        ending[r] = symbol == end or position + 1 == limit[r]
+        draw.log_prob[r] += symbol_log_prob
+        draw.length[r] = position + 1
+        draw.ending[r] = symbol == draw.end or position + 1 == draw.limit[r]
 
 
 @compiled

@@ -246,7 +246,7 @@ class LexiconConstraint:
         scores, model_state = self.model.step(ids, state[0])
         scores = np.ascontiguousarray(scores)
         rows, penalised = np.empty((len(scores), 2), dtype=np.int64), np.empty(scores.shape)
-        _advance_and_penalise(np.ascontiguousarray(state[1], dtype=np.int64),
+        advance_and_penalise(np.ascontiguousarray(state[1], dtype=np.int64),
                               np.ascontiguousarray(ids, dtype=np.int64), *self.tables, scores,
                               rows, penalised)
         return penalised, [model_state, rows]
@@ -366,7 +366,7 @@ def _costs(rows, kinds, offsets, labels, targets, handle, may_end, penalty, end_
 
 
 @compiled
-def _advance_and_penalise(rows, ids, kinds, offsets, labels, targets, handle, may_end,
+def advance_and_penalise(rows, ids, kinds, offsets, labels, targets, handle, may_end,
                           penalty, end_costs, scores, new_rows, penalised):
     """Advance each row's state (``[node, characters written]``) by its symbol into
     ``new_rows``; write its scores less what each symbol would cost next into ``penalised``."""

@@ -41,7 +41,7 @@ def mix_log_probs(network: np.ndarray, ngram: np.ndarray, weight: float) -> np.n
 
 
 @compiled
-def _mix(logits, ngram, weight, out):
+def mix_into(logits, ngram, weight, out):
     """Write ``log(weight softmax(logits[row]) + (1 - weight) ngram[row])`` into ``out[row]``,
     each row on its own."""
     rows, size = logits.shape
@@ -67,7 +67,7 @@ def mix_logits(logits: np.ndarray, ngram_probs: np.ndarray, weight: float) -> np
         raise ValueError(f"the network's logits {logits.shape} and the table's probabilities "
                          f"{ngram_probs.shape} must be the same [rows, symbols]")
     out = np.empty(ngram_probs.shape)
-    _mix(logits, ngram_probs, float(weight), out)
+    mix_into(logits, ngram_probs, float(weight), out)
     return out
 
 

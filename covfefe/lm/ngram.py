@@ -128,7 +128,7 @@ class KneserNeyModel:
         self.cumulative = np.zeros(1, dtype=np.int64)  # counts of keys[:i] summed, at i
         self.discounts = np.zeros(0)  # one per order, lowest first
         self.bounds = np.zeros(order + 1, dtype=np.int64)  # keys of order k: bounds[k-1:k+1]
-        self._links = None  # what generation steps follow, built on first use (`_step_links`)
+        self._links = None  # what generation steps follow, built on first use (`step_links`)
 
     @property
     def name(self) -> str:
@@ -253,7 +253,7 @@ class KneserNeyModel:
     def initial_state(self, n: int) -> list[np.ndarray]:
         """Return the state of ``n`` new tweets: the history (``order - 1`` END symbols each,
         the padding) and where its contexts' continuations lie in the keys."""
-        self._step_links()  # built now rather than in a step
+        self.step_links()  # built now rather than in a step
         history = np.full((n, self.order - 1), END_ID, dtype=np.int64)
         ranges = np.empty((n, 2 * self.order), dtype=np.int64)
         _search_ranges(self.keys, self.bounds, self.vocab_size, history, ranges)
@@ -270,12 +270,12 @@ class KneserNeyModel:
                    ) -> tuple[np.ndarray, list[np.ndarray]]:
         """`step`, with probabilities rather than their logarithms (for `covfefe.lm.mixture`)."""
         history, ranges = state
-        children, orphan_low, orphan_start = self._step_links()
+        children, orphan_low, orphan_start = self.step_links()
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         history = np.ascontiguousarray(history, dtype=np.int64)
         probs = np.empty((len(history), self.vocab_size))
         new_history, new_ranges = np.empty_like(history), np.empty_like(ranges)
-        _step_probs(self.keys, self.cumulative, self.bounds, self.discounts, children,
+        step_probs_into(self.keys, self.cumulative, self.bounds, self.discounts, children,
                     orphan_low, orphan_start, history, np.ascontiguousarray(ranges), ids,
                     new_history, new_ranges, probs)
         return probs, [new_history, new_ranges]
@@ -291,7 +291,7 @@ class KneserNeyModel:
         _fill(self.keys, self.cumulative, self.discounts, ranges, probs)
         return probs
 
-    def _step_links(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def step_links(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Return (built on first use) what a step follows from a context to the next one
         instead of searching the keys: for each n-gram of every order but the highest, the
         first of the n-grams of the order above that continue it (``children``, indexed like
@@ -425,7 +425,7 @@ def _search_ranges(keys, bounds, base, history, ranges):
 
 
 @compiled
-def _step_probs(keys, cumulative, bounds, discounts, children, orphan_low, orphan_start,
+def step_probs_into(keys, cumulative, bounds, discounts, children, orphan_low, orphan_start,
                 history, ranges, ids, new_history, new_ranges, out):
     """Append ``ids[row]`` to each ``history[row]``, dropping its oldest symbol, into
     ``new_history``; write where the new contexts' continuations lie into ``new_ranges`` and

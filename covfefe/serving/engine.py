@@ -36,8 +36,7 @@ from covfefe.inference.generate import (
     mark_cut,
     with_fresh_draws,
 )
-from covfefe.inference.parallel import Helper
-from covfefe.inference.sampling import draw_and_record
+from covfefe.inference.sampling import Draw, draw_and_record
 from covfefe.text import END_ID, MAX_TWEET_CHARS, PAD_ID
 
 # Steps per compiled call while every row draws: the engine's Python between steps (and the
@@ -189,10 +188,10 @@ class Engine:
     """Continuous batching over a `TweetGenerator`'s network, in one loop thread."""
 
     def __init__(self, generator: TweetGenerator, *, max_rows: int = 32, max_queue: int = 32,
-                 retry_after: int = 1, threads: int = 1):
-        if max_rows < 1 or max_queue < 0 or threads not in (1, 2):
-            raise ValueError(f"max_rows must be at least 1, max_queue at least 0 and threads 1 "
-                             f"or 2, not {max_rows}, {max_queue} and {threads}")
+                 retry_after: int = 1):
+        if max_rows < 1 or max_queue < 0:
+            raise ValueError(f"max_rows must be at least 1 and max_queue at least 0, not "
+                             f"{max_rows} and {max_queue}")
         self.generator = generator
         self.network = generator.network
         self.max_rows = max_rows
@@ -207,8 +206,6 @@ class Engine:
         self._state = None  # the network state of every row
         self._rows = _Rows(generator.max_chars)  # what the engine keeps per row
         self._thread: threading.Thread | None = None
-        # With 2 threads, a batch of several rows is stepped in two halves side by side.
-        self._helper = Helper() if threads == 2 else None
         self._stop = False
         self.steps = 0
         self.rows_stepped = 0
@@ -225,11 +222,12 @@ class Engine:
         if fused is None:
             return
         positions = self.generator.max_chars
-        fused.step_and_draw(np.array([END_ID]), self.network.initial_state(1), np.arange(1),
-                            BANNED, np.zeros((1, positions)), np.ones(1), np.zeros(1, np.int64),
-                            np.ones(1), END_ID, np.full(1, positions), np.zeros(1, np.int64),
-                            np.zeros((1, positions), np.int64), np.zeros(1),
-                            np.zeros(1, dtype=bool))
+        fused.step_and_draw(np.array([END_ID]), self.network.initial_state(1),
+                            Draw(np.arange(1), BANNED, np.zeros((1, positions)), np.ones(1),
+                                 np.zeros(1, np.int64), np.ones(1), END_ID,
+                                 np.full(1, positions), np.zeros(1, np.int64),
+                                 np.zeros((1, positions), np.int64), np.zeros(1),
+                                 np.zeros(1, dtype=bool)))
 
     # The request side (any thread).
 
@@ -285,9 +283,7 @@ class Engine:
     def stats(self) -> dict:
         """Rows in flight, requests waiting, steps per second and rows per step (how full the
         batch is; both over the last whole second of stepping, 0 once idle), and counts of
-        steps, rows stepped, and requests done, cancelled, refused; with two threads, how many
-        halves of the batch the second thread stepped and how many it left to the first (no
-        core was free)."""
+        steps, rows stepped, and requests done, cancelled, refused."""
         window = self._window
         rate, occupancy = window.steps_per_second, window.rows_per_step
         if time.perf_counter() - window.start > 2.0:  # no step has closed a window lately: idle
@@ -299,10 +295,7 @@ class Engine:
                     "steps": self.steps, "rows_stepped": self.rows_stepped,
                     "requests_done": self.requests_done,
                     "requests_cancelled": self.requests_cancelled,
-                    "requests_refused": self.requests_refused,
-                    "threads": 1 if self._helper is None else 2,
-                    "halves_handed": 0 if self._helper is None else self._helper.handed,
-                    "halves_kept": 0 if self._helper is None else self._helper.kept}
+                    "requests_refused": self.requests_refused}
 
     def stop(self, timeout: float = 10) -> None:
         """Stop the loop thread (the requests in flight get an EngineError)."""
@@ -311,8 +304,6 @@ class Engine:
             self._lock.notify()
         if self._thread is not None:
             self._thread.join(timeout)
-        if self._helper is not None:
-            self._helper.stop()
 
     def _start(self) -> None:
         # Started on the first request rather than at creation: gunicorn forks its workers
@@ -439,19 +430,17 @@ class Engine:
             drawing = self._jobs
         # Each row's uniform for its position was drawn when its job joined (see _Rows.add).
         ending = np.zeros(rows.ids.size, dtype=bool)
-        draw = (index, BANNED, rows.uniforms, rows.temperature, rows.top_k, rows.top_p, END_ID,
-                rows.limit, rows.length, rows.history, rows.log_prob, ending)
+        draw = Draw(index, BANNED, rows.uniforms, rows.temperature, rows.top_k, rows.top_p,
+                    END_ID, rows.limit, rows.length, rows.history, rows.log_prob, ending)
         before = rows.length[index]
         fused = getattr(self.network, "fused", None)  # the served stack: one compiled call
         if fused is not None:
-            # Several steps in one call while every row draws (see STEPS); a big batch in
-            # two halves side by side.
+            # Several steps in one call while every row draws (see STEPS).
             taken, self._state = fused.step_and_draw(
-                rows.ids, self._state, *draw, most=1 if fed or self._feeding else STEPS,
-                helper=self._helper if self._helper and self._helper.core_free() else None)
+                rows.ids, self._state, draw, most=1 if fed or self._feeding else STEPS)
         else:
             logits, self._state = self.network.step(rows.ids, self._state)
-            draw_and_record(logits, *draw[:-1], rows.ids, ending)
+            draw_and_record(logits, index, draw, rows.ids)
             taken = 1
         for span, symbol in fed:
             rows.ids[span] = symbol
