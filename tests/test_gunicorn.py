@@ -264,14 +264,15 @@ def test_a_client_trickling_its_headers_does_not_hold_a_thread(bundled):
     assert closed == [True] * len(slow)
 
 
-def trickle(client, seconds: float = 20.0) -> bool:
-    """Send a header byte every 0.2 s until the server closes the connection (True) or the
-    time is up (False)."""
+def trickle(client, data: bytes = b"X", seconds: float = 20.0) -> bool:
+    """Send ``data`` (a header byte by default; b"": nothing) every 0.2 s until the server
+    closes the connection (True) or the time is up (False)."""
     deadline = time.monotonic() + seconds
     client.settimeout(0.2)
     while time.monotonic() < deadline:
         try:
-            client.sendall(b"X")
+            if data:
+                client.sendall(data)
             if client.recv(1024) == b"":
                 return True
         except TimeoutError:
@@ -417,19 +418,7 @@ def hold_body(client, trickle_body: bool, seconds: float = 20.0, length: int = 2
     server closes the connection before ``seconds``, False when it is still open then."""
     client.sendall(b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
                    b"\r\nContent-Length: %d\r\n\r\n" % length)
-    deadline = time.monotonic() + seconds
-    client.settimeout(0.2)
-    while time.monotonic() < deadline:
-        try:
-            if trickle_body:
-                client.sendall(b" ")
-            if client.recv(1024) == b"":
-                return True
-        except TimeoutError:
-            continue
-        except OSError:
-            return True
-    return False
+    return trickle(client, b" " if trickle_body else b"", seconds)
 
 
 @pytest.mark.parametrize(("trickle_body", "length"), [(True, 200), (False, 200), (True, 10**6)],
