@@ -285,6 +285,18 @@ def _run_serve(args) -> None:
     os.execv(gunicorn, [gunicorn, "-c", "python:serve.gunicorn_conf", "serve:create_app()"])
 
 
+def _add_command(commands, name: str, run, **texts) -> argparse.ArgumentParser:
+    """Add the subcommand ``name`` (``help=``, ``description=``), which calls ``run(args)``."""
+    command = commands.add_parser(name, **texts)
+    command.set_defaults(run=run)
+    return command
+
+
+def _add_no_progress(parser, what: str = "progress bars") -> None:
+    """--no-progress, shared by the commands that show progress."""
+    parser.add_argument("--no-progress", action="store_true", help=f"hide {what}")
+
+
 def _add_model_option(parser) -> None:
     """--model, shared by the commands that use a trained model."""
     parser.add_argument("--model", metavar="DIR", help="model artifact folder (default: "
@@ -292,10 +304,10 @@ def _add_model_option(parser) -> None:
 
 
 def _add_serve(commands) -> None:
-    serve = commands.add_parser(
-        "serve", help="serve the API (and web page) with gunicorn on this machine",
-        description="Run gunicorn with serve/gunicorn_conf.py: each worker loads the model once.",
-    )
+    serve = _add_command(commands, "serve", _run_serve,
+                         help="serve the API (and web page) with gunicorn on this machine",
+                         description="Run gunicorn with serve/gunicorn_conf.py: each worker loads "
+                         "the model once.")
     serve.add_argument("--host", help="address (default: $COVFEFE_BIND's, else "
                        f"{config.DEFAULT_BIND.rpartition(':')[0]})")
     serve.add_argument("--port", type=int, help="port (default: $COVFEFE_BIND's, else "
@@ -303,7 +315,6 @@ def _add_serve(commands) -> None:
     serve.add_argument("--workers", type=int, help="worker processes (default: "
                        "$COVFEFE_WORKERS, else 2)")
     _add_model_option(serve)
-    serve.set_defaults(run=_run_serve)
 
 
 def _positive_float(value: str) -> float:
@@ -314,10 +325,10 @@ def _positive_float(value: str) -> float:
 
 
 def _add_generate(commands) -> None:
-    generate = commands.add_parser(
-        "generate", help="complete the beginning of a tweet with a trained model",
-        description="Print tweets that the model writes after PREFIX, one per line.",
-    )
+    generate = _add_command(commands, "generate", _run_generate,
+                            help="complete the beginning of a tweet with a trained model",
+                            description="Print tweets that the model writes after PREFIX, one per "
+                            "line.")
     generate.add_argument("prefix", nargs="?", default="", help="the beginning (may be empty)")
     generate.add_argument("-t", "--temperature", type=_positive_float,
                           help="below 1: safer, above 1: wilder (default: the model's, "
@@ -334,7 +345,6 @@ def _add_generate(commands) -> None:
     _add_model_option(generate)
     generate.add_argument("--details", action="store_true",
                           help="also print each tweet's log-probability and novelty")
-    generate.set_defaults(run=_run_generate)
 
 
 def _add_parameters(parser, cls) -> None:
@@ -350,13 +360,15 @@ def _add_parameters(parser, cls) -> None:
 
 
 def _add_train(commands) -> None:
-    train = commands.add_parser(
-        "train", help="train (or resume) a model and export it as an artifact",
-        description="Train the character-level network on the dataset, checkpointing every "
-        "epoch into --run-dir (rerun the same command to resume after a crash or kill), then "
-        "score it and the Kneser-Ney n-gram baseline on the most recent tweets and export the "
-        "model artifact. Parameters come from the defaults, then --params, then the options.",
-    )
+    train = _add_command(commands, "train", _run_train,
+                         help="train (or resume) a model and export it as an artifact",
+                         description="""
+                         Train the character-level network on the dataset, checkpointing every epoch
+                         into --run-dir (rerun the same command to resume after a crash or kill),
+                         then score it and the Kneser-Ney n-gram baseline on the most recent tweets
+                         and export the model artifact. Parameters come from the defaults, then
+                         --params, then the options.
+                         """)
     train.add_argument("--params", metavar="YAML",
                        help="a flat file of notebook 03's parameters, e.g. "
                        "notebooks/params/full/03-train-model.yaml")
@@ -364,19 +376,20 @@ def _add_train(commands) -> None:
     train.add_argument("--no-export", action="store_true",
                        help="train only; rerun without it to score and export (on a GPU "
                        "machine: the scoring and the n-gram baselines are CPU work)")
-    train.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    train.set_defaults(run=_run_train)
+    _add_no_progress(train)
 
 
 def _add_update(commands) -> None:
-    update = commands.add_parser(
-        "update", help="build a challenger from the champion and the newest tweets",
-        description="From the champion artifact and the dataset's tweets newer than its data: "
-        "the n-gram table counts them, the vocabulary and word list grow, the network is "
-        "fine-tuned (with a replay of older tweets), the mixture weight is refit. The newest "
-        "tweets are held out: champion and challenger are scored on them and the decision "
-        "printed. With MLflow installed the run is tracked and the challenger registered.",
-    )
+    update = _add_command(commands, "update", _run_update,
+                          help="build a challenger from the champion and the newest tweets",
+                          description="""
+                          From the champion artifact and the dataset's tweets newer than its data:
+                          the n-gram table counts them, the vocabulary and word list grow, the
+                          network is fine-tuned (with a replay of older tweets), the mixture weight
+                          is refit. The newest tweets are held out: champion and challenger are
+                          scored on them and the decision printed. With MLflow installed the run is
+                          tracked and the challenger registered.
+                          """)
     _add_parameters(update, UpdateConfig)
     update.add_argument("--promote", action="store_true",
                         help="promote the challenger when it wins (better, and the interval "
@@ -384,13 +397,13 @@ def _add_update(commands) -> None:
     update.add_argument("--reload", metavar="PIDFILE",
                         help="after a promotion, have the server whose gunicorn master's pid "
                         "this file holds reload")
-    update.add_argument("--no-progress", action="store_true", help="hide progress lines")
-    update.set_defaults(run=_run_update)
+    _add_no_progress(update, "progress lines")
 
-    compare = commands.add_parser(
-        "compare", help="champion against challenger on tweets: paired, with an interval",
-        description="Score each line of FILE with both models as they serve, and print both "
-        "bits/char, their difference with a 95% bootstrap interval, and the decision.")
+    compare = _add_command(commands, "compare", _run_compare,
+                           help="champion against challenger on tweets: paired, with an interval",
+                           description="Score each line of FILE with both models as they serve, "
+                           "and print both bits/char, their difference with a 95% "
+                           "bootstrap interval, and the decision.")
     compare.add_argument("--champion", required=True, metavar="DIR")
     compare.add_argument("--challenger", required=True, metavar="DIR")
     compare.add_argument("--text", required=True, metavar="FILE",
@@ -398,23 +411,22 @@ def _add_update(commands) -> None:
     compare.add_argument("--samples", type=int, default=200, metavar="N",
                          help="tweets each model writes for the sample figures, which guard "
                          "the promotion (0: none; default %(default)s)")
-    compare.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    compare.set_defaults(run=_run_compare)
+    _add_no_progress(compare)
 
-    promote = commands.add_parser(
-        "promote", help="make a registered model version the champion (what is served)",
-        description="Point the served link ($COVFEFE_DATA_DIR/models/champion) at the "
-        "version's artifact in one atomic rename and move the champion alias in MLflow.")
+    promote = _add_command(commands, "promote", _run_promote,
+                           help="make a registered model version the champion (what is served)",
+                           description="Point the served link ($COVFEFE_DATA_DIR/models/champion) "
+                           "at the version's artifact in one atomic rename and move "
+                           "the champion alias in MLflow.")
     promote.add_argument("version", help="MLflow version number, artifact version, or "
                          "'challenger'")
-    rollback = commands.add_parser("rollback", help="make the previous champion the champion")
-    for parser, run in ((promote, _run_promote), (rollback, _run_rollback)):
+    rollback = _add_command(commands, "rollback", _run_rollback,
+                            help="make the previous champion the champion")
+    for parser in (promote, rollback):
         parser.add_argument("--reload", metavar="PIDFILE",
                             help="then have the server whose gunicorn master's pid this file "
                             "holds (gunicorn --pid FILE) reload, without a stall")
-        parser.set_defaults(run=run)
-    models = commands.add_parser("models", help="list the registered versions and aliases")
-    models.set_defaults(run=_run_models)
+    _add_command(commands, "models", _run_models, help="list the registered versions and aliases")
 
 
 def _add_tweet_source(group) -> None:
@@ -427,14 +439,16 @@ def _add_tweet_source(group) -> None:
 
 
 def _add_evaluate(commands) -> None:
-    evaluate = commands.add_parser(
-        "evaluate", help="bits per character of a model (and the n-gram baseline) on tweets",
-        description="Print bits_per_char=... chars=... tweets=... for a model artifact on a set "
-        "of tweets: every character after the first plus the end of the tweet, each given the "
-        "characters before it. Tweets from the dataset or an archive are cleaned as for "
-        "training and default to the model's validation period; --text scores each line "
-        "exactly as written.",
-    )
+    evaluate = _add_command(commands, "evaluate", _run_evaluate,
+                            help="bits per character of a model (and the n-gram baseline) on "
+                            "tweets",
+                            description="""
+                            Print bits_per_char=... chars=... tweets=... for a model artifact on a
+                            set of tweets: every character after the first plus the end of the
+                            tweet, each given the characters before it. Tweets from the dataset or
+                            an archive are cleaned as for training and default to the model's
+                            validation period; --text scores each line exactly as written.
+                            """)
     _add_model_option(evaluate)
     source = evaluate.add_mutually_exclusive_group()
     source.add_argument("--text", metavar="FILE", help="one tweet per line, scored as written")
@@ -463,19 +477,19 @@ def _add_evaluate(commands) -> None:
                          help="temperatures 0.7-1.1 and top-p 1, 0.95; pick the best")
     samples.add_argument("--save-defaults", action="store_true",
                          help="with --sweep: save the best setting as the model's defaults")
-    evaluate.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    evaluate.set_defaults(run=_run_evaluate)
+    _add_no_progress(evaluate)
 
 
 def _add_mix(commands) -> None:
-    mix = commands.add_parser(
-        "mix", help="add a Kneser-Ney table to a model, mixed with its network",
-        description="Count a Kneser-Ney n-gram table on the model's training tweets and mix it "
-        "with the network (p = w p_network + (1 - w) p_table): w is fitted on held-out "
-        "training tweets (the last --holdout before the fine-tuning window) by a table counted "
-        "without them. Writes the model with the table as a new version (in place, or into "
-        "--output); generation and evaluation then use the mixture.",
-    )
+    mix = _add_command(commands, "mix", _run_mix,
+                       help="add a Kneser-Ney table to a model, mixed with its network",
+                       description="""
+                       Count a Kneser-Ney n-gram table on the model's training tweets and mix it
+                       with the network (p = w p_network + (1 - w) p_table): w is fitted on held-out
+                       training tweets (the last --holdout before the fine-tuning window) by a table
+                       counted without them. Writes the model with the table as a new version (in
+                       place, or into --output); generation and evaluation then use the mixture.
+                       """)
     _add_model_option(mix)
     _add_tweet_source(mix.add_mutually_exclusive_group())
     mix.add_argument("--order", type=int, default=9, metavar="N",
@@ -484,8 +498,7 @@ def _add_mix(commands) -> None:
                      help="training tweets held out to fit the weight (default: 1500)")
     mix.add_argument("--output", "-o", metavar="FOLDER",
                      help="write the mixed model here (default: replace the model)")
-    mix.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    mix.set_defaults(run=_run_mix)
+    _add_no_progress(mix)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -496,12 +509,14 @@ def build_parser() -> argparse.ArgumentParser:
                                      parser_class=_Parser)
     commands.required = True
 
-    collect = commands.add_parser(
-        "collect", help="import an archive or collect a timeline into the dataset",
-        description="Import a Trump Twitter Archive export (JSON or CSV; a file, folder, glob "
-        "or http(s) URL) or collect new tweets of an account from the X API v2 (bearer token "
-        f"in ${config.TWITTER_TOKEN_ENV}), and merge them into the dataset, deduplicated by id.",
-    )
+    collect = _add_command(commands, "collect", _run_collect,
+                           help="import an archive or collect a timeline into the dataset",
+                           description=f"""
+                           Import a Trump Twitter Archive export (JSON or CSV; a file, folder, glob
+                           or http(s) URL) or collect new tweets of an account from the X API v2
+                           (bearer token in ${config.TWITTER_TOKEN_ENV}), and merge them into the
+                           dataset, deduplicated by id.
+                           """)
     source = collect.add_mutually_exclusive_group(required=True)
     source.add_argument(
         "--archive", nargs="?", const="", metavar="SOURCE",
@@ -520,8 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="keep only tweets from this UTC date on")
     collect.add_argument("--until", type=_date, metavar="DATE",
                          help="keep only tweets before this UTC date")
-    collect.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    collect.set_defaults(run=_run_collect)
+    _add_no_progress(collect)
     _add_train(commands)
     _add_evaluate(commands)
     _add_mix(commands)

@@ -120,7 +120,12 @@ ENGINE_ENABLED = True  # False: each request runs its own steps in its thread (t
 # a step of 16 is half as long as one of 32, so an answer comes twice as fast: on 2 cores, 128
 # clients got p99 1.4 s at 80 requests/s with 16/16, against 2.6 s at 78 with 32/32.
 ENGINE_ROWS = 16  # sequences stepped together (a request with n candidates is n rows)
-ENGINE_QUEUE = 16  # requests waiting for rows; beyond that, 503 with Retry-After
+# A short queue: a request that waits behind a full batch waits a whole batch's time, so under
+# overload p99 grows with the queue; a shorter one refuses more, and each refusal costs CPU.
+# 64 clients (1-8 candidates) retrying a 503 at once, machine at load 7-12: p99 2.6-6.9 s
+# with 8 waiting against 6.6-16.1 s with 16, throughput 0.92-1.49 of polite clients' (with 4:
+# 0.65-1.34, its refusals' CPU). bench/README.md, issue 30.
+ENGINE_QUEUE = 8  # requests waiting for rows; beyond that, 503 with Retry-After
 ENGINE_RETRY_AFTER_S = 1
 
 

@@ -16,7 +16,7 @@ Options:
 
 up() {
   parse_args "$@"
-  ((${#ARGS[@]} == 0)) || unknown_argument "${ARGS[0]}"
+  no_arguments
   load_config
   require_config DOMAIN AWS_MACHINE
   require_docker_machine

@@ -63,7 +63,7 @@ in_swarm() {
 
 swarm() {
   parse_args "$@"
-  ((${#ARGS[@]} == 0)) || unknown_argument "${ARGS[0]}"
+  no_arguments
   load_config
   require_config AWS_MACHINE SWARM_WORKERS
   [[ $SWARM_WORKERS =~ ^[0-9]+$ ]] ||

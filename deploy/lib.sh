@@ -170,6 +170,11 @@ unknown_argument() {
   die_usage "unknown argument '$1' (try $SCRIPT --help)"
 }
 
+# Complain unless parse_args left no arguments (the script takes only --dry-run and --help).
+no_arguments() {
+  ((${#ARGS[@]} == 0)) || unknown_argument "${ARGS[0]}"
+}
+
 # Read KEY=value lines from FILE into the environment (exported); variables already in the
 # environment win, so `DOMAIN=staging.example.org deploy/04-up.sh` works. Values are read as
 # docker compose reads --env-file: one pair of enclosing quotes and a trailing " # comment"

@@ -19,7 +19,7 @@ Needs VirtualBox (virtualbox.org; x86-64 machines only) and docker-machine."
 
 local_host() {
   parse_args "$@"
-  ((${#ARGS[@]} == 0)) || unknown_argument "${ARGS[0]}"
+  no_arguments
   load_config
   require_config LOCAL_MACHINE LOCAL_CPUS LOCAL_MEMORY LOCAL_DISK LOCAL_HOSTONLY_CIDR
   require_docker_machine

@@ -31,8 +31,13 @@ starting workers again and again.
 
 What this needs of gthread beyond its documented settings (no public way exists to read a
 request before a thread takes it): its connection objects (``conn.sock``, ``conn.parser``,
-``conn.data_ready``), pool and poller (``tpool``, ``poller``, ``pending_conns``,
-``nr_conns``, ``method_queue``) and ``util.write_error``, which is replaced.
+``conn.data_ready``, ``conn.timeout``), pool and poller (``tpool``, ``poller``,
+``pending_conns``, ``nr_conns``, ``method_queue``), the methods it overrides or calls
+(``enqueue_req``, ``murder_pending``, ``handle``, ``finish_request``,
+``on_pending_socket_readable``), ``http.get_parser``, ``util.write_nonblock`` and
+``util.write_error``, which is replaced. pyproject.toml pins one gunicorn version, and
+tests/test_gunicorn_internals.py names each of these, so that an upgrade that drops one fails
+there with its name.
 """
 
 import contextlib

@@ -1,6 +1,6 @@
 """Helpers the tests share (fixtures live in conftest.py): the checkout's root, system tools
 that a test needs, stopping a server, waiting for a condition, a free port, the command line,
-HTTPS to a local nginx, shared constants."""
+HTTPS to a local nginx, schemathesis's generated requests, shared constants."""
 
 import http.client
 import json
@@ -127,3 +127,25 @@ def engine_health(base: str) -> dict:
     """The serving engine's part of ``/api/health`` (rows in flight, queue, counts)."""
     with urllib.request.urlopen(f"{base}/api/health", timeout=10) as response:
         return json.loads(response.read())["engine"]
+
+
+def call_generated_requests(operation, mode, examples: int, statuses: dict[int, int],
+                            excluded_checks=(), check=None) -> None:
+    """Send the requests that schemathesis generates for ``operation`` in ``mode`` (at most
+    ``examples``, the same ones every run) and validate each answer against the document,
+    without ``excluded_checks``; count their statuses into ``statuses``; ``check(case,
+    response)``, when given, checks each answer further."""
+    # Deferred: Hypothesis only for the two schemathesis tests, not every test that uses this
+    # module.
+    from hypothesis import HealthCheck, given, settings
+
+    @given(case=operation.as_strategy(generation_mode=mode))
+    @settings(max_examples=examples, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    def call(case):
+        response = case.call_and_validate(excluded_checks=list(excluded_checks))
+        statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+        if check is not None:
+            check(case, response)
+
+    call()

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import status_code_conformance
+
+from tests.helpers import call_generated_requests
 
 CONTRACT = Path(__file__).parent / "contracts" / "v2-autocomplete.openapi.yaml"
 EXAMPLES = 150  # per mode
@@ -30,14 +31,8 @@ def test_v2_clients_get_what_v2_promised(v2_schema, mode):
     (operation,) = [result.ok() for result in v2_schema.get_all_operations()]
     statuses: dict[int, int] = {}
 
-    @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck))
-    def call(case):
-        response = case.call_and_validate(excluded_checks=[status_code_conformance])
-        statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
-
-    call()
+    call_generated_requests(operation, mode, EXAMPLES, statuses,
+                            excluded_checks=[status_code_conformance])
     print(f"v2 contract, {mode.value}: statuses {dict(sorted(statuses.items()))}")
     if mode == GenerationMode.POSITIVE:
         assert statuses.get(200, 0) >= EXAMPLES // 2, statuses

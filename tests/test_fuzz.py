@@ -4,12 +4,11 @@ and every response must match the document."""
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import positive_data_acceptance
 
-from tests.helpers import ALLOWED_ORIGIN
+from tests.helpers import ALLOWED_ORIGIN, call_generated_requests
 
 MIN_REQUESTS = 1000
 EXAMPLES = 200  # per operation and mode: Hypothesis stops early where little can vary
@@ -45,28 +44,25 @@ def extreme_cases(schema):
     yield generate.Case(body={}, media_type=json_body), {"data": deep}
 
 
+def no_server_error(case, response) -> None:
+    assert response.status_code < 500, (case.method, case.path, case.body, case.query,
+                                        response.text)
+
+
 def test_a_thousand_generated_requests_get_no_server_error(fuzz_schema):
     statuses: dict[int, int] = {}
     operations = [result.ok() for result in fuzz_schema.get_all_operations()]
     assert len(operations) >= 5  # generate, stream, autocomplete, model, health
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            @given(case=operation.as_strategy(generation_mode=mode))
-            @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-                      suppress_health_check=list(HealthCheck))
-            def call(case):
-                # Every other check runs (server errors, status codes, response schemas, content
-                # types, negative data rejected). Not "schema-valid data is accepted": one
-                # limit cannot be written in OpenAPI (the prefix must be shorter than
-                # max_length), and those requests get a 400 naming the field, which test_serve
-                # checks.
-                response = case.call_and_validate(excluded_checks=[positive_data_acceptance])
-                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
-                assert response.status_code < 500, (case.method, case.path, case.body,
-                                                     case.query, response.text)
-
+            # Every other check runs (server errors, status codes, response schemas, content
+            # types, negative data rejected). Not "schema-valid data is accepted": one limit
+            # cannot be written in OpenAPI (the prefix must be shorter than max_length), and
+            # those requests get a 400 naming the field, which test_serve checks.
             try:
-                call()
+                call_generated_requests(operation, mode, EXAMPLES, statuses,
+                                        excluded_checks=[positive_data_acceptance],
+                                        check=no_server_error)
             except Unsatisfiable:  # no parameters and no body: nothing to make invalid
                 assert mode == GenerationMode.NEGATIVE and operation.method.upper() == "GET"
     for case, raw in extreme_cases(fuzz_schema):

@@ -1,5 +1,6 @@
 """The API as it runs in production: `covfefe serve` starts gunicorn on 127.0.0.1."""
 
+import contextlib
 import hashlib
 import json
 import os
@@ -13,6 +14,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -117,15 +119,24 @@ def start_gunicorn(log, **env):
     return process, f"http://127.0.0.1:{port}"
 
 
+@contextlib.contextmanager
+def bundled_server(log, **env):
+    """gunicorn (start_gunicorn) serving the bundled model, the rate limit lifted, with ``env``;
+    yields its base URL and log once it is healthy, and stops it."""
+    process, base = start_gunicorn(log, COVFEFE_MODEL=str(config.BUNDLED_MODEL),
+                                   COVFEFE_RATE_LIMIT="100000 per minute", **env)
+    try:
+        _wait_for_health(process, base, log)
+        yield base, log
+    finally:
+        stop_process(process)
+
+
 @pytest.fixture(scope="module")
 def bundled(tmp_path_factory):
     log = tmp_path_factory.mktemp("gunicorn-bundled") / "server.log"
-    process, base = start_gunicorn(log, COVFEFE_MODEL=str(config.BUNDLED_MODEL),
-                                   COVFEFE_RATE_LIMIT="100000 per minute",
-                                   COVFEFE_REQUEST_READ_TIMEOUT="1")
-    _wait_for_health(process, base, log)
-    yield base, log
-    stop_process(process)
+    with bundled_server(log, COVFEFE_REQUEST_READ_TIMEOUT="1") as server:
+        yield server
 
 
 LONG_STREAM = "/api/generate/stream?n=16&temperature=2&seed={seed}"
@@ -239,39 +250,50 @@ def test_health_answers_ahead_of_the_pool_while_every_thread_generates(bundled):
 
 def test_a_client_trickling_its_headers_does_not_hold_a_thread(bundled):
     base, _ = bundled
+
+    def trickle_headers(client) -> bool:
+        client.sendall(b"GET /api/model HTTP/1.1\r\nHost: x\r\n")
+        return trickle(client)
+
+    # Each was closed at the deadline for its request's head (1 s here), not left to trickle.
+    assert held_by_slow_clients(base, trickle_headers) == [True] * 2 * THREADS
+
+
+def held_by_slow_clients(base: str, send) -> list[bool]:
+    """Open 2 * THREADS connections, each running ``send(client)`` in a thread of its own (True
+    once the server closes the connection); meanwhile health and /api/model must be answered.
+    Return what each ``send`` returned."""
     address = ("127.0.0.1", int(base.rsplit(":", 1)[1]))
     slow = [socket.create_connection(address) for _ in range(2 * THREADS)]
     closed = []
     try:
-        for client in slow:
-            client.sendall(b"GET /api/model HTTP/1.1\r\nHost: x\r\n")
-        tricklers = [threading.Thread(target=lambda c=client: closed.append(trickle(c)))
-                     for client in slow]
-        for trickler in tricklers:
-            trickler.start()
-        time.sleep(0.5)  # in gthread, every thread of the pool now reads a trickling request
+        senders = [threading.Thread(target=lambda c=client: closed.append(send(c)))
+                   for client in slow]
+        for sender in senders:
+            sender.start()
+        time.sleep(0.5)  # in gthread, every thread of the pool now reads a slow request
         assert health(base)["status"] == "ok"
         with urllib.request.urlopen(f"{base}/api/model", timeout=30) as response:
             assert response.status == 200
         # No thread waited on them (in gthread: until they stop, here 20 s, giving up unclosed).
         assert False not in closed, closed
-        for trickler in tricklers:
-            trickler.join(timeout=30)
+        for sender in senders:
+            sender.join(timeout=30)
     finally:
         for client in slow:
             client.close()
-    # Each was closed at the deadline for its request's head (1 s here), not left to trickle.
-    assert closed == [True] * len(slow)
+    return closed
 
 
-def trickle(client, seconds: float = 20.0) -> bool:
-    """Send a header byte every 0.2 s until the server closes the connection (True) or the
-    time is up (False)."""
+def trickle(client, data: bytes = b"X", seconds: float = 20.0) -> bool:
+    """Send ``data`` (a header byte by default; b"": nothing) every 0.2 s until the server
+    closes the connection (True) or the time is up (False)."""
     deadline = time.monotonic() + seconds
     client.settimeout(0.2)
     while time.monotonic() < deadline:
         try:
-            client.sendall(b"X")
+            if data:
+                client.sendall(data)
             if client.recv(1024) == b"":
                 return True
         except TimeoutError:
@@ -281,14 +303,19 @@ def trickle(client, seconds: float = 20.0) -> bool:
     return False
 
 
-def bad_model_run(tmp_path, model) -> subprocess.CompletedProcess:
-    log = tmp_path / "server.log"
-    process, _ = start_gunicorn(log, COVFEFE_MODEL=str(model))
+def run_until_it_stops(log, timeout: float = 60, **env) -> subprocess.CompletedProcess:
+    """Start gunicorn (start_gunicorn) with ``env``, wait up to ``timeout`` seconds for it to
+    stop by itself (then stop it), and return its status and log."""
+    process, _ = start_gunicorn(log, **env)
     try:
-        process.wait(timeout=30)
+        process.wait(timeout=timeout)
     finally:
         stop_process(process)
     return subprocess.CompletedProcess(process.args, process.returncode, log.read_text())
+
+
+def bad_model_run(tmp_path, model) -> subprocess.CompletedProcess:
+    return run_until_it_stops(tmp_path / "server.log", timeout=30, COVFEFE_MODEL=str(model))
 
 
 def test_plain_gunicorn_stops_at_once_on_a_missing_model(tmp_path):
@@ -303,14 +330,10 @@ def test_a_bad_model_is_status_3_and_one_sentence_every_time(tmp_path):
     # With two workers failing at once, gunicorn's master could halt twice: a HaltServer
     # traceback and status 1, about one start in 4. The master now checks the model first.
     for attempt in range(4):
-        log = tmp_path / f"server-{attempt}.log"
-        process, _ = start_gunicorn(log, COVFEFE_MODEL="/nope", COVFEFE_WORKERS="2")
-        try:
-            process.wait(timeout=60)
-        finally:
-            stop_process(process)
-        text = log.read_text()
-        assert process.returncode == 3, text
+        result = run_until_it_stops(tmp_path / f"server-{attempt}.log", COVFEFE_MODEL="/nope",
+                                    COVFEFE_WORKERS="2")
+        text = result.stdout
+        assert result.returncode == 3, text
         assert text.count("covfefe serve: model artifact /nope does not exist") == 1, text
         assert "Traceback" not in text and "Booting worker" not in text, text
 
@@ -327,14 +350,9 @@ def test_a_bad_model_is_status_3_and_one_sentence_every_time(tmp_path):
                                       "COVFEFE_RATE_LIMIT?"),  # silently dropped before
 ])
 def test_plain_gunicorn_refuses_a_bad_setting_in_one_sentence(tmp_path, name, value, message):
-    log = tmp_path / "server.log"
-    process, _ = start_gunicorn(log, **{name: value})
-    try:
-        process.wait(timeout=60)
-    finally:
-        stop_process(process)
-    text = log.read_text()
-    assert process.returncode == 2, text
+    result = run_until_it_stops(tmp_path / "server.log", **{name: value})
+    text = result.stdout
+    assert result.returncode == 2, text
     assert text.startswith(f"covfefe serve: {message}") and text.count("\n") == 1, text
 
 
@@ -417,19 +435,7 @@ def hold_body(client, trickle_body: bool, seconds: float = 20.0, length: int = 2
     server closes the connection before ``seconds``, False when it is still open then."""
     client.sendall(b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
                    b"\r\nContent-Length: %d\r\n\r\n" % length)
-    deadline = time.monotonic() + seconds
-    client.settimeout(0.2)
-    while time.monotonic() < deadline:
-        try:
-            if trickle_body:
-                client.sendall(b" ")
-            if client.recv(1024) == b"":
-                return True
-        except TimeoutError:
-            continue
-        except OSError:
-            return True
-    return False
+    return trickle(client, b" " if trickle_body else b"", seconds)
 
 
 @pytest.mark.parametrize(("trickle_body", "length"), [(True, 200), (False, 200), (True, 10**6)],
@@ -438,25 +444,11 @@ def test_a_slow_body_holds_no_thread_and_has_a_deadline(bundled, trickle_body, l
     # The read timeout covered the request line and headers only: a thread read the body for
     # as long as the client liked (80 such clients kept ordinary requests from any thread).
     base, _ = bundled
-    address = ("127.0.0.1", int(base.rsplit(":", 1)[1]))
-    slow = [socket.create_connection(address) for _ in range(2 * THREADS)]
-    closed = []
-    try:
-        holders = [threading.Thread(target=lambda c=c: closed.append(
-            hold_body(c, trickle_body, length=length))) for c in slow]
-        for holder in holders:
-            holder.start()
-        assert health(base)["status"] == "ok"
-        with urllib.request.urlopen(f"{base}/api/model", timeout=30) as response:
-            assert response.status == 200
-        for holder in holders:
-            holder.join(timeout=30)
-    finally:
-        for client in slow:
-            client.close()
+    closed = held_by_slow_clients(base, partial(hold_body, trickle_body=trickle_body,
+                                                length=length))
     # Each is closed at the whole request's deadline (1 s here), not held for 20 s; one over
     # the limit is answered 413 at once (it held a thread while gunicorn read it all).
-    assert closed == [True] * len(slow)
+    assert closed == [True] * 2 * THREADS
 
 
 REFUSED = (b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -496,13 +488,8 @@ def test_a_client_waiting_for_100_continue_is_told_to_send_its_body(bundled):
 @pytest.fixture
 def full_engine(tmp_path):
     """One worker of 4 threads whose engine takes 16 rows and queues nothing."""
-    log = tmp_path / "server.log"
-    process, base = start_gunicorn(log, COVFEFE_MODEL=str(config.BUNDLED_MODEL),
-                                   COVFEFE_RATE_LIMIT="100000 per minute",
-                                   COVFEFE_ENGINE_QUEUE="0")
-    _wait_for_health(process, base, log)
-    yield base, log
-    stop_process(process)
+    with bundled_server(tmp_path / "server.log", COVFEFE_ENGINE_QUEUE="0") as server:
+        yield server
 
 
 def test_a_full_engine_refuses_before_flask_without_a_thread(full_engine):

@@ -490,12 +490,38 @@ def test_the_in_memory_limit_expires_with_one_sweeper_not_a_thread_per_request(t
     # limits' own store starts a threading.Timer on nearly every hit; this one, one sweeper.
     limiter_threads = [thread for thread in started if not thread.name.startswith("covfefe-engine")]
     assert [thread.name for thread in limiter_threads] == ["covfefe-ratelimit-sweeper"]
-    assert storage.storage  # the client's counter, until its window ends
+    assert storage.counters  # the client's counter, until its window ends
     deadline = time.monotonic() + 10
-    while storage.storage and time.monotonic() < deadline:  # swept once expired, unread
+    while storage.counters and time.monotonic() < deadline:  # swept once expired, unread
         time.sleep(0.1)
-    assert not storage.storage
+    assert not storage.counters
     assert client.post("/api/generate", json={"max_length": 3}).status_code == 200  # a new window
+
+
+def test_the_in_memory_store_counts_fixed_windows_on_limits_public_storage_base(monkeypatch):
+    import time
+
+    from limits import parse
+    from limits.storage import MemoryStorage, Storage, storage_from_string
+    from limits.strategies import FixedWindowRateLimiter
+
+    from serve import ratelimit
+
+    storage = storage_from_string("memory://")
+    assert isinstance(storage, ratelimit.SweptMemoryStorage)
+    assert isinstance(storage, Storage) and not isinstance(storage, MemoryStorage)
+    now = [1000.0]
+    monkeypatch.setattr(time, "time", lambda: now[0])
+    limiter, limit = FixedWindowRateLimiter(storage), parse("2 per 10 seconds")
+    assert [limiter.hit(limit, "generate", "a") for _ in range(3)] == [True, True, False]
+    assert limiter.hit(limit, "generate", "b")  # each client counts on its own
+    assert limiter.get_window_stats(limit, "generate", "a") == (1010.0, 0)
+    now[0] = 1010.0  # the window has ended
+    assert limiter.get_window_stats(limit, "generate", "a") == (1010.0, 2)
+    assert limiter.hit(limit, "generate", "a")
+    limiter.clear(limit, "generate", "a")
+    assert limiter.get_window_stats(limit, "generate", "a").remaining == 2
+    assert storage.reset() == 1  # b's counter
 
 
 def test_every_setting_of_the_api_is_documented():

@@ -297,3 +297,18 @@ def test_the_gpu_script_trains_side_by_side_stops_on_time_and_packs_for_export(t
     assert export.returncode == 0, export.stderr
     artifact = load_artifact(run_dir / "model")
     assert artifact.metadata["training"]["epochs_trained"] == main_epochs + 1
+
+
+def test_the_patience_callbacks_start_from_the_saved_counters():
+    from covfefe.training.callbacks import ResumableEarlyStopping, ResumableReduceLROnPlateau
+    from covfefe.training.run_state import Patience
+
+    stop = ResumableEarlyStopping(Patience(wait=2, best=1.5), monitor="val_xent", patience=5)
+    reduce = ResumableReduceLROnPlateau(Patience(wait=1, best=1.25, cooldown_counter=3),
+                                        monitor="val_xent", cooldown=4)
+    fresh = ResumableReduceLROnPlateau(Patience(), monitor="val_xent")
+    for callback in (stop, reduce, fresh):
+        callback.on_train_begin()
+    assert stop.counters() == Patience(wait=2, best=1.5)
+    assert reduce.counters() == Patience(wait=1, best=1.25, cooldown_counter=3)
+    assert fresh.counters().wait == 0 and fresh.counters().cooldown_counter == 0  # Keras' own

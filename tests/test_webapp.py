@@ -135,6 +135,12 @@ class BusyServer:
             thread.join(60)
 
 
+def press(page, *keys: str) -> None:
+    """Press these keys one after another."""
+    for key in keys:
+        page.keyboard.press(key)
+
+
 def generate(page, prefix=None, wait=True):
     if prefix is not None:
         page.fill("#prefix", prefix)
@@ -289,19 +295,13 @@ def test_keyboard_only(page, server):
         order.append(page.evaluate("document.activeElement.id || "
                                    "document.activeElement.className"))
     assert order == ["skip", "prefix", "temperature", "count", "generate"]
-    page.keyboard.press("Shift+Tab")
-    page.keyboard.press("Shift+Tab")
-    page.keyboard.press("Shift+Tab")
+    press(page, "Shift+Tab", "Shift+Tab", "Shift+Tab")
     page.keyboard.type("Our great ")
-    page.keyboard.press("Tab")
-    page.keyboard.press("ArrowLeft")  # one step cooler than the default
+    press(page, "Tab", "ArrowLeft")  # one step cooler than the default
     assert float(page.locator("#temperature").input_value()) == pytest.approx(default - 0.1)
-    page.keyboard.press("Tab")
-    page.keyboard.press("Control+a")
+    press(page, "Tab", "Control+a")
     page.keyboard.type("1")
-    page.keyboard.press("Shift+Tab")
-    page.keyboard.press("Shift+Tab")
-    page.keyboard.press("Enter")  # Enter in the tweet box generates
+    press(page, "Shift+Tab", "Shift+Tab", "Enter")  # Enter in the tweet box generates
     page.wait_for_selector("article.tweet.finished")
     assert cards(page).count() == 1
     assert cards(page).first.locator(".text").inner_text().startswith("Our great ")

@@ -80,9 +80,12 @@ class WarmupCosine(keras.callbacks.Callback):
         self.model.optimizer.learning_rate = self.rate(self.epoch + batch / self.steps)
 
 
-class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
-    """Early stopping that starts from a run's saved counters: a resumed run keeps the patience
-    it had used up (Keras resets the counters when training begins)."""
+class _ResumablePatience:
+    """A Keras callback that waits for the monitored value to improve (early stopping,
+    learning-rate reduction), started from a run's saved counters: a resumed run keeps the
+    patience it had used up (Keras resets the counters when training begins)."""
+
+    has_cooldown = False  # learning-rate reduction counts its cooldown too
 
     def __init__(self, saved: Patience, **kwargs):
         super().__init__(**kwargs)
@@ -92,27 +95,22 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         super().on_train_begin(logs)
         if self.saved.best is not None:
             self.wait, self.best = self.saved.wait, self.saved.best
-
-    def counters(self) -> Patience:
-        return Patience(wait=self.wait, best=None if self.best is None else float(self.best))
-
-
-class ResumableReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
-    """ReduceLROnPlateau that starts from a run's saved counters (see `ResumableEarlyStopping`)."""
-
-    def __init__(self, saved: Patience, **kwargs):
-        super().__init__(**kwargs)
-        self.saved = saved
-
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        if self.saved.best is not None:
-            self.wait, self.best = self.saved.wait, self.saved.best
-            self.cooldown_counter = self.saved.cooldown_counter
+            if self.has_cooldown:
+                self.cooldown_counter = self.saved.cooldown_counter
 
     def counters(self) -> Patience:
         return Patience(wait=self.wait, best=None if self.best is None else float(self.best),
-                        cooldown_counter=self.cooldown_counter)
+                        cooldown_counter=self.cooldown_counter if self.has_cooldown else 0)
+
+
+class ResumableEarlyStopping(_ResumablePatience, keras.callbacks.EarlyStopping):
+    """EarlyStopping that starts from a run's saved counters."""
+
+
+class ResumableReduceLROnPlateau(_ResumablePatience, keras.callbacks.ReduceLROnPlateau):
+    """ReduceLROnPlateau that starts from a run's saved counters, its cooldown included."""
+
+    has_cooldown = True
 
 
 class RunCheckpoint(keras.callbacks.Callback):
