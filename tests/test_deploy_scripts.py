@@ -927,13 +927,18 @@ DRY_RUNS = {
         "docker node ls"]),
     "07-stack.sh": (["--tag", "v2", "--web-tag", "w1"], [
         "git log -1 --format=%h -- deploy/certbot",
+        "git log -1 --format=%h -- deploy/mlflow requirements/mlflow-server.txt",
         'eval "$(docker-machine env --shell bash covfefe-test-aws-worker-1)"',
         "docker build --file Dockerfile.serve --tag covfefe-serve:v2 .",
         'eval "$(docker-machine env --shell bash covfefe-test-aws)"',
         "docker build --file deploy/web/Dockerfile --tag covfefe-web:w1 .",
         "docker build --file deploy/certbot/Dockerfile --tag 'covfefe-certbot:<certbot-commit>' .",
+        "docker build --file deploy/mlflow/Dockerfile --tag 'covfefe-mlflow:<mlflow-commit>' .",
+        "{python} -c 'import secrets; print(secrets.token_hex(24))'"
+        " | docker secret create covfefetest_mlflow-db-password -",
         "env SERVE_IMAGE=covfefe-serve:v2 WEB_IMAGE=covfefe-web:w1"
-        " 'CERTBOT_IMAGE=covfefe-certbot:<certbot-commit>' docker stack deploy"
+        " 'CERTBOT_IMAGE=covfefe-certbot:<certbot-commit>'"
+        " 'MLFLOW_IMAGE=covfefe-mlflow:<mlflow-commit>' docker stack deploy"
         " --compose-file deploy/stack.yml --resolve-image never --prune covfefetest",
         "{python} deploy/stack_health.py --stack covfefetest --wait 900"]),
     "99-teardown.sh": (["--local"], [
