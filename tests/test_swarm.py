@@ -92,6 +92,20 @@ class Stack:
         return self.engine.client.containers.list(
             filters={"label": f"com.docker.swarm.service.name={STACK}_{service}"})
 
+    def logs(self, *services: str) -> str:
+        """The tasks' states and the last lines of each container of these services (for a
+        failure's message)."""
+        lines = []
+        for name in services:
+            for task in self.service(name).tasks():
+                status = task["Status"]
+                lines.append(f"{name} task: {status['State']} {status.get('Err', '')}")
+            for container in self.engine.client.containers.list(
+                    all=True, filters={"label": f"com.docker.swarm.service.name={STACK}_{name}"}):
+                lines.append(f"--- {container.name} ({container.status}):")
+                lines.append(container.logs(tail=30).decode(errors="replace"))
+        return "\n".join(lines)
+
     def serve_containers(self) -> list:
         return self.containers("serve")
 
@@ -207,7 +221,7 @@ def test_the_stack_converges_with_every_replica_healthy(stack):
     result = subprocess.run([sys.executable, str(STACK_HEALTH), "--stack", STACK],
                             env={**os.environ, "DOCKER_HOST": stack.engine.base_url},
                             capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stderr + stack.logs("mlflow", "postgres")
     assert f"{STACK}_serve" in result.stdout and f"{REPLICAS}/{REPLICAS} running" in result.stdout
 
 
@@ -305,8 +319,8 @@ def _wait_for_mlflow(stack, seconds: float = 180) -> None:
         except OSError:
             pass
         if time.monotonic() > deadline:
-            logs = [container.logs()[-2000:] for container in stack.containers("mlflow")]
-            raise AssertionError(f"MLflow did not answer within {seconds:.0f} s: {logs}")
+            raise AssertionError(f"MLflow did not answer within {seconds:.0f} s:\n"
+                                 + stack.logs("mlflow", "postgres"))
         time.sleep(2)
 
 

@@ -18,4 +18,21 @@ if [ -n "${MLFLOW_DB_PASSWORD_FILE:-}" ]; then
   export MLFLOW_BACKEND_STORE_URI
 fi
 export MLFLOW_BACKEND_STORE_URI="${MLFLOW_BACKEND_STORE_URI:-sqlite:///$HOME/mlflow.db}"
+# The database may start after the server (swarm starts services in no order): wait for it to
+# accept connections (up to MLFLOW_DB_WAIT seconds, 120) instead of failing and restarting.
+if [ -n "${MLFLOW_DB_PASSWORD_FILE:-}" ]; then
+  python - "${MLFLOW_DB_HOST:-postgres:5432}" "${MLFLOW_DB_WAIT:-120}" <<'PYTHON'
+import socket, sys, time
+host, _, port = sys.argv[1].rpartition(":")
+deadline = time.monotonic() + float(sys.argv[2])
+while True:
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+        break
+    except OSError as error:
+        if time.monotonic() > deadline:
+            sys.exit(f"mlflow: the database {sys.argv[1]} does not answer ({error})")
+        time.sleep(2)
+PYTHON
+fi
 exec mlflow server "$@"
