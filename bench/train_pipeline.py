@@ -247,8 +247,10 @@ def setting_child(setting: Setting, args) -> dict:
     command = ["taskset", "-c", setting.cpus or args.cpus, python, __file__, "--child", "setting",
                "--setting", json.dumps(asdict(setting)), "--seconds", str(args.seconds),
                "--units", str(args.units)]
+    # The side environment has no covfefe installed: it imports this checkout's.
+    path = os.pathsep.join(filter(None, [str(JAX_PYTHON.parents[3]), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": setting.backend,
-           **setting.env}
+           "PYTHONPATH": path, **setting.env}
     result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if result.returncode:
         print(f"  {setting.name} failed: {result.stderr.strip().splitlines()[-1:]}", flush=True)
