@@ -133,12 +133,19 @@ def _evaluation(nats, chars):
                       np.asarray(chars))
 
 
-def test_a_clearly_better_challenger_is_promoted_and_a_tie_is_not():
-    rng = np.random.default_rng(1)
+def _clearly_better(seed):
+    """Scores of 400 tweets, and a comparison with a challenger 0.05 nats/char better on each;
+    and the random numbers' generator."""
+    rng = np.random.default_rng(seed)
     chars = rng.integers(20, 200, 400)
     champion = chars * rng.normal(1.2, 0.2, 400)
     better = compare_scores(_evaluation(champion, chars),
                             _evaluation(champion - chars * 0.05, chars))
+    return chars, champion, better, rng
+
+
+def test_a_clearly_better_challenger_is_promoted_and_a_tie_is_not():
+    chars, champion, better, rng = _clearly_better(1)
     assert better.difference == pytest.approx(0.05 / np.log(2), rel=1e-6)
     assert 0 < better.interval[0] < better.difference < better.interval[1]
     assert better.promote and "promote" in better.summary()
@@ -156,11 +163,7 @@ def _figures(non_words, near_copies):
 
 
 def test_a_better_scoring_challenger_whose_samples_are_worse_than_the_bounds_is_kept_out():
-    rng = np.random.default_rng(3)
-    chars = rng.integers(20, 200, 400)
-    champion = chars * rng.normal(1.2, 0.2, 400)
-    better = compare_scores(_evaluation(champion, chars),
-                            _evaluation(champion - chars * 0.05, chars))
+    better = _clearly_better(3)[2]
     better.samples = {"champion": _figures(0.010, 0.01), "challenger": _figures(0.012, 0.015)}
     assert better.promote  # within the bounds: the scores decide
     assert "samples challenger challenger" in better.summary()
