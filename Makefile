@@ -87,7 +87,7 @@ $(MLFLOW_SERVER): requirements/mlflow-server.txt
 
 MLFLOW_PORT ?= 5000
 mlflow: $(MLFLOW_SERVER) ## Open the MLflow UI on http://127.0.0.1:$(MLFLOW_PORT)/ over the local store (runs, registered models)
-	$(MLFLOW_SERVER) ui --backend-store-uri sqlite:///$(abspath data)/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(MLFLOW_SERVER) ui --backend-store-uri sqlite:///$(abspath data)/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT)
 
 bench: install ## Training throughput and memory: our pipeline vs the v1 one-hot windows (bench/)
 	$(BIN)/python bench/train_pipeline.py
