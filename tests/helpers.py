@@ -92,6 +92,17 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+# The files of the mlflow image (deploy/07-stack.sh tags it with the last commit of these).
+MLFLOW_IMAGE_FILES = ("deploy/mlflow", "requirements/mlflow-server.txt")
+
+
+def last_commit(*paths: str) -> str:
+    """The short hash of the last commit that changed ``paths``, as the stack script tags the
+    images it does not tag by release (``git log -1 --format=%h -- PATHS``)."""
+    return subprocess.run(["git", "log", "-1", "--format=%h", "--", *paths], cwd=ROOT,
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
 def covfefe(*args, env=None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run ``python -m covfefe`` as a user would and return the completed process."""
     environment = {**os.environ, **(env or {})}

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import require_all, require_tool
+from tests.helpers import MLFLOW_IMAGE_FILES, last_commit, require_all, require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -681,14 +681,9 @@ def test_stack_builds_on_every_node_deploys_the_tag_and_waits(sandbox):
     assert result.returncode == 0, result.stderr
     builds = [(machine, argv[argv.index("--tag") + 1]) for machine, argv in docker_calls(sandbox)
               if argv[0] == "build"]
-    web_commit, certbot_commit = (
-        subprocess.run(["git", "log", "-1", "--format=%h", "--", *paths], cwd=ROOT,
-                       capture_output=True, text=True, check=True).stdout.strip()
-        for paths in (["webapp", "deploy/nginx", "deploy/web"], ["deploy/certbot"]))
-    mlflow_commit = subprocess.run(
-        ["git", "log", "-1", "--format=%h", "--", "deploy/mlflow",
-         "requirements/mlflow-server.txt"], cwd=ROOT, capture_output=True, text=True,
-        check=True).stdout.strip()
+    web_commit = last_commit("webapp", "deploy/nginx", "deploy/web")
+    certbot_commit = last_commit("deploy/certbot")
+    mlflow_commit = last_commit(*MLFLOW_IMAGE_FILES)
     # serve takes the new tag; web, certbot and mlflow the commit that last changed their files.
     assert builds == [("covfefe-test-aws-worker-1", "covfefe-serve:v7"),
                       ("covfefe-test-aws", "covfefe-serve:v7"),

@@ -34,7 +34,14 @@ import yaml
 
 from covfefe.inference.artifact import load_artifact
 from tests.docker_engine import MLFLOW_IMAGE, SERVE_IMAGE, cannot, report
-from tests.helpers import ROOT, covfefe, free_port, https_request
+from tests.helpers import (
+    MLFLOW_IMAGE_FILES,
+    ROOT,
+    covfefe,
+    free_port,
+    https_request,
+    last_commit,
+)
 
 STACK_HEALTH = ROOT / "deploy" / "stack_health.py"
 STACK_LABEL = "com.docker.stack.namespace"
@@ -88,9 +95,10 @@ class Stack:
     def service(self, name: str):
         return self.engine.client.services.get(f"{STACK}_{name}")
 
-    def containers(self, service: str) -> list:
+    def containers(self, service: str, *, stopped: bool = False) -> list:
+        """The service's running containers (with ``stopped``, the exited ones too)."""
         return self.engine.client.containers.list(
-            filters={"label": f"com.docker.swarm.service.name={STACK}_{service}"})
+            all=stopped, filters={"label": f"com.docker.swarm.service.name={STACK}_{service}"})
 
     def logs(self, *services: str) -> str:
         """The tasks' states and the last lines of each container of these services (for a
@@ -100,8 +108,7 @@ class Stack:
             for task in self.service(name).tasks():
                 status = task["Status"]
                 lines.append(f"{name} task: {status['State']} {status.get('Err', '')}")
-            for container in self.engine.client.containers.list(
-                    all=True, filters={"label": f"com.docker.swarm.service.name={STACK}_{name}"}):
+            for container in self.containers(name, stopped=True):
                 lines.append(f"--- {container.name} ({container.status}):")
                 lines.append(container.logs(tail=30).decode(errors="replace"))
         return "\n".join(lines)
@@ -173,10 +180,7 @@ def stack(engine, serve_image, web_image, redis_image, mlflow_image, postgres_im
     client.images.build(fileobj=io.BytesIO(
         f"FROM {SERVE_IMAGE}\nLABEL org.covfefe-flow.release=v2\n".encode()), tag=SERVE_V2)
     # 07-stack.sh names the mlflow image by the last commit that changed it.
-    mlflow_tag = subprocess.run(["git", "log", "-1", "--format=%h", "--", "deploy/mlflow",
-                                 "requirements/mlflow-server.txt"], cwd=ROOT,
-                                capture_output=True, text=True, check=True).stdout.strip()
-    client.images.get(MLFLOW_IMAGE).tag("covfefe-mlflow", mlflow_tag)
+    client.images.get(MLFLOW_IMAGE).tag("covfefe-mlflow", last_commit(*MLFLOW_IMAGE_FILES))
     folder = tmp_path_factory.mktemp("swarm")
     https_port, mlflow_port = free_port(), free_port()
     stack = Stack(engine, https_port, folder,
