@@ -50,9 +50,10 @@ def update_and_compare(update_config: UpdateConfig, *, promote: bool = False,
     with tracking.run("update", params) as active:
         result = update(update_config, progress=progress)
         seen = result.tweets  # what the challenger learned from: the older and the new tweets
-        learned = pd.concat([seen.older["text"], seen.learn["text"], seen.fit["text"]])
+        known = (words_of(pd.concat([seen.older["text"], seen.learn["text"], seen.fit["text"]]))
+                 if update_config.samples else None)  # only the samples' figures need them
         comparison = compare(result.champion, result.challenger, seen.future["text"],
-                             samples=update_config.samples, known_words=words_of(learned))
+                             samples=update_config.samples, known_words=known)
         for row in result.history:
             tracking.log_metrics(active, {k: v for k, v in row.items() if k != "epoch"},
                                  step=row["epoch"])
