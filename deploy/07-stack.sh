@@ -4,8 +4,8 @@ set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-USAGE="Usage: deploy/07-stack.sh [--dry-run] [--tag TAG] [--web-tag TAG] [--no-build]
-                           [--scale N | --rollback]
+USAGE="Usage: deploy/07-stack.sh [--dry-run] [--tag TAG] [--web-tag TAG] [--model DIR]
+                           [--no-build] [--scale N | --rollback]
 
 Step 7 (beyond one host): deploy or update the stack COMPOSE_PROJECT_NAME (deploy/stack.yml) on
 the swarm of deploy/06-swarm.sh: API_REPLICAS serve replicas behind web (nginx), redis for the
@@ -20,6 +20,10 @@ until every service has its replicas running and no update is in progress
 Options:
   --tag TAG      serve's tag (default: the checkout's commit, git rev-parse --short HEAD)
   --web-tag TAG  web's tag (default: the last commit that changed webapp/ or deploy/nginx|web/)
+  --model DIR    bake this model artifact folder into serve instead of models/covfefe, e.g.
+                 data/models/champion (the champion that covfefe promote or make update put
+                 in service here); serve's tag becomes <commit>-model-<its digest>, so the
+                 replicas take it with the rolling update and --rollback goes back
   --no-build     use images already on the nodes
   --scale N      only set the number of serve replicas to N (no build, no deploy)
   --rollback     only roll serve back to its previous image and settings
@@ -34,9 +38,22 @@ the certificates volume."
 # about a minute; image pulls on a fresh node longer).
 WAIT_SECONDS=900
 
-# build_image NAME:TAG DOCKERFILE: build covfefe-NAME:TAG on the host docker talks to now.
+# Where --model's folder is copied for the serve image's build (inside the build context, let
+# through by .dockerignore; removed after the build).
+STAGED_MODEL=models/stack-model
+
+# build_image NAME:TAG DOCKERFILE [OPTION...]: build covfefe-NAME:TAG on the host docker talks
+# to now.
 build_image() {
-  run docker build --file "$2" --tag "covfefe-$1" .
+  run docker build --file "$2" "${@:3}" --tag "covfefe-$1" .
+}
+
+# stage_model DIR: copy the model artifact DIR (links followed: the served link is one) to
+# STAGED_MODEL, removed again when the script exits.
+stage_model() {
+  is_dry_run || trap 'rm -rf "$STAGED_MODEL"' EXIT
+  run rm -rf "$STAGED_MODEL"
+  run cp -RL "$1" "$STAGED_MODEL"
 }
 
 # make_db_secret NAME: create the Docker secret NAME (MLflow's database password: random, never
@@ -56,7 +73,7 @@ wait_for_stack() {
 
 stack() {
   parse_args "$@"
-  local build=1 scale='' rollback=''
+  local build=1 scale='' rollback='' model=''
   TAG='' WEB_TAG=''
   set -- "${ARGS[@]}"
   while (($#)); do
@@ -73,6 +90,11 @@ stack() {
         WEB_TAG=$2
         shift
         ;;
+      --model)
+        [[ ${2:-} ]] || die_usage "--model needs a model artifact folder"
+        model=$(from_caller "$2")
+        shift
+        ;;
       --no-build) build='' ;;
       --scale)
         [[ ${2:-} =~ ^[0-9]+$ ]] || die_usage "--scale needs a number of replicas, not '${2:-}'"
@@ -84,6 +106,12 @@ stack() {
     esac
     shift
   done
+  if [[ $model ]]; then
+    [[ $build ]] || die_usage "--model builds serve with that model: it cannot go with --no-build"
+    [[ -z $scale && -z $rollback ]] || die_usage "--model deploys: not with --scale or --rollback"
+    [[ -f $model/metadata.json ]] ||
+      die_usage "--model $model is not a model artifact folder (no metadata.json): give the served link (data/models/champion) or covfefe update's --out folder"
+  fi
   load_config
   require_config DOMAIN EMAIL AWS_MACHINE COMPOSE_PROJECT_NAME
   require_docker_machine
@@ -103,6 +131,12 @@ stack() {
   fi
   if [[ -z $TAG ]]; then
     capture TAG "<commit>" "not a git checkout: pass --tag" git rev-parse --short HEAD
+    if [[ $model ]]; then  # the metadata holds the model's version and its files' hashes
+      local digest
+      capture digest "<model-hash>" "cannot read $model/metadata.json" \
+        sha256sum "$model/metadata.json"
+      TAG=$TAG-model-${digest:0:12}
+    fi
   fi
   if [[ -z $WEB_TAG ]]; then
     capture WEB_TAG "<web-commit>" "not a git checkout: pass --web-tag" \
@@ -114,14 +148,18 @@ stack() {
   capture mlflow_tag "<mlflow-commit>" "not a git checkout" \
     git log -1 --format=%h -- deploy/mlflow requirements/mlflow-server.txt
   if [[ $build ]]; then
-    local workers node
+    local workers node serve_options=()
+    if [[ $model ]]; then
+      stage_model "$model"
+      serve_options=(--build-arg "MODEL=$STAGED_MODEL")
+    fi
     mapfile -t workers < <(worker_machines)
     for node in "${workers[@]}"; do
       use_machine "$node"
-      build_image "serve:$TAG" Dockerfile.serve
+      build_image "serve:$TAG" Dockerfile.serve "${serve_options[@]}"
     done
     use_machine "$AWS_MACHINE"
-    build_image "serve:$TAG" Dockerfile.serve
+    build_image "serve:$TAG" Dockerfile.serve "${serve_options[@]}"
     build_image "web:$WEB_TAG" deploy/web/Dockerfile
     build_image "certbot:$certbot_tag" deploy/certbot/Dockerfile
     build_image "mlflow:$mlflow_tag" deploy/mlflow/Dockerfile

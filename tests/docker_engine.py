@@ -502,15 +502,18 @@ def package_index(engine, base_images):
     thread.join(timeout=10)
 
 
-def build(engine, request, dockerfile: Path, tag: str, index_url: str | None = None) -> dict:
-    """Build an image from the repository (host network, the local index); return its inspect
-    record. A failed build fails the test with the end of its log."""
+def build(engine, request, dockerfile: Path, tag: str, index_url: str | None = None,
+          **buildargs: str) -> dict:
+    """Build an image from the repository (host network, the local index, any other build
+    arguments); return its inspect record. A failed build fails the test with the end of its
+    log."""
     started = time.monotonic()
+    if index_url:
+        buildargs["PIP_INDEX_URL"] = index_url
     try:
         image, _ = engine.client.images.build(
             path=str(ROOT), dockerfile=str(dockerfile.relative_to(ROOT)), tag=tag,
-            network_mode="host", buildargs={"PIP_INDEX_URL": index_url} if index_url else None,
-            rm=True, forcerm=True)
+            network_mode="host", buildargs=buildargs or None, rm=True, forcerm=True)
     except docker.errors.BuildError as error:
         output = "".join(str(step.get("stream") or step.get("error") or "")
                          for step in error.build_log)

@@ -8,6 +8,7 @@ value appears in what the scripts print or pass on a command line. shellcheck, b
 `docker compose config` (or Debian's docker-compose) check the files themselves.
 """
 
+import hashlib
 import io
 import json
 import os
@@ -95,6 +96,9 @@ record = {{
     "machine": os.environ.get("DOCKER_MACHINE_NAME"),
     "acme_server": os.environ.get("ACME_SERVER"),
     "secrets_in_env": sorted(key for key in SECRET_NAMES if os.environ.get(key)),
+    # docker build --build-arg MODEL=DIR: what DIR held while the image was built.
+    "model_files": next((sorted(os.listdir(arg[6:])) for arg in args
+                         if arg.startswith("MODEL=") and os.path.isdir(arg[6:])), None),
 }}
 with open(os.environ["STUB_LOG"], "a", encoding="utf-8") as log:
     log.write(json.dumps(record) + "\n")
@@ -718,6 +722,39 @@ def test_stack_tag_defaults_to_the_commit_and_builds_can_be_skipped(sandbox):
     assert f"+ env SERVE_IMAGE=covfefe-serve:{commit} WEB_IMAGE=covfefe-web:" in result.stderr
 
 
+def test_stack_bakes_the_champion_into_serve_under_a_tag_of_its_own(sandbox, tiny_model,
+                                                                     tmp_path):
+    """--model: the champion (through the served link, as make update leaves it) is copied
+    into the build context for serve's build on every node, under a tag naming its digest, and
+    removed after."""
+    link = tmp_path / "champion"
+    link.symlink_to(tiny_model.path, target_is_directory=True)
+    result = sandbox.run("07-stack.sh", "--model", str(link),
+                         STUB_MACHINES="covfefe-test-aws,covfefe-test-aws-worker-1")
+    assert result.returncode == 0, result.stderr
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.strip()
+    digest = hashlib.sha256((tiny_model.path / "metadata.json").read_bytes()).hexdigest()
+    tag = f"covfefe-serve:{commit}-model-{digest[:12]}"
+    serve_builds = [call for call in sandbox.calls("docker")
+                    if call["argv"][0] == "build" and "Dockerfile.serve" in call["argv"]]
+    assert [call["machine"] for call in serve_builds] == ["covfefe-test-aws-worker-1",
+                                                          "covfefe-test-aws"]
+    for call in serve_builds:
+        assert call["argv"] == ["build", "--file", "Dockerfile.serve", "--build-arg",
+                                "MODEL=models/stack-model", "--tag", tag, "."]
+        assert call["model_files"] == sorted(path.name for path in tiny_model.path.iterdir())
+    others = [call["argv"] for call in sandbox.calls("docker")
+              if call["argv"][0] == "build" and "Dockerfile.serve" not in call["argv"]]
+    assert len(others) == 3 and not any("--build-arg" in argv for argv in others)
+    assert f"SERVE_IMAGE={tag} " in result.stderr
+    assert not (ROOT / "models" / "stack-model").exists(), "the staged copy is removed"
+    # Another model, another tag: the rolling update replaces the replicas.
+    result = sandbox.run("07-stack.sh", "--model", str(ROOT / "models" / "covfefe"))
+    assert result.returncode == 0, result.stderr
+    assert f"SERVE_IMAGE={tag} " not in result.stderr and "-model-" in result.stderr
+
+
 @pytest.mark.parametrize("arguments, expected", [
     (["--scale", "5"], ["service", "scale", "--detach", "covfefetest_serve=5"]),
     (["--rollback"], ["service", "rollback", "--detach", "covfefetest_serve"]),
@@ -734,6 +771,10 @@ def test_stack_scales_and_rolls_back_serve(sandbox, arguments, expected):
     (["--tag", "no/slash"], "--tag needs an image tag"),
     (["--web-tag", ""], "--web-tag needs an image tag"),
     (["--tag"], "--tag needs an image tag"),
+    (["--model"], "--model needs a model artifact folder"),
+    (["--model", "."], "is not a model artifact folder (no metadata.json)"),
+    (["--model", str(ROOT / "models" / "covfefe"), "--no-build"], "cannot go with --no-build"),
+    (["--model", str(ROOT / "models" / "covfefe"), "--rollback"], "not with --scale or --rollback"),
 ])
 def test_stack_refuses_bad_arguments(sandbox, arguments, message):
     result = sandbox.run("07-stack.sh", *arguments)

@@ -10,13 +10,13 @@ to it through a docker-machine stub, the real docker CLI and the project's Pytho
 has no IPVS, so the routing mesh and service virtual IPs could not work here; the stack uses
 neither (DNS round robin to the replicas, host-mode ports for nginx), as it does in
 production. Checked through nginx over TLS and the Docker SDK: every replica healthy and
-reached, the rate limit exact across them, a rolling update to a new image tag under a bounded
-load with no failed request, scaling down; and MLflow's tracking server, used by the covfefe
+reached, the rate limit exact across them, a rolling update to a serve image with another model
+baked in (as 07-stack.sh --model builds it) under a bounded load with no failed request, every
+replica then naming the new model; scaling down; and MLflow's tracking server, used by the covfefe
 CLI as a team would, keeping runs, versions, aliases and artifacts in PostgreSQL and on its
 volume across restarts.
 """
 
-import io
 import json
 import os
 import shutil
@@ -33,7 +33,13 @@ import pytest
 import yaml
 
 from covfefe.inference.artifact import load_artifact
-from tests.docker_engine import MLFLOW_IMAGE, SERVE_IMAGE, cannot, report
+from tests.docker_engine import (
+    MLFLOW_IMAGE,
+    SERVE_DOCKERFILE,
+    build,
+    cannot,
+    report,
+)
 from tests.helpers import (
     MLFLOW_IMAGE_FILES,
     ROOT,
@@ -169,16 +175,29 @@ def env_lines(path: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def stack(engine, serve_image, web_image, redis_image, mlflow_image, postgres_image,
+def serve_v2(engine, serve_image, package_index, tiny_model, request):
+    """The "new release" of the rolling update: serve with another model (the tests' tiny one)
+    baked in, built as 07-stack.sh --model builds it: the model copied to models/stack-model
+    in the build context, Dockerfile.serve's MODEL naming it (the rest comes from the cache)."""
+    staged = ROOT / "models" / "stack-model"
+    shutil.rmtree(staged, ignore_errors=True)
+    shutil.copytree(tiny_model.path, staged)
+    try:
+        build(engine, request, SERVE_DOCKERFILE, SERVE_V2, package_index("serve"),
+              MODEL="models/stack-model")
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    return tiny_model
+
+
+@pytest.fixture(scope="module")
+def stack(engine, serve_image, serve_v2, web_image, redis_image, mlflow_image, postgres_image,
           tmp_path_factory, request):
     """A single-node swarm on the test engine with the stack deployed by 07-stack.sh."""
     if shutil.which("docker") is None:
         cannot("the docker CLI is not installed (07-stack.sh runs it)")
     client = engine.client
     client.swarm.init(advertise_addr="127.0.0.1")
-    # The "new release" of the rolling update: the same API, another image.
-    client.images.build(fileobj=io.BytesIO(
-        f"FROM {SERVE_IMAGE}\nLABEL org.covfefe-flow.release=v2\n".encode()), tag=SERVE_V2)
     # 07-stack.sh names the mlflow image by the last commit that changed it.
     client.images.get(MLFLOW_IMAGE).tag("covfefe-mlflow", last_commit(*MLFLOW_IMAGE_FILES))
     folder = tmp_path_factory.mktemp("swarm")
@@ -249,9 +268,22 @@ def test_the_rate_limit_holds_across_the_replicas(stack):
         f"the allowed requests went to one replica only: {allowed}"
 
 
-def test_a_rolling_update_under_load_fails_no_request(stack, request):
-    """serve to a new image tag, one replica at a time, start-first, while clients keep
-    asking through nginx: every request answers 200."""
+def health_versions(stack, requests: int = 3 * REPLICAS) -> Counter:
+    """The model versions /api/health names through nginx (DNS round robin: every replica)."""
+    versions = Counter()
+    for _ in range(requests):
+        status, body = stack.request("GET", "/api/health")
+        assert status == 200, body
+        versions[json.loads(body)["model"]["version"]] += 1
+    return versions
+
+
+def test_a_rolling_update_under_load_fails_no_request(stack, serve_v2, request):
+    """serve to a new image with another model, one replica at a time, start-first, while
+    clients keep asking through nginx: every request answers 200, and then every replica
+    serves the new model."""
+    bundled = load_artifact(ROOT / "models" / "covfefe").version
+    assert set(health_versions(stack)) == {bundled}
     results: list[tuple[int | str, float]] = []
     done = threading.Event()
 
@@ -292,6 +324,9 @@ def test_a_rolling_update_under_load_fails_no_request(stack, request):
     assert serve.attrs["UpdateStatus"]["State"] == "completed"
     images = {container.image.tags[0] for container in stack.serve_containers()}
     assert images == {SERVE_V2} and len(stack.serve_containers()) == REPLICAS
+    assert set(health_versions(stack)) == {serve_v2.version}
+    served = stack.served("/api/health")
+    assert len(served) == REPLICAS and all(served.values()), served
     # web was left alone: its tag did not change.
     assert stack.service("web").attrs.get("UpdateStatus") is None
 
