@@ -101,7 +101,7 @@ def score_model(model, vocabulary: Vocabulary, texts: Sequence[str], *,
     from tqdm.auto import tqdm
 
     for batch, target, weights in tqdm(batch_targets(model, batches), desc="scoring",
-                                       unit="batch", total=len(batches.batch_indices(0)),
+                                       unit="batch", total=len(batches),
                                        disable=not progress):
         if ngram is not None:  # the same targets: positions 1 .. len - 2 of each row
             ngram_target = np.zeros_like(target)
