@@ -16,11 +16,11 @@ import math
 import numpy as np
 
 from covfefe import config
-from covfefe.evaluation.evaluate import _tweets_to_score, mixture_holdout, split_like_model
+from covfefe.evaluation.evaluate import mixture_holdout, split_like_model, tweets_to_score
 from covfefe.inference.artifact import NUMPY_WEIGHTS, load_artifact
 from covfefe.inference.numpy_network import NumpyNetwork
 from covfefe.lm.mixture import fit_weight, mix_log_probs, network_log_probs
-from covfefe.lm.ngram import LEVEL_SHIFT, KneserNeyModel, _keys, _windows
+from covfefe.lm.ngram import KneserNeyModel
 from covfefe.training.corpus import encode_tweets
 
 LN2 = math.log(2)
@@ -44,19 +44,6 @@ def two_fold(network: np.ndarray, ngram: np.ndarray, groups: np.ndarray | None =
     return bits(mixed)
 
 
-def longest_seen(ngram: KneserNeyModel, sequences) -> np.ndarray:
-    """The longest context (0 to order - 1 characters) the table has seen, per target."""
-    ids, positions = _windows(sequences, ngram.order, score_first=False)
-    seen = np.zeros(len(positions), dtype=int)
-    for length in range(2, ngram.order + 1):
-        contexts = _keys(ids, positions - 1, length - 1, ngram.vocab_size)
-        low = (np.int64(length) << LEVEL_SHIFT) + contexts * ngram.vocab_size
-        found = (np.searchsorted(ngram.keys, low + ngram.vocab_size)
-                 > np.searchsorted(ngram.keys, low))
-        seen = np.where(found, length - 1, seen)
-    return seen
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="", help="artifact (default: the bundled model)")
@@ -64,7 +51,7 @@ def main() -> None:
     args = parser.parse_args()
     artifact = load_artifact(config.resolve(args.model) if args.model else config.model_dir())
     vocabulary = artifact.vocabulary
-    train, validation = split_like_model(artifact.metadata, _tweets_to_score(args.archive, None))
+    train, validation = split_like_model(artifact.metadata, tweets_to_score(args.archive, None))
     train_sequences = encode_tweets(train["text"], vocabulary)
     valid_sequences = encode_tweets(validation["text"], vocabulary)
     network = NumpyNetwork.load(artifact.path / NUMPY_WEIGHTS)
@@ -78,7 +65,7 @@ def main() -> None:
               f"{two_fold(net, table):.4f}, {tables[order].ngrams:,} n-grams")
     table9 = tables[9].log_probs(valid_sequences)
     print(f"kneser-ney-9gram, a weight per longest context seen (2-fold): "
-          f"{two_fold(net, table9, longest_seen(tables[9], valid_sequences)):.4f}")
+          f"{two_fold(net, table9, tables[9].longest_context(valid_sequences)):.4f}")
     newest = np.arange(len(train))
     for name, held in [("the newest 1,450 training tweets", newest[-1450:]),
                        ("the newest 3,000 training tweets", newest[-3000:]),

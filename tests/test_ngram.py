@@ -43,6 +43,16 @@ def test_it_scores_every_character_after_the_first_plus_the_end(vocabulary):
     assert len(ngram.log_probs(encode_tweets(["Make", "A"], vocabulary))) == (3 + 1) + (0 + 1)
 
 
+def test_the_longest_seen_context_grows_along_a_known_tweet_and_stays_short_off_it(vocabulary):
+    ngram = KneserNeyModel(5, len(vocabulary)).fit(encode_tweets(TEXTS, vocabulary))
+    known, unknown = encode_tweets(["Make America Great Again!", "zq zq"], vocabulary)
+    seen = ngram.longest_context([known])
+    assert len(seen) == len(ngram.log_probs([known]))  # one per scored target, in its order
+    # Every context, the END padding before the tweet's start included, was seen whole.
+    assert (seen == 4).all()
+    assert ngram.longest_context([unknown]).max() <= 2
+
+
 def test_unseen_characters_still_get_a_probability(vocabulary):
     ngram = KneserNeyModel(5, len(vocabulary)).fit(encode_tweets(TEXTS, vocabulary))
     scores = ngram.log_probs(encode_tweets(["Zebra quokka ☃"], vocabulary))

@@ -81,7 +81,7 @@ def by_length(evaluation: Evaluation, bins: Sequence[int] = (0, 40, 80, 120, 160
     return grouped.drop(columns="nats")
 
 
-def _tweets_to_score(archive: str | None, dataset: str | None) -> pd.DataFrame:
+def tweets_to_score(archive: str | None, dataset: str | None) -> pd.DataFrame:
     """Return the tweets of an archive (selected as collection does) or of a dataset."""
     if archive is not None:
         from covfefe.data.archive import TweetArchive
@@ -133,12 +133,12 @@ def evaluate_command(*, model: str | None = None, text: str | None = None,
         texts = read_text_file(text)
         lines.append(f"tweets: {text}, {len(texts)} lines scored as written")
     elif since is None and until is None and not everything:
-        _, held_out = split_like_model(artifact.metadata, _tweets_to_score(archive, dataset))
+        _, held_out = split_like_model(artifact.metadata, tweets_to_score(archive, dataset))
         texts = list(held_out["text"])
         lines.append(f"tweets: {'archive' if archive is not None else 'dataset'}, cleaned, the "
                      f"model's validation period (from {validation_since.date()})")
     else:
-        tweets = Corpus.clean(_tweets_to_score(archive, dataset))
+        tweets = Corpus.clean(tweets_to_score(archive, dataset))
         since, until = as_utc(since), as_utc(until)
         tweets = select_period(tweets, since, until)
         texts = list(tweets["text"])
@@ -149,7 +149,7 @@ def evaluate_command(*, model: str | None = None, text: str | None = None,
     if baseline_order is not None:
         from covfefe.lm.ngram import KneserNeyModel
 
-        history, _ = split_like_model(artifact.metadata, _tweets_to_score(archive, dataset))
+        history, _ = split_like_model(artifact.metadata, tweets_to_score(archive, dataset))
         ngram = KneserNeyModel(baseline_order, len(artifact.vocabulary)).fit(
             encode_tweets(history["text"], artifact.vocabulary, max_chars))
         baseline = score_ngram(ngram, artifact.vocabulary, texts, max_chars=max_chars)
@@ -245,7 +245,7 @@ def mix_command(*, model: str | None = None, order: int = 9, holdout: int = 1500
     started = time.monotonic()
     artifact = load_artifact(config.resolve(model) if model else config.model_dir())
     max_chars = artifact.metadata.get("model", {}).get("max_chars", MAX_TWEET_CHARS)
-    train, validation = split_like_model(artifact.metadata, _tweets_to_score(archive, dataset))
+    train, validation = split_like_model(artifact.metadata, tweets_to_score(archive, dataset))
     held = mixture_holdout(artifact.metadata, train, holdout)
     network = (NumpyNetwork.load(artifact.path / NUMPY_WEIGHTS)
                if NUMPY_WEIGHTS in artifact.metadata["files"]
@@ -324,7 +324,7 @@ def sample_command(*, model: str | None = None, archive: str | None = None,
     if novelty is None:
         raise UserError(f"model artifact {artifact.path} has no novelty index: near copies "
                         "cannot be counted")
-    train, validation = split_like_model(artifact.metadata, _tweets_to_score(archive, dataset))
+    train, validation = split_like_model(artifact.metadata, tweets_to_score(archive, dataset))
     known, dictionary = words_of(train["text"]), dictionary_words()
     generators = generators_to_compare(artifact, list(train["text"]), baseline_order or 9)
     table = next(name for name in generators if name != "model")

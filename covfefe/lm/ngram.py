@@ -229,6 +229,20 @@ class KneserNeyModel:
         return (weights * discounted).sum(axis=1) + above[:, :1].reshape(
             (-1,) + (1,) * (discounted.ndim - 2)) / self.vocab_size
 
+    def longest_context(self, sequences: list[np.ndarray]) -> np.ndarray:
+        """The longest context (0 to ``order - 1`` characters) the table has seen before each
+        target of ``sequences`` (the targets `log_probs` scores, in its order)."""
+        self._check_fitted()
+        ids, positions = _windows(sequences, self.order, score_first=False)
+        seen = np.zeros(len(positions), dtype=int)
+        for length in range(2, self.order + 1):
+            contexts = _keys(ids, positions - 1, length - 1, self.vocab_size)
+            low = (np.int64(length) << LEVEL_SHIFT) + contexts * self.vocab_size
+            found = (np.searchsorted(self.keys, low + self.vocab_size)
+                     > np.searchsorted(self.keys, low))
+            seen = np.where(found, length - 1, seen)
+        return seen
+
     def log_probs(self, sequences: list[np.ndarray]) -> np.ndarray:
         """Return the natural-log probability of every target (each tweet's chars after the
         first, then its END), in order."""
