@@ -28,27 +28,26 @@ from typing import NamedTuple
 import numpy as np
 
 from covfefe.compiled import compiled
-from covfefe.inference.fixedpoint import COLUMNS, lstm_layers, sums_into, to_float_into
+from covfefe.inference.fixedpoint import COLUMNS, LstmStack, lstm_layers, sums_into, to_float_into
 from covfefe.inference.numpy_network import NumpyNetwork
 from covfefe.inference.sampling import Draw, draw_and_record
-from covfefe.lm.lexicon import LexiconConstraint, advance_and_penalise
+from covfefe.lm.lexicon import LexiconConstraint, WordTables, advance_and_penalise
 from covfefe.lm.mixture import MixedModel, mix_into
-from covfefe.lm.ngram import KneserNeyModel, step_probs_into
+from covfefe.lm.ngram import KneserNeyModel, StepTable, step_probs_into
 
 
 class Stack(NamedTuple):
     """What a step of the stack reads: the network's layers (`covfefe.inference.fixedpoint.
-    LstmStack`) and its output layer, the n-gram table's arrays (as
-    `covfefe.lm.ngram.step_probs_into` takes them), the network's weight in the mixture and the
-    lexicon's tables (`covfefe.lm.lexicon.LexiconConstraint.tables`)."""
+    LstmStack`) and its output layer, the n-gram table (`covfefe.lm.ngram.StepTable`), the
+    network's weight in the mixture and the lexicon's (`covfefe.lm.lexicon.WordTables`)."""
 
-    layers: tuple
+    layers: LstmStack
     dense_layout: np.ndarray
     dense_unscale: np.ndarray
     dense_bias: np.ndarray
-    table: tuple
+    table: StepTable
     weight: float
-    lexicon: tuple
+    lexicon: WordTables
 
 
 class State(NamedTuple):
@@ -74,15 +73,12 @@ def _step(ids, stack, state, out):
     logits = np.empty((rows, vocab_size), dtype=np.float32)
     to_float_into(sums, stack.dense_unscale, stack.dense_bias, logits)
     probs = np.empty((rows, vocab_size))
-    keys, cumulative, bounds, discounts, children, orphan_low, orphan_start = stack.table
-    step_probs_into(keys, cumulative, bounds, discounts, children, orphan_low, orphan_start,
-                    state.history, state.ranges, ids, out.history, out.ranges, probs)
+    step_probs_into(stack.table, state.history, state.ranges, ids, out.history, out.ranges,
+                    probs)
     mixed = np.empty((rows, vocab_size))
     mix_into(logits, probs, stack.weight, mixed)
     penalised = np.empty_like(mixed)
-    kinds, offsets, labels, targets, handle, may_end, penalty, end_costs = stack.lexicon
-    advance_and_penalise(state.nodes, ids, kinds, offsets, labels, targets, handle, may_end,
-                         penalty, end_costs, mixed, out.nodes, penalised)
+    advance_and_penalise(state.nodes, ids, stack.lexicon, mixed, out.nodes, penalised)
     return penalised
 
 
@@ -118,9 +114,7 @@ class FusedStep:
         dense = network.dense_matrix
         self.stack = Stack(network.lstm_stack, dense.layout, dense.unscale,
                            np.ascontiguousarray(np.atleast_2d(network.dense_bias), np.float32),
-                           (ngram.keys, ngram.cumulative, ngram.bounds, ngram.discounts,
-                            *ngram.step_links()),
-                           float(mixed.weight), constraint.tables)
+                           ngram.step_table(), float(mixed.weight), constraint.tables)
 
     def __call__(self, ids: np.ndarray, state: list) -> tuple[np.ndarray, list]:
         state = self._unpack(state)

@@ -38,6 +38,7 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -219,10 +220,10 @@ class LexiconConstraint:
         return other
 
     @property
-    def tables(self) -> tuple:
-        """The arrays the compiled step reads, in its order (after the rows' states)."""
-        return (self.kinds, self.trie.offsets, self.trie.labels, self.trie.targets,
-                self.trie.handle, self.may_end, self.penalty, self.end_costs)
+    def tables(self) -> "WordTables":
+        """What the compiled step reads (`WordTables`)."""
+        return WordTables(self.kinds, self.trie.offsets, self.trie.labels, self.trie.targets,
+                          self.trie.handle, self.may_end, self.penalty, self.end_costs)
 
     def initial_state(self, n: int) -> list:
         """The model's state and, per row, its trie node and the characters written (0, 0)."""
@@ -233,7 +234,7 @@ class LexiconConstraint:
         (``[node, characters written]``, as ``state[1]`` holds them)."""
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         out = np.empty((len(rows), len(self.kinds)))
-        _costs(rows, *self.tables, out)
+        _costs(rows, self.tables, out)
         return out
 
     def step(self, ids: np.ndarray, state: list) -> tuple[np.ndarray, list]:
@@ -247,7 +248,7 @@ class LexiconConstraint:
         scores = np.ascontiguousarray(scores)
         rows, penalised = np.empty((len(scores), 2), dtype=np.int64), np.empty(scores.shape)
         advance_and_penalise(np.ascontiguousarray(state[1], dtype=np.int64),
-                              np.ascontiguousarray(ids, dtype=np.int64), *self.tables, scores,
+                              np.ascontiguousarray(ids, dtype=np.int64), self.tables, scores,
                               rows, penalised)
         return penalised, [model_state, rows]
 
@@ -292,9 +293,28 @@ def _continues(kind, in_handle):
     return (kind & (LETTER | APOSTROPHE_KIND)) != 0
 
 
+class WordTables(NamedTuple):
+    """What the compiled step reads of a `LexiconConstraint`: each symbol's ``kinds`` (bits:
+    letter, apostrophe, handle character, @, never written); the trie's edges (``node``'s
+    children are ``targets[offsets[node]:offsets[node + 1]]`` along the symbols ``labels``),
+    its ``handle`` nodes and the nodes where a word ``may_end``; the word ``penalty`` (nats)
+    and ``end_costs[written]``, what ending costs after that many characters."""
+
+    kinds: np.ndarray
+    offsets: np.ndarray
+    labels: np.ndarray
+    targets: np.ndarray
+    handle: np.ndarray
+    may_end: np.ndarray
+    penalty: float
+    end_costs: np.ndarray
+
+
 @compiled
-def _next_node(node, symbol, kinds, offsets, labels, targets, handle, may_end):
-    """Return the node after writing ``symbol`` at ``node``."""
+def _next_node(node, symbol, words):
+    """Return the node after writing ``symbol`` at ``node`` (``words``: `WordTables`)."""
+    kinds, offsets, labels, targets = words.kinds, words.offsets, words.labels, words.targets
+    handle, may_end = words.handle, words.may_end
     kind = kinds[symbol]
     if kind & AT_KIND:  # a handle begins (and ends the word before it)
         child = _child(ROOT, symbol, offsets, labels, targets)
@@ -319,18 +339,18 @@ def _next_node(node, symbol, kinds, offsets, labels, targets, handle, may_end):
 
 
 @compiled
-def _costs_after(node, written, kinds, offsets, labels, targets, may_end, handle, penalty,
-                 end_costs, out):
+def _costs_after(node, written, words, out):
     """Write into ``out`` what each symbol costs (nats) after ``node`` with ``written``
-    characters written: ``penalty`` for one that leaves the known forms, else 0; ending the
-    tweet costs ``end_costs[written]`` more (the last entry for longer)."""
-    _word_costs(node, kinds, offsets, labels, targets, may_end, handle, penalty, out)
-    out[END_ID] += end_costs[min(written, len(end_costs) - 1)]
+    characters written: ``words.penalty`` for one that leaves the known forms, else 0; ending
+    the tweet costs ``words.end_costs[written]`` more (the last entry for longer)."""
+    _word_costs(node, words, out)
+    out[END_ID] += words.end_costs[min(written, len(words.end_costs) - 1)]
 
 
 @compiled
-def _word_costs(node, kinds, offsets, labels, targets, may_end, handle, penalty, out):
+def _word_costs(node, words, out):
     """`_costs_after` but the end's own cost."""
+    kinds, offsets, labels, penalty = words.kinds, words.offsets, words.labels, words.penalty
     size = len(kinds)
     if node in (FREE_WORD, FREE_HANDLE):
         for symbol in range(size):
@@ -343,8 +363,8 @@ def _word_costs(node, kinds, offsets, labels, targets, may_end, handle, penalty,
             for edge in range(offsets[ROOT], offsets[ROOT + 1]):
                 out[labels[edge]] = 0.0
         return
-    in_handle = handle[node]
-    ends = 0.0 if may_end[node] else penalty
+    in_handle = words.handle[node]
+    ends = 0.0 if words.may_end[node] else penalty
     for symbol in range(size):
         kind = kinds[symbol]
         if kind & NEVER:
@@ -359,28 +379,26 @@ def _word_costs(node, kinds, offsets, labels, targets, may_end, handle, penalty,
 
 
 @compiled
-def _costs(rows, kinds, offsets, labels, targets, handle, may_end, penalty, end_costs, out):
+def _costs(rows, words, out):
     for row in range(len(rows)):
-        _costs_after(rows[row, 0], rows[row, 1], kinds, offsets, labels, targets, may_end,
-                     handle, penalty, end_costs, out[row])
+        _costs_after(rows[row, 0], rows[row, 1], words, out[row])
 
 
 @compiled
-def advance_and_penalise(rows, ids, kinds, offsets, labels, targets, handle, may_end,
-                          penalty, end_costs, scores, new_rows, penalised):
+def advance_and_penalise(rows, ids, words, scores, new_rows, penalised):
     """Advance each row's state (``[node, characters written]``) by its symbol into
-    ``new_rows``; write its scores less what each symbol would cost next into ``penalised``."""
-    costs = np.empty(len(kinds))
+    ``new_rows``; write its scores less what each symbol would cost next (``words``:
+    `WordTables`) into ``penalised``."""
+    size = len(words.kinds)
+    costs = np.empty(size)
     for row in range(len(rows)):
         symbol = ids[row]
-        if not 0 <= symbol < len(kinds):  # compiled code checks no index: a crash, else
+        if not 0 <= symbol < size:  # compiled code checks no index: a crash, else
             raise IndexError("a symbol outside the vocabulary")
-        node = _next_node(rows[row, 0], symbol, kinds, offsets, labels, targets, handle,
-                          may_end)
+        node = _next_node(rows[row, 0], symbol, words)
         written = rows[row, 1] + (symbol != END_ID)  # END: the start, or a row that has ended
         new_rows[row, 0] = node
         new_rows[row, 1] = written
-        _costs_after(node, written, kinds, offsets, labels, targets, may_end, handle, penalty,
-                     end_costs, costs)
-        for symbol in range(len(kinds)):
+        _costs_after(node, written, words, costs)
+        for symbol in range(size):
             penalised[row, symbol] = scores[row, symbol] - costs[symbol]

@@ -40,6 +40,7 @@ import lzma
 import math
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -284,14 +285,12 @@ class KneserNeyModel:
                    ) -> tuple[np.ndarray, list[np.ndarray]]:
         """`step`, with probabilities rather than their logarithms (for `covfefe.lm.mixture`)."""
         history, ranges = state
-        children, orphan_low, orphan_start = self.step_links()
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         history = np.ascontiguousarray(history, dtype=np.int64)
         probs = np.empty((len(history), self.vocab_size))
         new_history, new_ranges = np.empty_like(history), np.empty_like(ranges)
-        step_probs_into(self.keys, self.cumulative, self.bounds, self.discounts, children,
-                    orphan_low, orphan_start, history, np.ascontiguousarray(ranges), ids,
-                    new_history, new_ranges, probs)
+        step_probs_into(self.step_table(), history, np.ascontiguousarray(ranges), ids,
+                        new_history, new_ranges, probs)
         return probs, [new_history, new_ranges]
 
     def next_probs(self, history: np.ndarray) -> np.ndarray:
@@ -304,6 +303,11 @@ class KneserNeyModel:
         probs = np.empty((len(history), self.vocab_size))
         _fill(self.keys, self.cumulative, self.discounts, ranges, probs)
         return probs
+
+    def step_table(self) -> "StepTable":
+        """The arrays a compiled step reads (`step_probs_into`)."""
+        return StepTable(self.keys, self.cumulative, self.bounds, self.discounts,
+                         *self.step_links())
 
     def step_links(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Return (built on first use) what a step follows from a context to the next one
@@ -438,15 +442,31 @@ def _search_ranges(keys, bounds, base, history, ranges):
                                                         low + base)
 
 
+class StepTable(NamedTuple):
+    """What a compiled step reads of a `KneserNeyModel`: its sorted ``keys``, ``cumulative``
+    counts, level ``bounds`` and ``discounts``, and the links of `KneserNeyModel.step_links`
+    (``children``, ``orphan_low``, ``orphan_start``)."""
+
+    keys: np.ndarray
+    cumulative: np.ndarray
+    bounds: np.ndarray
+    discounts: np.ndarray
+    children: np.ndarray
+    orphan_low: np.ndarray
+    orphan_start: np.ndarray
+
+
 @compiled
-def step_probs_into(keys, cumulative, bounds, discounts, children, orphan_low, orphan_start,
-                history, ranges, ids, new_history, new_ranges, out):
+def step_probs_into(table, history, ranges, ids, new_history, new_ranges, out):
     """Append ``ids[row]`` to each ``history[row]``, dropping its oldest symbol, into
     ``new_history``; write where the new contexts' continuations lie into ``new_ranges`` and
-    the probabilities after them into ``out``. No search of the keys: the new context of
-    order k + 1 is the old context of order k followed by the symbol, one of that context's
-    continuations (found among the few in ``ranges``), and its own continuations begin at
-    its ``children`` entry."""
+    the probabilities after them into ``out`` (``table``: a `StepTable`). No search of the
+    keys: the new context of order k + 1 is the old context of order k followed by the
+    symbol, one of that context's continuations (found among the few in ``ranges``), and its
+    own continuations begin at its ``children`` entry."""
+    keys, cumulative, bounds, discounts = (table.keys, table.cumulative, table.bounds,
+                                           table.discounts)
+    children, orphan_low, orphan_start = table.children, table.orphan_low, table.orphan_start
     order, base = len(discounts), out.shape[1]
     width = history.shape[1]
     for row in range(len(history)):
