@@ -242,7 +242,7 @@ def test_the_loop_on_the_command_line_with_the_local_mlflow_store(tiny_model, ne
     assert "decision:" in result.stdout and "interval" in result.stdout
     # Both models wrote samples for the comparison, with the same prefixes and seeds.
     for role in ("champion", "challenger"):
-        assert f"samples {role} " in result.stdout and "non-words " in result.stdout
+        assert f"samples {role} " in result.stdout and "non_words=" in result.stdout
     assert "registered the challenger as version 2" in result.stdout
     challenger = load_artifact(out)
     assert challenger.metadata["update"]["champion"] == tiny_model.version

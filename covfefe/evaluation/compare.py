@@ -84,11 +84,7 @@ class Comparison:
                 f"challenger wins {self.wins} of {self.tweets} tweets"
                 + (f" ({self.left_out} left out: a character one model never writes)"
                    if self.left_out else "") + "\n"
-                + "".join(f"samples {role} {self.version(role)} ({figures.describe()}): "
-                          f"non-words {figures.non_word_share:.2%}, near copies "
-                          f"{figures.near_copy_share:.2%}, mean length "
-                          f"{figures.mean_length:.1f}, cut at 280 {figures.at_limit_share:.2%} "
-                          f"({figures.samples} tweets)\n"
+                + "".join(figures.line(f"{role} {self.version(role)}") + "\n"
                           for role, figures in (self.samples or {}).items())
                 + f"decision: {self.decision}")
 

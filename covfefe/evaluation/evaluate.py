@@ -288,13 +288,6 @@ SWEEP_DECODINGS = tuple({"word_penalty": penalty, "end": end}
                         for end in ({}, SLIGHTLY_LONGER, LONGER) for penalty in (2.5, 4.0))
 
 
-def _quality_line(name: str, figures) -> str:
-    return (f"samples {name} ({figures.describe()}): "
-            f"non_words={figures.non_word_share:.2%} real_words={figures.real_word_share:.2%} "
-            f"near_copies={figures.near_copy_share:.2%} mean_length={figures.mean_length:.1f} "
-            f"at_limit={figures.at_limit_share:.2%} tweets={figures.samples}")
-
-
 def sample_command(*, model: str | None = None, archive: str | None = None,
                    dataset: str | None = None, samples: int = 200,
                    temperature: float | None = None, top_p: float | None = None,
@@ -336,10 +329,8 @@ def sample_command(*, model: str | None = None, archive: str | None = None,
         settings = {"temperature": temperature or defaults.get("temperature", 1.0),
                     "top_p": top_p or defaults.get("top_p", 1.0)}
         for name, generator in generators.items():
-            lines.append(_quality_line(name, sample_quality(generator, known, novelty,
-                                                            samples=samples,
-                                                            dictionary=dictionary,
-                                                            **settings)))
+            lines.append(sample_quality(generator, known, novelty, samples=samples,
+                                        dictionary=dictionary, **settings).line(name))
         return "\n".join(lines)
     from covfefe.evaluation.quality import sweep as run_sweep
 
@@ -349,9 +340,9 @@ def sample_command(*, model: str | None = None, archive: str | None = None,
         results = run_sweep(generator, known, novelty, temperatures=SWEEP_TEMPERATURES,
                             top_ps=SWEEP_TOP_PS, decodings=SWEEP_DECODINGS, samples=samples,
                             progress=progress, dictionary=dictionary)
-        lines += [_quality_line(name, figures) for figures in results]
+        lines += [figures.line(name) for figures in results]
         chosen[name], settings[name] = choose_defaults(results, **bounds), len(results)
-        lines.append(_quality_line(f"{name}, best", chosen[name]))
+        lines.append(chosen[name].line(f"{name}, best"))
     if save_defaults:
         best = chosen["model"]
         changes = {

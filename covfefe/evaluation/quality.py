@@ -69,6 +69,15 @@ class SampleQuality:
         return {key: round(value, 4) if isinstance(value, float) else value
                 for key, value in asdict(self).items() if key != "lengths"}
 
+    def line(self, name: str) -> str:
+        """The figures as one report line, ``samples NAME (setting): non_words=0.98% ...``, as
+        `covfefe evaluate --samples` and `covfefe compare` print them (name=value pairs, which
+        the CLI also logs to MLflow)."""
+        return (f"samples {name} ({self.describe()}): "
+                f"non_words={self.non_word_share:.2%} real_words={self.real_word_share:.2%} "
+                f"near_copies={self.near_copy_share:.2%} mean_length={self.mean_length:.1f} "
+                f"at_limit={self.at_limit_share:.2%} tweets={self.samples}")
+
     def describe(self) -> str:
         """The setting, in words: temperature, top-p and the word constraint's costs."""
         text = f"temperature {self.temperature:g}, top_p {self.top_p:g}"
