@@ -114,7 +114,8 @@ def _run_evaluate(args) -> None:
     from covfefe.evaluation.evaluate import evaluate_command
 
     options = dict(
-        model=str(_model(args)), text=args.text, archive=args.archive, dataset=args.dataset,
+        model=str(_model(args)), text=args.text, clean=args.clean, archive=args.archive,
+        dataset=args.dataset,
         since=args.since, until=args.until, everything=args.all,
         baseline_order=args.baseline_order, samples=args.samples,
         temperature=args.temperature, top_p=args.top_p, sweep=args.sweep,
@@ -200,7 +201,8 @@ def _run_compare(args) -> None:
 
     champion = load_artifact(config.resolve(args.champion))
     challenger = load_artifact(config.resolve(args.challenger))
-    print(compare(champion, challenger, read_text_file(args.text), samples=args.samples,
+    texts = read_text_file(args.text, clean=args.clean)
+    print(compare(champion, challenger, texts, samples=args.samples,
                   progress=not args.no_progress).summary())
 
 
@@ -408,6 +410,7 @@ def _add_update(commands) -> None:
     compare.add_argument("--challenger", required=True, metavar="DIR")
     compare.add_argument("--text", required=True, metavar="FILE",
                          help="one tweet per line, newer than both models' data")
+    _add_clean_option(compare)
     compare.add_argument("--samples", type=int, default=200, metavar="N",
                          help="tweets each model writes for the sample figures, which guard "
                          "the promotion (0: none; default %(default)s)")
@@ -438,6 +441,12 @@ def _add_tweet_source(group) -> None:
                        "$COVFEFE_DATA_DIR/tweets.parquet)")
 
 
+def _add_clean_option(parser) -> None:
+    parser.add_argument("--clean", action="store_true",
+                        help="clean each line of --text as training cleans tweets (HTML "
+                        "entities, curly quotes, URLs, emoji) before scoring it")
+
+
 def _add_evaluate(commands) -> None:
     evaluate = _add_command(commands, "evaluate", _run_evaluate,
                             help="bits per character of a model (and the n-gram baseline) on "
@@ -452,6 +461,7 @@ def _add_evaluate(commands) -> None:
     _add_model_option(evaluate)
     source = evaluate.add_mutually_exclusive_group()
     source.add_argument("--text", metavar="FILE", help="one tweet per line, scored as written")
+    _add_clean_option(evaluate)
     _add_tweet_source(source)
     evaluate.add_argument("--since", type=_date, metavar="DATE",
                           help="only tweets from this UTC date on (default: the start of the "

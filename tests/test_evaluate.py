@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from covfefe.config import BUNDLED_MODEL, resolve
+from covfefe.data.clean import clean_tweet
 from covfefe.evaluation.evaluate import by_length, read_text_file, score_served
 from covfefe.inference.generate import TweetGenerator
 from covfefe.lm.lexicon import LexiconConstraint
@@ -91,6 +92,51 @@ def test_the_dataset_defaults_to_the_models_validation_tweets(tiny_model, tiny_t
     assert int(served[3]) <= int(tweets) and float(served[1]) < float("inf")
     order_5 = next(b for b in metrics["baselines"] if b["order"] == 5)
     assert float(baseline_bits) == pytest.approx(order_5["validation_bits_per_char"], abs=1e-3)
+
+
+def test_clean_scores_raw_tweets_as_training_cleans_them(tiny_model, tmp_path):
+    """Raw tweets (curly quotes, entities, a URL): as written they hold characters the model
+    never writes, and evaluate says --clean would help; with --clean each line is scored as
+    training would have cleaned it, and none is left out."""
+    raw = ["\u201cFake News\u201d is at it again &amp; again! https://t.co/AbC123",
+           "https://t.co/only"]
+    path = tmp_path / "raw.txt"
+    path.write_text("\n".join(raw) + "\n", encoding="utf-8")
+    as_written = covfefe("evaluate", "--model", str(tiny_model.path), "--text", str(path),
+                         "--no-progress")
+    assert as_written.returncode == 0, as_written.stderr
+    assert "raw tweets? --clean cleans them as training does" in as_written.stdout
+    cleaned = covfefe("evaluate", "--model", str(tiny_model.path), "--text", str(path),
+                      "--clean", "--no-progress")
+    assert cleaned.returncode == 0, cleaned.stderr
+    expected = [clean_tweet(line) for line in raw if clean_tweet(line)]
+    assert expected == ['"Fake News" is at it again & again!']  # the URL-only line is dropped
+    assert f"tweets: {path}, 1 lines cleaned as for training" in cleaned.stdout
+    assert "raw tweets?" not in cleaned.stdout and "hold characters outside" not in cleaned.stdout
+    bits, chars, tweets = SUMMARY.search(cleaned.stdout).groups()
+    assert (int(tweets), int(chars)) == (1, len(expected[0]))
+    served = score_served(TweetGenerator.from_artifact(tiny_model), expected)
+    assert float(bits) == pytest.approx(served.bits_per_char, abs=1e-4)
+    refused = covfefe("evaluate", "--model", str(tiny_model.path), "--clean")
+    assert refused.returncode == 2 and "--clean cleans the lines of --text" in refused.stderr
+
+
+def test_compare_on_the_command_line_cleans_raw_tweets_when_asked(tiny_model, tmp_path):
+    """covfefe compare, the same model as champion and challenger: raw tweets as written are
+    left out (a character neither writes) with the hint; --clean scores them all."""
+    path = tmp_path / "raw.txt"
+    path.write_text("\u201cFake News\u201d is at it again!\nMake America Great Again!\n",
+                    encoding="utf-8")
+    common = ["compare", "--champion", str(tiny_model.path), "--challenger",
+              str(tiny_model.path), "--text", str(path), "--samples", "0", "--no-progress"]
+    raw = covfefe(*common)
+    assert raw.returncode == 0, raw.stderr
+    assert "(1 left out: a character one model never writes; raw tweets? --clean" in raw.stdout
+    cleaned = covfefe(*common, "--clean")
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert "on 2 future tweets" in cleaned.stdout and "left out" not in cleaned.stdout
+    assert "difference +0.0000 bits/char" in cleaned.stdout
+    assert "decision: keep the champion" in cleaned.stdout
 
 
 def test_all_tweets_include_the_training_ones(tiny_model, tiny_tweets):

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from covfefe.data.clean import clean_tweet
 from covfefe.data.schema import as_utc, select_period
 from covfefe.data.store import load_dataset
 from covfefe.errors import UserError
@@ -29,9 +30,10 @@ from covfefe.training.scoring import (
 )
 
 
-def read_text_file(path: str | os.PathLike) -> list[str]:
+def read_text_file(path: str | os.PathLike, *, clean: bool = False) -> list[str]:
     """Return the tweets of a one-tweet-per-line UTF-8 file, exactly as written (empty lines
-    are skipped; nothing is cleaned)."""
+    are skipped), or with ``clean`` as training cleans tweets (`covfefe.data.clean.clean_tweet`:
+    entities, curly quotes, URLs, emoji; those left empty are skipped)."""
     path = Path(path)
     try:
         content = path.read_text(encoding="utf-8")
@@ -42,6 +44,8 @@ def read_text_file(path: str | os.PathLike) -> list[str]:
     except IsADirectoryError:
         raise UserError(f"{path} is a folder, not a text file") from None
     lines = [line for line in content.splitlines() if line]
+    if clean:
+        lines = [text for text in map(clean_tweet, lines) if text]
     if not lines:
         raise UserError(f"text file {path} holds no tweets (one per line)")
     return lines
@@ -110,13 +114,16 @@ def split_like_model(metadata: dict, tweets: pd.DataFrame
                                                                     >= since]
 
 
-def evaluate_command(*, model: str | None = None, text: str | None = None,
+def evaluate_command(*, model: str | None = None, text: str | None = None, clean: bool = False,
                      archive: str | None = None, dataset: str | None = None, since=None,
                      until=None, everything: bool = False, baseline_order: int | None = None,
                      samples: int | None = None, temperature: float | None = None,
                      top_p: float | None = None, sweep: bool = False,
                      save_defaults: bool = False, progress: bool = True) -> str:
     """Run ``covfefe evaluate`` and return what it prints (see the CLI's help)."""
+    if clean and text is None:
+        raise UserError("--clean cleans the lines of --text: tweets from the dataset or an "
+                        "archive are cleaned already")
     if samples is not None:
         return sample_command(model=model, archive=archive, dataset=dataset, samples=samples,
                               temperature=temperature, top_p=top_p, sweep=sweep,
@@ -130,8 +137,12 @@ def evaluate_command(*, model: str | None = None, text: str | None = None,
     validation_since = pd.Timestamp(artifact.metadata["data"]["validation_since"])
     lines = [f"model {artifact.name} {artifact.version} ({artifact.path})"]
     if text is not None:
-        texts = read_text_file(text)
-        lines.append(f"tweets: {text}, {len(texts)} lines scored as written")
+        texts = read_text_file(text, clean=clean)
+        lines.append(f"tweets: {text}, {len(texts)} lines "
+                     + ("cleaned as for training" if clean else "scored as written"))
+        if not clean and len(writable(texts, artifact.vocabulary)) < len(texts):
+            lines.append("some lines hold characters the model never writes: raw tweets? "
+                         "--clean cleans them as training does")
     elif since is None and until is None and not everything:
         _, held_out = split_like_model(artifact.metadata, tweets_to_score(archive, dataset))
         texts = list(held_out["text"])
