@@ -201,9 +201,11 @@ def _run_compare(args) -> None:
 
     champion = load_artifact(config.resolve(args.champion))
     challenger = load_artifact(config.resolve(args.challenger))
-    texts = read_text_file(args.text, clean=args.clean)
-    print(compare(champion, challenger, texts, samples=args.samples,
-                  progress=not args.no_progress).summary())
+    comparison = compare(champion, challenger, read_text_file(args.text, clean=args.clean),
+                         samples=args.samples, progress=not args.no_progress)
+    print(comparison.summary())
+    if comparison.left_out and not args.clean:  # update's tweets are cleaned: not there
+        print("raw tweets? --clean cleans them as training does")
 
 
 def _run_promote(args) -> None:

@@ -82,8 +82,7 @@ class Comparison:
                 f"difference {self.difference:+.4f} bits/char ({self.relative:+.2%} of the "
                 f"champion's), {self.confidence:.0%} interval [{low:+.4f}, {high:+.4f}]; the "
                 f"challenger wins {self.wins} of {self.tweets} tweets"
-                + (f" ({self.left_out} left out: a character one model never writes; raw "
-                   "tweets? --clean cleans them as training does)"
+                + (f" ({self.left_out} left out: a character one model never writes)"
                    if self.left_out else "") + "\n"
                 + "".join(figures.line(f"{role} {self.version(role)}") + "\n"
                           for role, figures in (self.samples or {}).items())
