@@ -106,13 +106,18 @@ system-packages: ## Install the Debian packages the tests need (.ci/apt-packages
 # once, through plain papermill with the ci profile (tests/test_notebooks.py).
 test: system-packages install $(AXE_JS) $(MLFLOW_SERVER) ## Run every test: lint, unit, CLI, HTTP, browser, deploy, notebooks
 	$(BIN)/ruff check covfefe serve tests bench deploy
-	$(BIN)/pytest tests
+	$(BIN)/pytest $(PARALLEL) tests
+
+# pytest-xdist workers (WORKERS=1: one process, as plain `pytest` runs); a module goes whole to one
+# worker, slowest modules first (tests/conftest.py).
+WORKERS ?= 2
+PARALLEL := $(if $(filter-out 1,$(WORKERS)),-n $(WORKERS) --dist loadgroup --no-loadscope-reorder)
 
 # The markers come from tests/conftest.py (SLOW_MODULES) and the test modules (network).
 FAST_TESTS := not docker and not browser and not notebooks and not install and not slow and not network
 test-fast: install ## The inner loop: no Docker, browser, notebooks, installs, servers or minutes-long runs
 	$(BIN)/ruff check covfefe serve tests bench deploy
-	$(BIN)/pytest -m '$(FAST_TESTS)' tests
+	$(BIN)/pytest $(PARALLEL) -m '$(FAST_TESTS)' tests
 
 lint: install ## Lint the Python (ruff), the deploy scripts (shellcheck), the Dockerfiles (hadolint)
 	$(BIN)/ruff check covfefe serve tests bench deploy

@@ -8,6 +8,12 @@ markers, and the servers of the ``network`` ones) and the longer time limits the
 pyproject.toml's default ``timeout``. Under ``COVFEFE_REQUIRE_ALL=1`` (CI) a
 test that skips, for whatever reason, fails instead.
 
+``make test`` runs on two pytest-xdist workers (``--dist loadgroup``): each module goes whole to
+one worker, so that its module and session fixtures are set up once, and the two Docker modules
+go together, since they share one private dockerd and its images. The slow modules come first,
+longest first (the order of ``SLOW_MODULES``), so that the other worker takes the short ones
+meanwhile.
+
 Tests never write into the checkout's ``data/`` or ``runs/``: ``COVFEFE_DATA_DIR`` and
 ``COVFEFE_RUNS_DIR`` point at temporary folders for the whole session (notebooks run by papermill
 inherit them), and ``COVFEFE_ARCHIVE`` defaults to ``../shared/data/trump-twitter-archive``
@@ -37,10 +43,11 @@ from tests.helpers import (
 pytest_plugins = ["pytester", "tests.docker_engine"]
 
 
-# Module -> (what it needs beyond Python, its time limit per test in seconds). The limit covers
-# the session fixtures a module's first test sets up: the private dockerd with its stand-in base
-# images and image builds, the notebooks' one papermill run. Every other test has the default of
-# pyproject.toml ([tool.pytest.ini_options] timeout).
+# Module -> (what it needs beyond Python, its time limit per test in seconds), longest module
+# first (the order the workers take them in). The limit covers the session fixtures a module's
+# first test sets up: the private dockerd with its stand-in base images and image builds, the
+# notebooks' one papermill run. Every other test has the default of pyproject.toml
+# ([tool.pytest.ini_options] timeout).
 SLOW_MODULES = {
     "test_deploy_images": ("docker", 2400),
     "test_swarm": ("docker", 2400),
@@ -60,9 +67,22 @@ SLOW_MODULES = {
 }
 
 
+# Modules that must run in one worker because they share session fixtures of their own.
+SHARED_WORKER = {"test_deploy_images": "docker", "test_swarm": "docker"}
+
+
+def module_name(item) -> str:
+    return item.module.__name__.rsplit(".", 1)[-1]
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's hook, which reads the groups
 def pytest_collection_modifyitems(config, items):
+    order = {name: rank for rank, name in enumerate(SLOW_MODULES)}
+    items.sort(key=lambda item: order.get(module_name(item), len(order)))  # stable
     for item in items:
-        needs, limit = SLOW_MODULES.get(item.module.__name__.rsplit(".", 1)[-1], (None, None))
+        name = module_name(item)
+        item.add_marker(pytest.mark.xdist_group(SHARED_WORKER.get(name, name)))
+        needs, limit = SLOW_MODULES.get(name, (None, None))
         if needs:
             item.add_marker(needs)
             if item.get_closest_marker("timeout") is None:

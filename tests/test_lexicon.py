@@ -1,6 +1,8 @@
 """The word constraint: the lexicon's forms, its trie, and the penalties the generator steps
 through."""
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -78,14 +80,19 @@ def test_leaving_the_known_words_is_rare_but_possible(constrained, tiny_model):
     assert new_words(generator) > 0  # but not none: a soft constraint
 
 
+@functools.cache
+def children_of(trie, node: int) -> dict[int, int]:
+    """A node's edges in the trie: symbol -> the node it leads to."""
+    return {int(trie.labels[e]): int(trie.targets[e])
+            for e in range(trie.offsets[node], trie.offsets[node + 1])}
+
+
 def reference_next(constraint: LexiconConstraint, chars: list[str], node: int, symbol: int
                    ) -> int:
     """The node after a symbol, as the module docstring says, in plain Python."""
     trie, char = constraint.trie, chars[symbol]
-    children = {int(trie.labels[e]): int(trie.targets[e])
-                for e in range(trie.offsets[max(node, 0)], trie.offsets[max(node, 0) + 1])}
-    root_children = {int(trie.labels[e]): int(trie.targets[e])
-                     for e in range(trie.offsets[0], trie.offsets[1])}
+    children = children_of(trie, max(node, 0))
+    root_children = children_of(trie, ROOT)
     letter = char.isascii() and char.isalpha()
     handle_char = letter or (char.isascii() and (char.isdigit() or char == "_"))
     if char == "@":
@@ -141,6 +148,8 @@ def test_the_compiled_step_keeps_the_rules_for_every_node_and_symbol(constrained
     rows = np.stack([nodes, np.full(len(nodes), 5)], axis=1)  # [node, characters written]
     scores = np.random.default_rng(0).standard_normal((len(nodes), symbols))
     model, constraint.model = constraint.model, StaticScores(scores)
+    # What a node costs does not depend on how it was reached: each node's reference, once.
+    costs_after = functools.cache(lambda node: reference_costs(constraint, chars, node))
     reached = set()
     try:
         for symbol in range(symbols):
@@ -152,7 +161,7 @@ def test_the_compiled_step_keeps_the_rules_for_every_node_and_symbol(constrained
             advanced = advanced[:, 0]
             if symbol % 7 == 0:  # the costs after each node: a sample of the symbols suffices
                 np.testing.assert_allclose(penalised, scores - np.array(
-                    [reference_costs(constraint, chars, node) for node in expected]))
+                    [costs_after(node) for node in expected]))
             reached |= set(advanced.tolist())
         with pytest.raises(IndexError, match="a symbol outside the vocabulary"):
             constraint.step(np.array([symbols]), [None, rows[:1]])
@@ -161,7 +170,7 @@ def test_the_compiled_step_keeps_the_rules_for_every_node_and_symbol(constrained
     assert {ROOT, FREE_WORD, APOSTROPHE_END, FREE_HANDLE} <= reached  # every kind of node
     assert constraint.trie.handle.any()
     np.testing.assert_array_equal(constraint.costs(rows), [
-        reference_costs(constraint, chars, int(node)) for node in nodes])
+        costs_after(int(node)) for node in nodes])
 
 
 class StaticScores:

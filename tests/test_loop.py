@@ -12,10 +12,14 @@ import urllib.error
 import urllib.request
 from datetime import datetime
 
+import pytest
+
 from covfefe import cli
 from covfefe.inference.artifact import load_artifact
 from tests.helpers import free_port, stop_process, wait_for
 from tests.test_twitter import API, TIMELINE_URL, TOKEN, USER, page, x_api  # noqa: F401
+
+pytestmark = pytest.mark.network  # gunicorn serves the champion on 127.0.0.1 through the loop
 
 NEW_SINCE, NEW_UNTIL = "2016-03-01", "2016-03-06"
 

@@ -231,6 +231,7 @@ def test_update_learns_the_new_tweets_and_resumes_an_interrupted_fine_tuning(
 
 # --- the user's path: collect, update, evaluate, registry, promote, rollback --------------
 
+@pytest.mark.slow  # covfefe update twice, then the registry's commands: about 40 s
 def test_the_loop_on_the_command_line_with_the_local_mlflow_store(tiny_model, newer, tmp_path):
     data, new_file = newer
     env = {"COVFEFE_DATA_DIR": str(data), "MLFLOW_TRACKING_URI": ""}  # the default store
@@ -275,6 +276,7 @@ def test_the_loop_on_the_command_line_with_the_local_mlflow_store(tiny_model, ne
     assert "no registered version 'no-such-version'" in unknown.stderr
 
 
+@pytest.mark.slow  # an update and 14 promotions, each its own process: about 50 s
 def test_a_promotion_killed_at_any_moment_leaves_a_model_served(tiny_model, newer, tmp_path):
     """Kill `covfefe promote` at many moments of its run: the served link always names a
     whole model, the old one or the new one."""
