@@ -1,5 +1,7 @@
 """Tests that need a system tool skip without it, unless COVFEFE_REQUIRE_ALL=1 makes that fail."""
 
+import re
+
 import pytest
 
 from tests.helpers import ROOT
@@ -44,6 +46,8 @@ def test_missing_tool_fails_when_every_tool_is_required(suite, monkeypatch):
 
 
 _SKIPS = """
+import re
+
 import pytest
 
 def test_skipped_in_the_body():
@@ -79,3 +83,27 @@ def test_a_test_that_hangs_fails_at_its_time_limit(pytester, monkeypatch):
                                            "-o", "timeout=1")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*Timeout*"])
+
+
+def test_the_docker_modules_share_one_worker_and_every_module_keeps_one(pytester, monkeypatch):
+    """make test's pytest-xdist run (tests/conftest.py): the two Docker modules go to one
+    worker, whose private dockerd and images they share, and each other module goes whole to
+    one worker. (pytest 9.2's node ids made xdist's loadgroup group nothing, silently.)"""
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    tests = "\n\n".join(f"def test_{number}():\n    pass" for number in range(6))
+    pytester.makepyfile(test_deploy_images=tests, test_swarm=tests, test_other=tests,
+                        test_more=tests)
+    result = pytester.runpytest_subprocess(
+        "-p", "tests.conftest", "-p", "xdist", "-p", "no:cacheprovider", "-v",
+        "-n", "2", "--dist", "loadgroup", "--no-loadscope-reorder")
+    result.assert_outcomes(passed=24)
+    workers: dict[str, set[str]] = {}
+    for line in result.outlines:
+        if match := re.match(r"\[(gw\d)\] .* PASSED (test_\w+)\.py::test_\d@(\w+)", line):
+            worker, module, group = match.groups()
+            assert group == ("docker" if module in ("test_deploy_images", "test_swarm")
+                             else module)
+            workers.setdefault(module, set()).add(worker)
+    assert set(workers) == {"test_deploy_images", "test_swarm", "test_other", "test_more"}
+    assert all(len(used) == 1 for used in workers.values()), workers
+    assert workers["test_deploy_images"] == workers["test_swarm"]
