@@ -59,6 +59,7 @@ WEB_DOCKERFILE = ROOT / "deploy" / "web" / "Dockerfile"
 SERVE_IMAGE, TRAIN_IMAGE, WEB_IMAGE = "covfefe-serve:test", "covfefe-train:test", "covfefe-web:test"
 MLFLOW_IMAGE = "covfefe-mlflow:test"
 BUILD_TIMEOUT = 900
+WORKER_LINES = pytest.StashKey[list]()  # the [docker] lines that xdist's workers sent back
 
 # mmdebstrap recipes of the stand-ins: Debian bookworm, like the official images, with what those
 # images provide where our Dockerfiles rely on it. The recipe's hash names the cached tarball.
@@ -183,13 +184,30 @@ CMD ["postgres"]
 
 
 def report(request, line: str) -> None:
-    """Write a line into the test run's output, even while pytest captures it."""
-    plugins = request.config.pluginmanager
+    """Write a line into the test run's output, even while pytest captures it. A pytest-xdist
+    worker's output goes nowhere: there the line waits for the summary (`pytest_testnodedown`)."""
+    config = request.config
+    if hasattr(config, "workeroutput"):  # an xdist worker
+        config.workeroutput.setdefault("docker", []).append(line)
+        return
+    plugins = config.pluginmanager
     reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
     if reporter is None:
         return
     with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
         reporter.write_line(f"[docker] {line}")
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: a worker is done
+def pytest_testnodedown(node, error):
+    lines = getattr(node, "workeroutput", {}).get("docker", [])
+    node.config.stash.setdefault(WORKER_LINES, []).extend(lines)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """The workers' [docker] lines (image builds, their sizes, the engine's times)."""
+    for line in config.stash.get(WORKER_LINES, []):
+        terminalreporter.write_line(f"[docker] {line}")
 
 
 def cannot(reason: str):

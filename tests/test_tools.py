@@ -88,15 +88,18 @@ def test_a_test_that_hangs_fails_at_its_time_limit(pytester, monkeypatch):
 def test_the_docker_modules_share_one_worker_and_every_module_keeps_one(pytester, monkeypatch):
     """make test's pytest-xdist run (tests/conftest.py): the two Docker modules go to one
     worker, whose private dockerd and images they share, and each other module goes whole to
-    one worker. (pytest 9.2's node ids made xdist's loadgroup group nothing, silently.)"""
+    one worker. (pytest 9.2's node ids made xdist's loadgroup group nothing, silently.) The
+    lines the Docker fixtures report (image builds and sizes) reach the run's summary."""
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     tests = "\n\n".join(f"def test_{number}():\n    pass" for number in range(6))
     pytester.makepyfile(test_deploy_images=tests, test_swarm=tests, test_other=tests,
-                        test_more=tests)
+                        test_more="from tests.docker_engine import report\n\n" + tests.replace(
+                            "()", "(request)").replace("pass", "report(request, 'made here')"))
     result = pytester.runpytest_subprocess(
         "-p", "tests.conftest", "-p", "xdist", "-p", "no:cacheprovider", "-v",
         "-n", "2", "--dist", "loadgroup", "--no-loadscope-reorder")
     result.assert_outcomes(passed=24)
+    assert result.outlines.count("[docker] made here") == 6
     workers: dict[str, set[str]] = {}
     for line in result.outlines:
         if match := re.match(r"\[(gw\d)\] .* PASSED (test_\w+)\.py::test_\d@(\w+)", line):
