@@ -58,6 +58,7 @@ def mlflow_server(tmp_path):
         stop_process(process, group=True)
 
 
+@pytest.mark.network  # a real `mlflow server` on 127.0.0.1
 def test_update_tracks_and_registers_on_a_tracking_server(tiny_model, newer, mlflow_server,  # noqa: F811
                                                           tmp_path):
     data, _ = newer
