@@ -27,6 +27,9 @@ TINY_PARAMS = dict(cell="lstm", layers=1, units=32, embedding_dim=16, dropout=0.
 
 # The web page's origin that the test app allows (CORS).
 ALLOWED_ORIGIN = "https://www.covfefe.example"
+# How long a server may take to answer its first health check: the first start on a fresh clone
+# compiles the generator's kernels (half a minute of CPU, over a minute on a busy machine).
+START_SECONDS = 240
 
 
 def require_all() -> bool:

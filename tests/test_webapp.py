@@ -16,6 +16,7 @@ import pytest
 
 from covfefe import config
 from tests.helpers import (
+    START_SECONDS,
     engine_health,
     free_port,
     require_all,
@@ -52,16 +53,17 @@ class LiveServer:
             [sys.executable, "-m", "gunicorn", "-c", "python:serve.gunicorn_conf",
              "serve:create_app()"], env=env, cwd=ROOT, stdout=self.log,
             stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + START_SECONDS
         while True:
             try:
                 urllib.request.urlopen(f"{self.url}/api/health", timeout=1).close()
                 return
             except OSError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
                     self.log.seek(0)
-                    pytest.fail(f"gunicorn did not start:\n{self.log.read().decode()}")
+                    log = self.log.read().decode()
+                    self.stop()
+                    pytest.fail(f"gunicorn did not start within {START_SECONDS} s:\n{log}")
                 time.sleep(0.2)
 
     def stop(self):
