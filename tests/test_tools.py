@@ -46,8 +46,6 @@ def test_missing_tool_fails_when_every_tool_is_required(suite, monkeypatch):
 
 
 _SKIPS = """
-import re
-
 import pytest
 
 def test_skipped_in_the_body():
